@@ -1,0 +1,263 @@
+"""Convolution units of DeepLab: conv + batch norm + activation, and split separable conv.
+
+Each unit is one "row" of `model_stats` and one scope of the original DeepLab:
+`ConvBN(name="aspp0")` owns `conv` and `BatchNorm`, as slim's
+`conv2d(..., scope="aspp0")` owned `aspp0/weights` and `aspp0/BatchNorm/*`.
+`SeparableConvBN(name="branch0")` owns `depthwise` and `pointwise` units, which
+the original DeepLab called `branch0_depthwise` and `branch0_pointwise`
+(`split_separable_conv2d`); Keras 3 forbids "/" in layer names, so the scope
+is spelled by nesting and `deeplab_dpc.tools.naming` maps between the two.
+
+Weight decay is not attached to layers (no kernel regularizers): the trainer
+adds L2 over conv kernels, as DeepLab's slim arg_scope did, so layer configs
+stay free of training hyper-parameters.
+"""
+
+import keras
+import tensorflow as tf
+
+# DeepLab's head batch norm (the paper's cell): decay 0.9997, epsilon 1e-5.
+HEAD_BN_MOMENTUM = 0.9997
+HEAD_BN_EPSILON = 1e-5
+
+_ACTIVATIONS = {None: None, "relu": tf.nn.relu, "relu6": tf.nn.relu6}
+
+
+def scale_rate(rate, output_stride):
+    """Scales an atrous rate written for output stride 16 to `output_stride`.
+
+    The one place where rates follow the output stride (x2 at 8, x1 at 16).
+    At output stride 32, which DeepLab never used with atrous heads, rates are
+    halved and rounded, never below 1.
+    """
+    if output_stride not in (8, 16, 32):
+        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+    return max(1, int(round(rate * 16 / output_stride)))
+
+
+def _pair(value):
+    if isinstance(value, int):
+        return (value, value)
+    return tuple(int(v) for v in value)
+
+
+def fixed_padding(x, kernel_size, rate):
+    """Pads like DeepLab's `fixed_padding`, so a VALID strided conv aligns corners."""
+    pads = []
+    for k, r in zip(_pair(kernel_size), _pair(rate)):
+        total = (k - 1) * r
+        pads.append([total // 2, total - total // 2])
+    return tf.pad(x, [[0, 0], pads[0], pads[1], [0, 0]])
+
+
+@keras.saving.register_keras_serializable(package="deeplab_dpc")
+class ConvBN(keras.layers.Layer):
+    """Conv2D (or DepthwiseConv2D) -> BatchNorm -> activation.
+
+    Args:
+      filters: output channels (ignored when `depthwise`).
+      kernel_size: int or (h, w).
+      strides: int.
+      rate: atrous rate, int or (r_h, r_w).
+      depthwise: depthwise conv (depth multiplier 1) instead of a full conv.
+      use_bn: batch norm after the conv; without it the conv has a bias.
+      activation: None, "relu" or "relu6".
+      bn_momentum, bn_epsilon: batch-norm decay and epsilon.
+      explicit_padding: pad like DeepLab's `fixed_padding` and use VALID (for
+        strided convs of Xception); otherwise SAME padding.
+    """
+
+    def __init__(
+        self,
+        filters=None,
+        kernel_size=1,
+        strides=1,
+        rate=1,
+        depthwise=False,
+        use_bn=True,
+        activation="relu",
+        bn_momentum=HEAD_BN_MOMENTUM,
+        bn_epsilon=HEAD_BN_EPSILON,
+        explicit_padding=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"{self.name}: unknown activation {activation!r}")
+        self.filters = filters
+        self.kernel_size = _pair(kernel_size)
+        self.strides = int(strides)
+        self.rate = _pair(rate)
+        self.depthwise = bool(depthwise)
+        self.use_bn = bool(use_bn)
+        self.activation = activation
+        self.bn_momentum = bn_momentum
+        self.bn_epsilon = bn_epsilon
+        self.explicit_padding = bool(explicit_padding)
+        padding = "valid" if self.explicit_padding else "same"
+        common = dict(
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            dilation_rate=self.rate,
+            padding=padding,
+            use_bias=not self.use_bn,
+        )
+        if self.depthwise:
+            self.conv = keras.layers.DepthwiseConv2D(name="depthwise_conv", **common)
+        else:
+            self.conv = keras.layers.Conv2D(self.filters, name="conv", **common)
+        self.bn = None
+        if self.use_bn:
+            self.bn = keras.layers.BatchNormalization(
+                momentum=bn_momentum, epsilon=bn_epsilon, name="BatchNorm"
+            )
+
+    def build(self, input_shape):
+        conv_shape = input_shape
+        if self.explicit_padding:
+            conv_shape = (input_shape[0], None, None, input_shape[-1])
+        self.conv.build(conv_shape)
+        if self.bn is not None:
+            channels = input_shape[-1] if self.depthwise else self.filters
+            self.bn.build((None, None, None, channels))
+
+    def call(self, inputs, training=None):
+        x = inputs
+        if self.explicit_padding:
+            x = fixed_padding(x, self.kernel_size, self.rate)
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x, training=training)
+        fn = _ACTIVATIONS[self.activation]
+        return fn(x) if fn is not None else x
+
+    def compute_output_shape(self, input_shape):
+        if self.explicit_padding:
+            padded = list(input_shape)
+            for i, (k, r) in enumerate(zip(self.kernel_size, self.rate), start=1):
+                if padded[i] is not None:
+                    padded[i] += (k - 1) * r
+            return self.conv.compute_output_shape(tuple(padded))
+        return self.conv.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=list(self.kernel_size),
+            strides=self.strides,
+            rate=list(self.rate),
+            depthwise=self.depthwise,
+            use_bn=self.use_bn,
+            activation=self.activation,
+            bn_momentum=self.bn_momentum,
+            bn_epsilon=self.bn_epsilon,
+            explicit_padding=self.explicit_padding,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="deeplab_dpc")
+class SeparableConvBN(keras.layers.Layer):
+    """DeepLab's split separable conv: depthwise -> BN -> act -> 1x1 -> BN -> act.
+
+    The paper's cell operation "3x3 atrous separable conv with rate r_h x r_w"
+    (and ASPP's `aspp_with_separable_conv`, the decoder's convs, and Xception's
+    units, which run with `activation=None` after a pre-activation ReLU).
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size=3,
+        rate=1,
+        strides=1,
+        activation="relu",
+        bn_momentum=HEAD_BN_MOMENTUM,
+        bn_epsilon=HEAD_BN_EPSILON,
+        explicit_padding=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = _pair(kernel_size)
+        self.rate = _pair(rate)
+        self.strides = int(strides)
+        self.activation = activation
+        self.bn_momentum = bn_momentum
+        self.bn_epsilon = bn_epsilon
+        self.explicit_padding = bool(explicit_padding)
+        bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
+        self.depthwise = ConvBN(
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            rate=self.rate,
+            depthwise=True,
+            activation=activation,
+            explicit_padding=self.explicit_padding and self.strides > 1,
+            name="depthwise",
+            **bn,
+        )
+        self.pointwise = ConvBN(
+            self.filters, 1, activation=activation, name="pointwise", **bn
+        )
+
+    def build(self, input_shape):
+        self.depthwise.build(input_shape)
+        self.pointwise.build((None, None, None, input_shape[-1]))
+
+    def call(self, inputs, training=None):
+        return self.pointwise(
+            self.depthwise(inputs, training=training), training=training
+        )
+
+    def compute_output_shape(self, input_shape):
+        shape = self.depthwise.compute_output_shape(input_shape)
+        return tuple(shape[:-1]) + (self.filters,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=list(self.kernel_size),
+            rate=list(self.rate),
+            strides=self.strides,
+            activation=self.activation,
+            bn_momentum=self.bn_momentum,
+            bn_epsilon=self.bn_epsilon,
+            explicit_padding=self.explicit_padding,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="deeplab_dpc")
+class Logits(keras.layers.Layer):
+    """DeepLab's `logits/semantic`: a 1x1 conv with bias, no BN, no activation.
+
+    Initialised with a truncated normal of stddev 0.01 as DeepLab's
+    `get_branch_logits`.
+    """
+
+    def __init__(self, num_classes, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.semantic = keras.layers.Conv2D(
+            self.num_classes,
+            1,
+            kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.01),
+            name="semantic",
+        )
+
+    def build(self, input_shape):
+        self.semantic.build(input_shape)
+
+    def call(self, inputs):
+        return self.semantic(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.num_classes,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_classes=self.num_classes)
+        return config

@@ -1,0 +1,186 @@
+"""Builds DeepLab models with a DPC or ASPP head from one plain config dict.
+
+`build_deeplab(model_variant, num_classes, head="dpc" | "aspp", ...)` returns a
+functional Keras model: image in [-1, 1] of any size -> logits resized to the
+input size with bilinear interpolation, align_corners=True (as DeepLab; sizes
+k * 32 + 1 such as 513 and 769 align exactly). The same arguments as a dict
+(`model_config(...)`) are what every checkpoint, export and search result
+stores, so that `build_model(config)` rebuilds the exact architecture.
+
+Top-level layers: `backbone` (a nested model), `head` (DensePredictionCell or
+ASPP), optional `decoder`, `logits` (`logits/semantic`), and `upsample`.
+"""
+
+import json
+
+import keras
+
+from deeplab_dpc import common
+from deeplab_dpc import spec as spec_lib
+from deeplab_dpc.backbones import FEATURES, LOW_LEVEL, MODEL_VARIANTS, build_backbone
+from deeplab_dpc.layers import ASPP, DEFAULT_ATROUS_RATES, Decoder, DensePredictionCell
+from deeplab_dpc.layers.conv import Logits
+from deeplab_dpc.layers.resize import ResizeLike
+
+HEADS = ("dpc", "aspp")
+CONFIG_VERSION = 1
+
+
+class ModelConfigError(ValueError):
+    """A model configuration that cannot be built; the message names the field."""
+
+
+def model_config(
+    model_variant="mobilenet_v2",
+    num_classes=21,
+    head="dpc",
+    dpc_spec=None,
+    output_stride=16,
+    atrous_rates=None,
+    decoder_output_stride=None,
+    depth_multiplier=1.0,
+    batch_norm_decay=None,
+    upsample_logits=True,
+    allow_outside_space=False,
+):
+    """Validates the model options and returns them as a JSON-ready dict.
+
+    Args:
+      model_variant: mobilenet_v2, xception_65 or xception_71.
+      num_classes: classes of the logits layer.
+      head: "dpc" (needs `dpc_spec`, a branch list or a JSON file path) or "aspp".
+      output_stride: 8, 16 or 32.
+      atrous_rates: ASPP rates at output stride 16; None means (6, 12, 18) and
+        an empty list ASPP-lite.
+      decoder_output_stride: None (no decoder) or 4.
+      depth_multiplier: MobileNetV2 width multiplier.
+      batch_norm_decay: overrides every batch-norm decay (None: DeepLab's).
+      upsample_logits: resize logits to the input size inside the model.
+    """
+    if model_variant not in MODEL_VARIANTS:
+        raise ModelConfigError(
+            f"model_variant: unknown {model_variant!r}; known: {', '.join(MODEL_VARIANTS)}"
+        )
+    if head not in HEADS:
+        raise ModelConfigError(f"head: unknown {head!r}; known: {', '.join(HEADS)}")
+    if output_stride not in (8, 16, 32):
+        raise ModelConfigError(
+            f"output_stride: must be 8, 16 or 32, got {output_stride}"
+        )
+    if decoder_output_stride not in (None, 4):
+        raise ModelConfigError(
+            f"decoder_output_stride: must be None or 4, got {decoder_output_stride}"
+        )
+    if int(num_classes) < 1:
+        raise ModelConfigError(f"num_classes: must be positive, got {num_classes}")
+    if head == "dpc":
+        if dpc_spec is None:
+            raise ModelConfigError(
+                "dpc_spec: head 'dpc' needs a spec (a JSON file or branch list)"
+            )
+        if isinstance(dpc_spec, str):
+            dpc_spec = spec_lib.load_spec(
+                dpc_spec, allow_outside_space=allow_outside_space
+            )
+        dpc_spec = spec_lib.parse_spec(
+            dpc_spec, allow_outside_space=allow_outside_space
+        )
+    elif dpc_spec is not None:
+        raise ModelConfigError(
+            "dpc_spec: given, but head is 'aspp'; use head='dpc' or drop the spec"
+        )
+    rates = list(DEFAULT_ATROUS_RATES if atrous_rates is None else atrous_rates)
+    return {
+        "version": CONFIG_VERSION,
+        "model_variant": model_variant,
+        "num_classes": int(num_classes),
+        "head": head,
+        "dpc_spec": dpc_spec,
+        "output_stride": int(output_stride),
+        "atrous_rates": [int(r) for r in rates] if head == "aspp" else None,
+        "decoder_output_stride": decoder_output_stride,
+        "depth_multiplier": float(depth_multiplier),
+        "batch_norm_decay": batch_norm_decay,
+        "upsample_logits": bool(upsample_logits),
+        "allow_outside_space": bool(allow_outside_space),
+    }
+
+
+def build_head(config):
+    """The head layer (named `head`) of a model config."""
+    bn = {}
+    if config["batch_norm_decay"] is not None:
+        bn["bn_momentum"] = config["batch_norm_decay"]
+    if config["head"] == "dpc":
+        return DensePredictionCell(
+            config["dpc_spec"],
+            output_stride=config["output_stride"],
+            allow_outside_space=config["allow_outside_space"],
+            name=common.HEAD,
+            **bn,
+        )
+    return ASPP(
+        config["atrous_rates"],
+        output_stride=config["output_stride"],
+        name=common.HEAD,
+        **bn,
+    )
+
+
+def build_model(config):
+    """Builds the Keras model described by a `model_config` dict."""
+    backbone = build_backbone(
+        config["model_variant"],
+        config["output_stride"],
+        config["depth_multiplier"],
+        config["batch_norm_decay"],
+    )
+    image = keras.Input(shape=(None, None, 3), name=common.IMAGE)
+    endpoints = backbone(image)
+    x = build_head(config)(endpoints[FEATURES])
+    if config["decoder_output_stride"] is not None:
+        bn = {}
+        if config["batch_norm_decay"] is not None:
+            bn["bn_momentum"] = config["batch_norm_decay"]
+        x = Decoder(name=common.DECODER, **bn)([x, endpoints[LOW_LEVEL]])
+    logits = Logits(config["num_classes"], name=common.LOGITS)(x)
+    if config["upsample_logits"]:
+        logits = ResizeLike(name="upsample")([logits, image])
+    return keras.Model(image, {common.SEMANTIC_LOGITS: logits}, name="deeplab")
+
+
+def build_deeplab(model_variant, num_classes, head="dpc", **kwargs):
+    """Convenience: `build_model(model_config(...))`; see `model_config` for the arguments."""
+    return build_model(model_config(model_variant, num_classes, head, **kwargs))
+
+
+def save_config(config, path):
+    """Writes a model config as JSON atomically (temp file, then rename)."""
+    import os
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_config_")
+    with os.fdopen(fd, "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def load_config(path):
+    """Reads a model config JSON and validates it by re-running `model_config`."""
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except FileNotFoundError as e:
+        raise ModelConfigError(f"{path}: no model config here") from e
+    except json.JSONDecodeError as e:
+        raise ModelConfigError(
+            f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
+        ) from e
+    fields = {k: v for k, v in raw.items() if k != "version"}
+    try:
+        return model_config(**fields)
+    except TypeError as e:
+        raise ModelConfigError(f"{path}: {e}") from e
