@@ -1,0 +1,347 @@
+"""The `tf.data` input pipeline: shards -> records -> samples -> batches.
+
+Follows DeepLab's `datasets/data_generator.py`: files matching `<split>-*`,
+parallel interleave of shards, shuffle and repeat for training, a parallel
+map for decode and preprocessing (`preprocess.py`), batch, prefetch.
+
+Deviations from DeepLab:
+- Bad data is named: a truncated or corrupt shard and an undecodable record
+  raise an error naming the shard and the record index; with
+  `skip_bad_records=True` they are skipped, logged and counted (in an
+  optional `bad_record_counter` tf.Variable) instead. Each record is decoded
+  in a one-element dataset with `ignore_errors`, which is how a failure is
+  turned into a flag without stopping the pipeline.
+- Seeded randomness: with `seed` set, file and record shuffles and every
+  augmentation are reproducible (`deterministic=True` also fixes the order
+  of parallel reads).
+- Evaluation yields whole images padded to `eval_pad_size` (see
+  `preprocess.py`), batch size 1 by default.
+- The default `synthetic` dataset is generated on first use.
+"""
+
+import os
+
+import tensorflow as tf
+from absl import logging
+
+from deeplab_dpc import common
+from deeplab_dpc.data import preprocess, records, registry
+
+AUTOTUNE = tf.data.AUTOTUNE
+SHUFFLE_BUFFER = 100  # records, as in DeepLab's data_generator
+DECODE_CYCLE = 16  # parallel one-record decode datasets
+
+
+def default_dataset_dir(info):
+    """Where a dataset lives when no directory is given (synthetic: ./data/synthetic)."""
+    return os.path.join(os.getcwd(), "data", info.name)
+
+
+def find_shards(dataset_dir, split):
+    """The sorted shard files of `split`; FileNotFoundError naming dir and glob."""
+    pattern = f"{split}-*"
+    if not tf.io.gfile.isdir(dataset_dir):
+        raise FileNotFoundError(
+            f"dataset directory {dataset_dir} does not exist (looking for {pattern})"
+        )
+    files = records.list_shards(dataset_dir, split)
+    if not files:
+        raise FileNotFoundError(f"no shards matching {pattern} in {dataset_dir}")
+    return files
+
+
+def _check_shards(files, skip_bad_records, counter):
+    """Header scan of every shard: a truncated one is reported before reading."""
+    counts = []
+    for path in files:
+        count, problem = records.scan_shard(path)
+        if problem is not None:
+            message = f"bad shard {path}: record {count} is unreadable ({problem})"
+            if not skip_bad_records:
+                raise ValueError(message + "; use --skip_bad_records to skip it")
+            logging.warning("%s; skipping the rest of the shard", message)
+            if counter is not None:
+                counter.assign_add(1)
+        counts.append(count)
+    return counts
+
+
+def _read_shard(path, expected, skip_bad_records, counter):
+    """(shard, index, record) of one shard; a read error is named or counted."""
+    reads = tf.data.TFRecordDataset(path).enumerate().ignore_errors()
+    reads = reads.map(lambda i, r: (i, r, False))
+    end = tf.data.Dataset.from_tensors(
+        (tf.constant(-1, tf.int64), tf.constant(""), True)
+    )
+
+    def step(count, element):
+        index, record, is_end = element
+        ok = tf.logical_or(tf.logical_not(is_end), tf.equal(count, expected))
+        message = tf.strings.join(
+            [
+                "bad record: shard ", path, " record ", tf.strings.as_string(count),
+                " is corrupt (read ", tf.strings.as_string(count), " of ",
+                tf.strings.as_string(expected), " records)",
+            ]
+        )  # fmt: skip
+        report = _report_bad(ok, message, skip_bad_records, counter)
+        with tf.control_dependencies([report]):
+            count = count + tf.cast(tf.logical_not(is_end), tf.int64)
+        return count, (path, index, record, is_end)
+
+    reads = reads.concatenate(end).scan(tf.constant(0, tf.int64), step)
+    return reads.filter(lambda p, i, r, is_end: tf.logical_not(is_end)).map(
+        lambda p, i, r, is_end: (p, i, r)
+    )
+
+
+def _report_bad(ok, message, skip_bad_records, counter):
+    """Raises (strict) or logs and counts (skip) when `ok` is false."""
+    if not skip_bad_records:
+        return tf.debugging.Assert(ok, [message, " (use --skip_bad_records to skip)"])
+
+    def warn():
+        tf.print("WARNING: skipping", message, output_stream="file://stderr")
+        if counter is not None:
+            counter.assign_add(1)
+        return tf.constant(True)
+
+    return tf.cond(ok, lambda: tf.constant(True), warn)
+
+
+def _placeholder_sample():
+    return {
+        common.IMAGE: tf.zeros([1, 1, 3], tf.float32),
+        common.LABEL: tf.zeros([1, 1, 1], tf.int32),
+        common.IMAGE_NAME: tf.constant(""),
+        common.HEIGHT: tf.constant(0, tf.int32),
+        common.WIDTH: tf.constant(0, tf.int32),
+    }
+
+
+def _decode_records(record_ds, info, deterministic, skip_bad_records, counter):
+    """Decodes records in parallel; an undecodable one is named or skipped."""
+
+    def decode_or_flag(path, index, record):
+        good = tf.data.Dataset.from_tensors(record).map(
+            lambda r: (preprocess.decode_example(r, info.ignore_label), True)
+        )
+        bad = tf.data.Dataset.from_tensors((_placeholder_sample(), False))
+        flagged = good.ignore_errors().concatenate(bad).take(1)
+        return flagged.map(lambda sample, ok: (path, index, sample, ok))
+
+    decoded = record_ds.interleave(
+        decode_or_flag,
+        cycle_length=DECODE_CYCLE,
+        block_length=1,
+        num_parallel_calls=AUTOTUNE,
+        deterministic=deterministic,
+    )
+
+    def check(path, index, sample, ok):
+        message = tf.strings.join(
+            [
+                "bad record: shard ", path, " record ", tf.strings.as_string(index),
+                ": image or label cannot be decoded, label not single-channel, "
+                "or label size differs from image size",
+            ]
+        )  # fmt: skip
+        return _report_bad(ok, message, skip_bad_records, counter)
+
+    if skip_bad_records:
+        return decoded.filter(check).map(lambda p, i, sample, ok: sample)
+
+    def assert_ok(path, index, sample, ok):
+        with tf.control_dependencies([check(path, index, sample, ok)]):
+            return tf.nest.map_structure(tf.identity, sample)
+
+    return decoded.map(assert_ok)
+
+
+def _record_samples(files, info, opts):
+    """Decoded samples from TFRecord shards (before augmentation)."""
+    counter = opts["bad_record_counter"]
+    counts = _check_shards(files, opts["skip_bad_records"], counter)
+    file_ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(counts, tf.int64)))
+    if opts["is_training"]:
+        file_ds = file_ds.shuffle(
+            len(files), seed=opts["seed"], reshuffle_each_iteration=True
+        )
+    file_ds = _repeat(file_ds, opts["repeat"])
+    record_ds = file_ds.interleave(
+        lambda f, n: _read_shard(f, n, opts["skip_bad_records"], counter),
+        cycle_length=max(1, min(opts["num_readers"], len(files))),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=opts["deterministic"],
+    )
+    if opts["record_shard"] is not None:
+        record_ds = record_ds.shard(*opts["record_shard"])
+    if opts["is_training"]:
+        record_ds = record_ds.shuffle(SHUFFLE_BUFFER, seed=opts["seed"])
+    return _decode_records(
+        record_ds, info, opts["deterministic"], opts["skip_bad_records"], counter
+    )
+
+
+def _repeat(dataset, repeat):
+    if repeat is True:
+        return dataset.repeat()
+    if repeat is False or repeat is None:
+        return dataset
+    return dataset.repeat(int(repeat))
+
+
+def _shard_files(files, shard):
+    """Files for this input pipeline, or (files, record-level shard) if too few."""
+    if shard is None:
+        return files, None
+    num, index = shard.num_input_pipelines, shard.input_pipeline_id
+    if num <= 1:
+        return files, None
+    if len(files) >= num:
+        return files[index::num], None
+    return files, (num, index)
+
+
+def _seeded(dataset, seed):
+    """Pairs each sample with its own stateless seed (shape [2], int32)."""
+    seeds = tf.data.Dataset.random(seed=seed).map(
+        lambda r: tf.cast(
+            tf.stack(
+                [tf.bitwise.bitwise_and(r, 0x7FFFFFFF), tf.bitwise.right_shift(r, 33)]
+            ),
+            tf.int32,
+        )
+    )
+    return tf.data.Dataset.zip((dataset, seeds))
+
+
+def _batch(dataset, is_training, batch_size, ignore_label):
+    if is_training:
+        return dataset.batch(batch_size, drop_remainder=True)
+    if batch_size == 1:
+        return dataset.batch(1)
+    # Eval images may differ in size: pad them to the largest (still k*32+1).
+    padding = {
+        common.IMAGE: tf.constant(0.0),  # the mean pixel, normalised
+        common.LABEL: tf.constant(ignore_label, tf.int32),
+        common.IMAGE_NAME: tf.constant(""),
+        common.HEIGHT: tf.constant(0, tf.int32),
+        common.WIDTH: tf.constant(0, tf.int32),
+    }
+    return dataset.padded_batch(batch_size, padding_values=padding)
+
+
+def build_dataset(
+    dataset_dir,
+    split,
+    info,
+    *,
+    is_training,
+    batch_size=None,
+    crop_size=None,
+    min_resize_value=None,
+    max_resize_value=None,
+    min_scale_factor=0.5,
+    max_scale_factor=2.0,
+    scale_factor_step_size=0.25,
+    seed=None,
+    deterministic=False,
+    skip_bad_records=False,
+    num_readers=4,
+    repeat=None,
+    dataset_source="tfrecord",
+    tfds_data_dir=None,
+    tfds_manual_dir=None,
+    shard=None,
+    bad_record_counter=None,
+    pad_multiple=32,
+    include_original_image=False,
+):
+    """Batched samples of `split`: dicts keyed by `common.IMAGE`, `LABEL`, ...
+
+    Training yields fixed `crop_size` crops (default `info.default_crop_size`)
+    with DeepLab's augmentation and `drop_remainder=True`, repeated forever
+    unless `repeat` says otherwise. Evaluation yields whole images padded to
+    `eval_pad_size(h, w, pad_multiple)`, batch size 1 by default, one pass.
+    `shard` is a `tf.distribute.InputContext` (or anything with
+    `num_input_pipelines` and `input_pipeline_id`).
+    """
+    if isinstance(info, str):
+        info = registry.get_dataset_info(info)
+    split = registry.resolve_split(info, split)
+    batch_size = 1 if batch_size is None else int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    opts = {
+        "is_training": is_training,
+        "seed": seed,
+        "deterministic": deterministic,
+        "skip_bad_records": skip_bad_records,
+        "num_readers": num_readers,
+        "repeat": is_training if repeat is None else repeat,
+        "bad_record_counter": bad_record_counter,
+        "record_shard": None,
+    }
+    samples = _source_samples(
+        dataset_dir,
+        split,
+        info,
+        opts,
+        dataset_source,
+        tfds_data_dir,
+        tfds_manual_dir,
+        shard,
+    )
+    if is_training:
+        crop_size = tuple(crop_size or info.default_crop_size)
+
+        def train_fn(sample, element_seed):
+            return preprocess.preprocess_train(
+                sample, crop_size, info.ignore_label, min_resize_value, max_resize_value,
+                min_scale_factor, max_scale_factor, scale_factor_step_size, element_seed,
+            )  # fmt: skip
+
+        samples = _seeded(samples, seed).map(
+            train_fn, num_parallel_calls=AUTOTUNE, deterministic=deterministic
+        )
+    else:
+
+        def eval_fn(sample):
+            return preprocess.preprocess_eval(
+                sample, info.ignore_label, min_resize_value, max_resize_value,
+                pad_multiple, include_original_image=include_original_image,
+            )  # fmt: skip
+
+        samples = samples.map(eval_fn, num_parallel_calls=AUTOTUNE, deterministic=True)
+    batched = _batch(samples, is_training, batch_size, info.ignore_label)
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic) or not is_training
+    return batched.with_options(options).prefetch(AUTOTUNE)
+
+
+def _source_samples(
+    dataset_dir, split, info, opts, source, tfds_data_dir, manual_dir, shard
+):
+    """Decoded samples from TFRecords (default) or TFDS, before preprocessing."""
+    if source == "tfds":
+        from deeplab_dpc.data import tfds_source
+
+        samples = tfds_source.load_samples(
+            info, split, data_dir=tfds_data_dir, manual_dir=manual_dir,
+            is_training=opts["is_training"], seed=opts["seed"], shard=shard,
+        )  # fmt: skip
+        samples = _repeat(samples, opts["repeat"])
+        if opts["is_training"]:
+            samples = samples.shuffle(SHUFFLE_BUFFER, seed=opts["seed"])
+        return samples
+    if source != "tfrecord":
+        raise ValueError(f"dataset_source must be 'tfrecord' or 'tfds', got {source!r}")
+    if dataset_dir is None:
+        dataset_dir = default_dataset_dir(info)
+    if info.name == registry.DEFAULT_DATASET:
+        from deeplab_dpc.data import synthetic
+
+        synthetic.ensure_synthetic_dataset(dataset_dir)
+    files, opts["record_shard"] = _shard_files(find_shards(dataset_dir, split), shard)
+    return _record_samples(files, info, opts)
