@@ -87,14 +87,15 @@ def encode_png(array):
     return buffer.getvalue()
 
 
-def _temporary_path(path):
+def temporary_path(path):
+    """Hidden name a shard is written under before its rename (never matches the glob)."""
     directory, name = os.path.split(path)
     return os.path.join(directory, f".tmp.{name}.{os.getpid()}")
 
 
 def write_shard(path, serialized_examples):
     """Writes one shard atomically (temporary name, then rename); returns its count."""
-    tmp = _temporary_path(path)
+    tmp = temporary_path(path)
     count = 0
     try:
         with tf.io.TFRecordWriter(tmp) as writer:
