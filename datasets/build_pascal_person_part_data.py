@@ -1,0 +1,97 @@
+"""Converts PASCAL-Person-Part (Chen et al. 2014) to TFRecords.
+
+Seven classes: background, head, torso, upper arms, lower arms, upper legs,
+lower legs. Source layout (the common release): `<root>/JPEGImages/<stem>.jpg`
+(the PASCAL VOC 2010 images), `<root>/SegmentationPart/<stem>.png`
+(single-channel part ids 0-6) and lists `<root>/train_id.txt` (1716) and
+`<root>/val_id.txt` (1817). A list line may also be a pair of paths
+(`/JPEGImages/x.jpg /SegmentationPart/x.png`): the first path's stem is used.
+Each folder can be overridden with a flag.
+
+Usage:
+  python datasets/build_pascal_person_part_data.py \\
+      --person_part_root=Pascal-Person-Part --output_dir=data/pascal_person_part
+"""
+
+import functools
+import os
+import sys
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from deeplab_dpc.data import convert, registry  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("person_part_root", None, "PASCAL-Person-Part root folder.")
+flags.DEFINE_string("image_dir", None, "Image folder (default: <root>/JPEGImages).")
+flags.DEFINE_string(
+    "label_dir", None, "Label folder (default: <root>/SegmentationPart)."
+)
+flags.DEFINE_string(
+    "list_dir", None, "Folder of <split>_id.txt lists (default: <root>)."
+)
+flags.DEFINE_string(
+    "output_dir", "data/pascal_person_part", "Where the shards are written."
+)
+flags.DEFINE_list("splits", ["train", "val"], "Splits to convert.")
+flags.DEFINE_integer("num_shards", 4, "Shards per split.")
+flags.DEFINE_integer("num_workers", 4, "Parallel shard writers.")
+flags.DEFINE_boolean(
+    "strict", False, "Stop at the first bad file instead of skipping it."
+)
+flags.DEFINE_integer(
+    "max_images", 0, "Convert only the first N images per split (0: all)."
+)
+
+
+def _stem(line):
+    first = line.split()[0]
+    return os.path.splitext(os.path.basename(first))[0]
+
+
+def person_part_items(root, split, image_dir=None, label_dir=None, list_dir=None):
+    root = root or ""
+    image_dir = image_dir or os.path.join(root, "JPEGImages")
+    label_dir = label_dir or os.path.join(root, "SegmentationPart")
+    list_dir = list_dir or root
+    list_file = os.path.join(list_dir, f"{split}_id.txt")
+    if not os.path.isfile(list_file):
+        list_file = os.path.join(list_dir, f"{split}.txt")
+    stems = [_stem(line) for line in convert.read_list(list_file)]
+    return [
+        convert.SourceItem(
+            stem,
+            os.path.join(image_dir, f"{stem}.jpg"),
+            os.path.join(label_dir, f"{stem}.png"),
+        )
+        for stem in stems
+    ]
+
+
+def main(argv):
+    del argv
+    info = registry.get_dataset_info("pascal_person_part")
+    convert_fn = functools.partial(convert.convert_item, info=info)
+    try:
+        split_items = {
+            s: person_part_items(
+                FLAGS.person_part_root,
+                s,
+                FLAGS.image_dir,
+                FLAGS.label_dir,
+                FLAGS.list_dir,
+            )
+            for s in FLAGS.splits
+        }
+        convert.run_splits(
+            split_items, FLAGS.output_dir, convert_fn, FLAGS.num_shards,
+            FLAGS.num_workers, FLAGS.strict, FLAGS.max_images,
+        )  # fmt: skip
+    except (convert.ConversionError, FileNotFoundError, ValueError) as e:
+        print(f"build_pascal_person_part_data: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)
