@@ -146,7 +146,10 @@ def _decode_records(record_ds, info, deterministic, skip_bad_records, counter):
                 "or label size differs from image size",
             ]
         )  # fmt: skip
-        return _report_bad(ok, message, skip_bad_records, counter)
+        with tf.control_dependencies(
+            [_report_bad(ok, message, skip_bad_records, counter)]
+        ):
+            return tf.identity(ok)
 
     if skip_bad_records:
         return decoded.filter(check).map(lambda p, i, sample, ok: sample)
@@ -276,7 +279,7 @@ def build_dataset(
     opts = {
         "is_training": is_training,
         "seed": seed,
-        "deterministic": deterministic,
+        "deterministic": bool(deterministic) or not is_training,
         "skip_bad_records": skip_bad_records,
         "num_readers": num_readers,
         "repeat": is_training if repeat is None else repeat,
