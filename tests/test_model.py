@@ -1,0 +1,143 @@
+"""The builder: every variant x head x output stride x decoder builds; config round trip."""
+
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeplab_dpc import common, spec
+from deeplab_dpc.model import (
+    ModelConfigError,
+    build_deeplab,
+    build_model,
+    load_config,
+    model_config,
+    save_config,
+)
+
+
+def _logits_shape(model, size):
+    fn = tf.function(model.__call__, autograph=False)
+    out = fn.get_concrete_function(tf.TensorSpec([1, size, size, 3])).structured_outputs
+    return tuple(out[common.SEMANTIC_LOGITS].shape)
+
+
+@pytest.mark.parametrize("variant", ["mobilenet_v2", "xception_65", "xception_71"])
+@pytest.mark.parametrize("head", ["dpc", "aspp"])
+def test_every_variant_head_stride_and_decoder_builds(variant, head):
+    kwargs = {"dpc_spec": "specs/top1.json"} if head == "dpc" else {}
+    dm = 0.5 if variant == "mobilenet_v2" else 1.0
+    for output_stride in (8, 16):
+        for decoder in (None, 4):
+            model = build_deeplab(
+                variant,
+                19,
+                head=head,
+                output_stride=output_stride,
+                decoder_output_stride=decoder,
+                depth_multiplier=dm,
+                **kwargs,
+            )
+            assert _logits_shape(model, 97) == (1, 97, 97, 19)
+            names = {layer.name for layer in model.layers}
+            assert {"backbone", "head", "logits"} <= names
+            assert ("decoder" in names) == (decoder is not None)
+
+
+def test_logits_align_with_input_at_deeplab_sizes():
+    model = build_deeplab(
+        "mobilenet_v2", 3, head="aspp", atrous_rates=[], depth_multiplier=0.5
+    )
+    for size in (257, 513, 769):
+        assert _logits_shape(model, size) == (1, size, size, 3)
+
+
+def test_small_model_runs_and_upsamples_with_align_corners():
+    config = model_config(
+        "mobilenet_v2",
+        4,
+        head="dpc",
+        dpc_spec=spec.TOP1,
+        depth_multiplier=0.5,
+        upsample_logits=False,
+    )
+    low = build_model(config)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 97, 97, 3)).astype("float32")
+    small = low(x)[common.SEMANTIC_LOGITS].numpy()
+    assert small.shape == (1, 7, 7, 4)
+    config["upsample_logits"] = True
+    full_model = build_model(config)
+    full_model.set_weights(low.get_weights())
+    full = full_model(x)[common.SEMANTIC_LOGITS].numpy()
+    # align_corners=True: pixel 16 * i of the output is feature pixel i exactly.
+    np.testing.assert_allclose(full[:, ::16, ::16], small, rtol=1e-5, atol=1e-5)
+
+
+def test_config_round_trips_through_json(tmp_path):
+    config = model_config(
+        "xception_65",
+        21,
+        head="dpc",
+        dpc_spec="specs/top1.json",
+        output_stride=8,
+        decoder_output_stride=4,
+    )
+    save_config(config, tmp_path / "model_config.json")
+    again = load_config(tmp_path / "model_config.json")
+    assert again == config
+    assert again["dpc_spec"] == spec.TOP1
+
+
+def test_model_json_round_trip():
+    model = build_deeplab(
+        "mobilenet_v2",
+        5,
+        head="dpc",
+        dpc_spec=spec.TOP1,
+        depth_multiplier=0.5,
+        decoder_output_stride=4,
+    )
+    clone = keras.models.model_from_json(model.to_json())
+    assert clone.count_params() == model.count_params()
+    clone.set_weights(model.get_weights())
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 33, 33, 3)).astype("float32")
+    np.testing.assert_allclose(
+        clone(x)[common.SEMANTIC_LOGITS], model(x)[common.SEMANTIC_LOGITS], atol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(model_variant="resnet_50"), "model_variant: unknown 'resnet_50'"),
+        (dict(head="psp"), "head: unknown 'psp'"),
+        (dict(head="dpc"), "dpc_spec: head 'dpc' needs a spec"),
+        (dict(head="aspp", dpc_spec=spec.TOP1), "dpc_spec: given, but head is 'aspp'"),
+        (dict(head="aspp", output_stride=4), "output_stride: must be 8, 16 or 32"),
+        (
+            dict(head="aspp", decoder_output_stride=8),
+            "decoder_output_stride: must be None or 4",
+        ),
+        (dict(head="aspp", num_classes=0), "num_classes: must be positive"),
+    ],
+)
+def test_bad_config_names_the_field(kwargs, message):
+    with pytest.raises(ModelConfigError, match=message):
+        model_config(**kwargs)
+
+
+def test_bad_spec_file_names_file_and_branch(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text('[{"op": "conv", "kernel": 3, "rate": [1, 5], "input": -1}]')
+    with pytest.raises(spec.SpecError, match=r"bad.json.*branch 0.*rate"):
+        model_config(head="dpc", dpc_spec=str(path))
+
+
+def test_load_config_reports_bad_json(tmp_path):
+    path = tmp_path / "model_config.json"
+    path.write_text("{not json")
+    with pytest.raises(
+        ModelConfigError, match="model_config.json: invalid JSON at line 1"
+    ):
+        load_config(path)
