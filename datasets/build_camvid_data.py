@@ -13,16 +13,17 @@ Usage:
 Not in DeepLab (it has no CamVid converter); modelled on its
 `build_voc2012_data.py`, with the validation and atomic shards of
 `deeplab_dpc/data/convert.py`.
+
+The source layout and label mapping live in `deeplab_dpc/data/sources.py`.
 """
 
-import functools
 import os
 import sys
 
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from deeplab_dpc.data import convert, registry  # noqa: E402
+from deeplab_dpc.data import convert, sources  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("camvid_root", "../shared/data/camvid", "CamVid root folder.")
@@ -38,49 +39,18 @@ flags.DEFINE_integer(
 )
 
 
-def camvid_items(root, split):
-    """Source items of one split: from `<split>.txt` if present, else the image folder."""
-    image_dir = os.path.join(root, split, "images")
-    label_dir = os.path.join(root, split, "labels")
-    if not os.path.isdir(image_dir):
-        raise FileNotFoundError(f"CamVid image folder not found: {image_dir}")
-    list_file = os.path.join(root, f"{split}.txt")
-    if os.path.isfile(list_file):
-        stems = convert.read_list(list_file)
-    else:
-        stems = sorted(
-            os.path.splitext(n)[0] for n in os.listdir(image_dir) if n.endswith(".jpg")
-        )
-    has_labels = os.path.isdir(label_dir)
-    return [
-        convert.SourceItem(
-            stem,
-            os.path.join(image_dir, f"{stem}.jpg"),
-            os.path.join(label_dir, f"{stem}.png") if has_labels else None,
-        )
-        for stem in stems
-    ]
-
-
-def camvid_converter():
-    """The per-item conversion: void id 11 -> ignore label, ids above 11 rejected."""
-    info = registry.get_dataset_info("camvid")
-    mapping = {i: i for i in range(info.num_classes)}
-    mapping[registry.CAMVID_VOID_ID] = info.ignore_label
-    label_fn = convert.lookup_fn(
-        mapping, info.ignore_label, registry.CAMVID_VOID_ID + 1
-    )
-    return functools.partial(convert.convert_item, info=info, label_fn=label_fn)
-
-
 def main(argv):
     del argv
     try:
-        split_items = {s: camvid_items(FLAGS.camvid_root, s) for s in FLAGS.splits}
-        convert.run_splits(
-            split_items, FLAGS.output_dir, camvid_converter(), FLAGS.num_shards,
-            FLAGS.num_workers, FLAGS.strict, FLAGS.max_images,
-        )  # fmt: skip
+        sources.build_camvid(
+            FLAGS.camvid_root,
+            FLAGS.output_dir,
+            splits=FLAGS.splits,
+            num_shards=FLAGS.num_shards,
+            num_workers=FLAGS.num_workers,
+            strict=FLAGS.strict,
+            max_images=FLAGS.max_images,
+        )
     except (convert.ConversionError, FileNotFoundError, ValueError) as e:
         print(f"build_camvid_data: {e}", file=sys.stderr)
         sys.exit(2)

@@ -11,16 +11,17 @@ Each folder can be overridden with a flag.
 Usage:
   python datasets/build_pascal_person_part_data.py \\
       --person_part_root=Pascal-Person-Part --output_dir=data/pascal_person_part
+
+The source layout and label mapping live in `deeplab_dpc/data/sources.py`.
 """
 
-import functools
 import os
 import sys
 
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from deeplab_dpc.data import convert, registry  # noqa: E402
+from deeplab_dpc.data import convert, sources  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("person_part_root", None, "PASCAL-Person-Part root folder.")
@@ -45,49 +46,21 @@ flags.DEFINE_integer(
 )
 
 
-def _stem(line):
-    first = line.split()[0]
-    return os.path.splitext(os.path.basename(first))[0]
-
-
-def person_part_items(root, split, image_dir=None, label_dir=None, list_dir=None):
-    root = root or ""
-    image_dir = image_dir or os.path.join(root, "JPEGImages")
-    label_dir = label_dir or os.path.join(root, "SegmentationPart")
-    list_dir = list_dir or root
-    list_file = os.path.join(list_dir, f"{split}_id.txt")
-    if not os.path.isfile(list_file):
-        list_file = os.path.join(list_dir, f"{split}.txt")
-    stems = [_stem(line) for line in convert.read_list(list_file)]
-    return [
-        convert.SourceItem(
-            stem,
-            os.path.join(image_dir, f"{stem}.jpg"),
-            os.path.join(label_dir, f"{stem}.png"),
-        )
-        for stem in stems
-    ]
-
-
 def main(argv):
     del argv
-    info = registry.get_dataset_info("pascal_person_part")
-    convert_fn = functools.partial(convert.convert_item, info=info)
     try:
-        split_items = {
-            s: person_part_items(
-                FLAGS.person_part_root,
-                s,
-                FLAGS.image_dir,
-                FLAGS.label_dir,
-                FLAGS.list_dir,
-            )
-            for s in FLAGS.splits
-        }
-        convert.run_splits(
-            split_items, FLAGS.output_dir, convert_fn, FLAGS.num_shards,
-            FLAGS.num_workers, FLAGS.strict, FLAGS.max_images,
-        )  # fmt: skip
+        sources.build_pascal_person_part(
+            FLAGS.person_part_root,
+            FLAGS.output_dir,
+            splits=FLAGS.splits,
+            image_dir=FLAGS.image_dir,
+            label_dir=FLAGS.label_dir,
+            list_dir=FLAGS.list_dir,
+            num_shards=FLAGS.num_shards,
+            num_workers=FLAGS.num_workers,
+            strict=FLAGS.strict,
+            max_images=FLAGS.max_images,
+        )
     except (convert.ConversionError, FileNotFoundError, ValueError) as e:
         print(f"build_pascal_person_part_data: {e}", file=sys.stderr)
         sys.exit(2)

@@ -18,17 +18,17 @@ Usage:
       --output_dir=data/pascal_voc_seg
 
 As DeepLab's `build_voc2012_data.py` + `remove_gt_colormap.py`, in one step.
+
+The source layout and label mapping live in `deeplab_dpc/data/sources.py`.
 """
 
-import functools
 import os
 import sys
 
-import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from deeplab_dpc.data import convert, registry  # noqa: E402
+from deeplab_dpc.data import convert, sources  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("voc_root", None, "VOCdevkit/VOC2012 folder.")
@@ -55,92 +55,21 @@ flags.DEFINE_integer(
 )
 
 
-def read_voc_label(path):
-    """Class ids of a palette/grey PNG, or of an SBD `cls/*.mat` file."""
-    if not path.endswith(".mat"):
-        return convert.read_label(path)
-    try:
-        from scipy import io as scipy_io
-
-        mat = scipy_io.loadmat(path)
-        return np.asarray(mat["GTcls"][0, 0]["Segmentation"]).astype(np.int64)
-    except (OSError, ValueError, KeyError, IndexError) as e:
-        raise convert.BadInputError(f"{path}: unreadable SBD label ({e})") from None
-
-
-def _sbd_stems(sbd_root):
-    if not sbd_root:
-        return []
-    return convert.read_list(os.path.join(sbd_root, "train.txt")) + convert.read_list(
-        os.path.join(sbd_root, "val.txt")
-    )
-
-
-def split_stems(voc_root, split, sbd_root=None, train_aug_list=None):
-    """Stems of one split (see the module docstring for train_aug)."""
-    list_dir = os.path.join(voc_root, "ImageSets", "Segmentation")
-    if split != "train_aug":
-        return convert.read_list(os.path.join(list_dir, f"{split}.txt"))
-    if train_aug_list:
-        return convert.read_list(train_aug_list)
-    if os.path.isfile(os.path.join(list_dir, "train_aug.txt")):
-        return convert.read_list(os.path.join(list_dir, "train_aug.txt"))
-    if not sbd_root:
-        raise ValueError(
-            "train_aug needs --sbd_root, --train_aug_list or train_aug.txt"
-        )
-    val = set(convert.read_list(os.path.join(list_dir, "val.txt")))
-    train = convert.read_list(os.path.join(list_dir, "train.txt"))
-    return sorted(set(train + _sbd_stems(sbd_root)) - val)
-
-
-def label_path(stem, voc_root, aug_label_dir=None, sbd_root=None):
-    """VOC's own label when it has one, else SegmentationClassAug, else SBD .mat."""
-    candidates = [os.path.join(voc_root, "SegmentationClass", f"{stem}.png")]
-    if aug_label_dir:
-        candidates.append(os.path.join(aug_label_dir, f"{stem}.png"))
-    if sbd_root:
-        candidates.append(os.path.join(sbd_root, "cls", f"{stem}.mat"))
-    for path in candidates:
-        if os.path.isfile(path):
-            return path
-    return candidates[0]  # reported as a missing label file
-
-
-def voc_items(voc_root, split, sbd_root=None, aug_label_dir=None, train_aug_list=None):
-    if not os.path.isdir(voc_root or ""):
-        raise FileNotFoundError(f"VOC root folder not found: {voc_root}")
-    return [
-        convert.SourceItem(
-            stem,
-            os.path.join(voc_root, "JPEGImages", f"{stem}.jpg"),
-            label_path(stem, voc_root, aug_label_dir, sbd_root),
-        )
-        for stem in split_stems(voc_root, split, sbd_root, train_aug_list)
-    ]
-
-
 def main(argv):
     del argv
-    info = registry.get_dataset_info("pascal_voc_seg")
-    convert_fn = functools.partial(
-        convert.convert_item, info=info, read_label_fn=read_voc_label
-    )
     try:
-        split_items = {
-            s: voc_items(
-                FLAGS.voc_root,
-                s,
-                FLAGS.sbd_root,
-                FLAGS.aug_label_dir,
-                FLAGS.train_aug_list,
-            )
-            for s in FLAGS.splits
-        }
-        convert.run_splits(
-            split_items, FLAGS.output_dir, convert_fn, FLAGS.num_shards,
-            FLAGS.num_workers, FLAGS.strict, FLAGS.max_images,
-        )  # fmt: skip
+        sources.build_voc2012(
+            FLAGS.voc_root,
+            FLAGS.output_dir,
+            splits=FLAGS.splits,
+            sbd_root=FLAGS.sbd_root,
+            aug_label_dir=FLAGS.aug_label_dir,
+            train_aug_list=FLAGS.train_aug_list,
+            num_shards=FLAGS.num_shards,
+            num_workers=FLAGS.num_workers,
+            strict=FLAGS.strict,
+            max_images=FLAGS.max_images,
+        )
     except (convert.ConversionError, FileNotFoundError, ValueError) as e:
         print(f"build_voc2012_data: {e}", file=sys.stderr)
         sys.exit(2)
