@@ -1,0 +1,1 @@
+"""Evaluation: streaming confusion matrix and mIoU, the evaluator, visualisation."""

@@ -1,0 +1,197 @@
+"""Evaluation of checkpoints: DeepLab's `eval.py` as library functions.
+
+`evaluate(...)` watches a checkpoint directory (or takes one checkpoint),
+rebuilds the model from the `model_config.json` stored beside it (no model
+flags), and for each checkpoint streams a confusion matrix over whole
+validation images at their original size: each image is padded to k*32+1 by
+the input pipeline, predicted with multi-scale / flipped inference
+(`deeplab_dpc.inference`, softmax averaged over `scales` and flips), then
+prediction and label are cropped back to the original height and width.
+Ignore-label pixels are excluded. Results go to the log as a table, to
+`eval_logdir/results.json` and to TensorBoard (`miou`, `pixel_accuracy`,
+`iou/<class>`).
+
+Deviations from DeepLab:
+- Per-class IoU with class names, pixel accuracy and the confusion matrix
+  are reported, not only mIoU.
+- With `max_number_of_evaluations=0` DeepLab waits for new checkpoints
+  forever; here the loop also ends after the checkpoint of the final training
+  step (read from `train_config.json`), or after the first evaluation when the
+  directory holds no `train_config.json` (an imported or exported model).
+"""
+
+import json
+import os
+import re
+
+import tensorflow as tf
+from absl import logging
+
+from deeplab_dpc import checkpoints, common, inference
+from deeplab_dpc.evaluation import metrics
+from deeplab_dpc.model import build_model, save_config
+from deeplab_dpc.training import summaries
+from deeplab_dpc.training.options import load_train_config
+
+RESULTS_FILENAME = "results.json"
+
+
+def checkpoint_step(prefix):
+    """The training step of a checkpoint (its `step` variable, else its number)."""
+    try:
+        return int(tf.train.load_variable(prefix, "step/.ATTRIBUTES/VARIABLE_VALUE"))
+    except (tf.errors.NotFoundError, ValueError):
+        match = re.search(r"-(\d+)$", prefix)
+        return int(match.group(1)) if match else 0
+
+
+def watch_checkpoints(checkpoint_path, max_number, interval_secs):
+    """Yields checkpoint prefixes to process (see the module docstring for 0)."""
+    if not os.path.isdir(checkpoint_path):
+        yield checkpoints.resolve_checkpoint(checkpoint_path)
+        return
+    if max_number != 0:
+        checkpoints.resolve_checkpoint(checkpoint_path)  # fails early if empty
+    train_cfg = load_train_config(checkpoint_path)
+    final_step = train_cfg["training_number_of_steps"] if train_cfg else None
+    count = 0
+    for prefix in tf.train.checkpoints_iterator(
+        checkpoint_path, min_interval_secs=interval_secs
+    ):
+        yield prefix
+        count += 1
+        if max_number and count >= max_number:
+            return
+        if final_step is None or checkpoint_step(prefix) >= final_step:
+            return
+
+
+def load_model_for(checkpoint_path, info):
+    """Model and config from the checkpoint; CheckpointError if `info` disagrees."""
+    config = checkpoints.read_checkpoint_config(checkpoint_path)
+    if config["num_classes"] != info.num_classes:
+        raise checkpoints.CheckpointError(
+            f"{checkpoint_path}: a model with {config['num_classes']} classes, but "
+            f"dataset {info.name} has {info.num_classes}; pass the --dataset it "
+            "was trained on"
+        )
+    return build_model(config), config
+
+
+def make_predict_fn(model, scales, add_flipped_images):
+    """A retracing-tolerant tf.function: images -> class ids [B, H, W]."""
+
+    @tf.function(reduce_retracing=True)
+    def predict(images):
+        return inference.predict_labels(model, images, scales, add_flipped_images)
+
+    return predict
+
+
+def iterate_predictions(dataset, predict):
+    """Yields (name, image, label, prediction) cropped to the original size."""
+    for batch in dataset:
+        preds = predict(batch[common.IMAGE]).numpy()
+        for i in range(preds.shape[0]):
+            h, w = int(batch[common.HEIGHT][i]), int(batch[common.WIDTH][i])
+            yield (
+                batch[common.IMAGE_NAME][i].numpy().decode("utf-8"),
+                batch[common.IMAGE][i, :h, :w].numpy(),
+                batch[common.LABEL][i, :h, :w, 0].numpy(),
+                preds[i, :h, :w],
+            )
+
+
+def evaluate_once(model, config, prefix, info, dataset, scales, add_flipped_images):
+    """Restores `prefix` into `model` and returns the results dict."""
+    checkpoints.restore_model(prefix, model=model, config=config)
+    predict = make_predict_fn(model, scales, add_flipped_images)
+    stream = metrics.StreamingConfusionMatrix(info.num_classes, info.ignore_label)
+    num_images = 0
+    for _, _, label, pred in iterate_predictions(dataset, predict):
+        stream.update(label, pred)
+        num_images += 1
+    results = {
+        "checkpoint": prefix,
+        "step": checkpoint_step(prefix),
+        "scales": [float(s) for s in scales],
+        "flip": bool(add_flipped_images),
+        "num_images": num_images,
+    }
+    results.update(stream.result(info.class_names))
+    return results
+
+
+def format_table(results):
+    """The results as a text table: one line per class, then mIoU and accuracy."""
+    names = list(results["per_class_iou"])
+    width = max([len(n) for n in names] + [14])
+    lines = [f"{'class':<{width}}  IoU"]
+    for name, iou in results["per_class_iou"].items():
+        lines.append(f"{name:<{width}}  {'n/a' if iou is None else f'{iou:.4f}'}")
+    lines.append(f"{'mIoU':<{width}}  {results['miou']:.4f}")
+    lines.append(f"{'pixel accuracy':<{width}}  {results['pixel_accuracy']:.4f}")
+    return "\n".join(lines)
+
+
+def write_results(results, eval_logdir, writer):
+    """results.json (atomically) and TensorBoard scalars."""
+    os.makedirs(eval_logdir, exist_ok=True)
+    save_config(results, os.path.join(eval_logdir, RESULTS_FILENAME))
+    step = results["step"]
+    with writer.as_default(step=step):
+        summaries.write_scalar("miou", results["miou"], step)
+        summaries.write_scalar("pixel_accuracy", results["pixel_accuracy"], step)
+        for name, iou in results["per_class_iou"].items():
+            if iou is not None:
+                summaries.write_scalar(f"iou/{name}", iou, step)
+    writer.flush()
+
+
+def evaluate(
+    checkpoint_path,
+    eval_logdir,
+    info,
+    dataset_dir=None,
+    eval_split="val",
+    eval_scales=(1.0,),
+    add_flipped_images=False,
+    max_number_of_evaluations=1,
+    eval_interval_secs=300,
+    dataset_source="tfrecord",
+    tfds_data_dir=None,
+):
+    """Evaluates checkpoints as they come; returns the last results dict."""
+    from deeplab_dpc.data import pipeline
+
+    scales = [float(s) for s in eval_scales] or [1.0]
+    if min(scales) <= 0:
+        raise ValueError(f"eval_scales must be positive, got {scales}")
+    dataset = pipeline.build_dataset(
+        dataset_dir, eval_split, info, is_training=False, batch_size=1,
+        dataset_source=dataset_source, tfds_data_dir=tfds_data_dir,
+    )  # fmt: skip
+    writer = tf.summary.create_file_writer(eval_logdir)
+    results = model = None
+    for prefix in watch_checkpoints(
+        checkpoint_path, max_number_of_evaluations, eval_interval_secs
+    ):
+        if model is None:
+            model, config = load_model_for(prefix, info)
+        results = evaluate_once(
+            model, config, prefix, info, dataset, scales, add_flipped_images
+        )
+        logging.info(
+            "Evaluated %s (step %d) on %d images of %s/%s, scales %s, flip %s:\n%s",
+            prefix, results["step"], results["num_images"], info.name, eval_split,
+            scales, add_flipped_images, format_table(results),
+        )  # fmt: skip
+        write_results(results, eval_logdir, writer)
+    writer.close()
+    return results
+
+
+def load_results(eval_logdir):
+    """The results.json of an eval_logdir."""
+    with open(os.path.join(eval_logdir, RESULTS_FILENAME)) as f:
+        return json.load(f)

@@ -1,0 +1,191 @@
+"""Flags shared by the entry points (train.py, eval.py, vis.py), and their glue.
+
+Only entry points import this module; the library takes explicit arguments.
+Flag names and defaults are the original DeepLab's (`common.py`, `train.py`,
+`eval.py`, `vis.py`), so old command lines keep working. Multi-value flags
+accept both `--eval_scales=0.5,1,1.5` and the repeated DeepLab form
+`--eval_scales=0.5 --eval_scales=1`.
+
+Deviations from DeepLab:
+- `--dataset` defaults to `synthetic` (generated on first use, no download),
+  and for it the flags the user did not set take the small CPU values of
+  `SYNTHETIC_DEFAULTS` (see g3doc/training.md); real datasets keep DeepLab's.
+- `--dpc_spec` (alias `--dense_prediction_cell_json`): no spec means ASPP.
+- New: `--batch_norm_decay` (DeepLab hard-codes 0.9997), `--dataset_info_json`.
+- A bad flag value or user error prints one line and exits with code 2.
+"""
+
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+# Flags that take other values when --dataset=synthetic and the user did not
+# set them: a model and schedule that learn the synthetic scenes on a 2-core
+# CPU in a few minutes. BN decay 0.99: DeepLab's 0.9997 cannot settle in a few
+# hundred steps.
+SYNTHETIC_DEFAULTS = {
+    "depth_multiplier": 0.5,
+    "batch_norm_decay": 0.99,
+    "train_crop_size": ["129", "129"],
+    "train_batch_size": 8,
+    "training_number_of_steps": 600,
+    "base_learning_rate": 0.05,
+    "save_interval_secs": 60.0,
+    "save_summaries_secs": 30.0,
+}
+
+
+def define_model_flags():
+    """Model and dataset flags (DeepLab's common.py), shared by all entry points."""
+    flags.DEFINE_enum(
+        "model_variant", "mobilenet_v2", ["mobilenet_v2", "xception_65", "xception_71"],
+        "Backbone.",
+    )  # fmt: skip
+    flags.DEFINE_float("depth_multiplier", 1.0, "MobileNetV2 width multiplier.")
+    flags.DEFINE_integer("output_stride", 16, "Backbone output stride: 8, 16 or 32.")
+    flags.DEFINE_multi_string(
+        "atrous_rates", [], "ASPP rates at output stride 16; empty: the head default."
+    )
+    flags.DEFINE_integer(
+        "decoder_output_stride", None, "Decoder stride (4) or empty: no decoder."
+    )
+    flags.DEFINE_string("dpc_spec", None, "DPC spec JSON; empty: ASPP head.")
+    flags.DEFINE_alias("dense_prediction_cell_json", "dpc_spec")
+    flags.DEFINE_float(
+        "batch_norm_decay", None, "Batch-norm decay; empty: DeepLab's (0.9997)."
+    )
+    flags.DEFINE_boolean(
+        "upsample_logits", True, "Upsample logits to the label size (else labels down)."
+    )
+    flags.DEFINE_string("dataset", "synthetic", "Dataset name (registry).")
+    flags.DEFINE_string("dataset_dir", None, "Directory of the TFRecord shards.")
+    flags.DEFINE_enum(
+        "dataset_source", "tfrecord", ["tfrecord", "tfds"], "Where samples come from."
+    )
+    flags.DEFINE_string("tfds_data_dir", None, "TFDS data directory.")
+    flags.DEFINE_string(
+        "dataset_info_json", None, "JSON (file or text) with custom dataset facts."
+    )
+
+
+def multi_values(values, cast, name):
+    """Flattens ['0.5,1', '1.5'] to [0.5, 1.0, 1.5]; ValueError names the flag."""
+    out = []
+    for value in values or []:
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                out.append(cast(part))
+            except ValueError:
+                raise ValueError(
+                    f"--{name}: {part!r} is not a valid {cast.__name__}"
+                ) from None
+    return out
+
+
+def is_set(name):
+    """Whether the user gave flag `name` on the command line."""
+    return FLAGS[name].present > 0
+
+
+def value(name):
+    """The flag value, or the synthetic-dataset default when the user did not set it."""
+    if FLAGS.dataset == "synthetic" and name in SYNTHETIC_DEFAULTS and not is_set(name):
+        return SYNTHETIC_DEFAULTS[name]
+    return FLAGS[name].value
+
+
+def dataset_info():
+    """The `DatasetInfo` of --dataset (and --dataset_info_json)."""
+    from deeplab_dpc.data import registry
+
+    return registry.get_dataset_info(FLAGS.dataset, FLAGS.dataset_info_json)
+
+
+def model_config(num_classes):
+    """`model.model_config` from the model flags (DPC head when a spec is given)."""
+    from deeplab_dpc import model
+
+    rates = multi_values(FLAGS.atrous_rates, int, "atrous_rates")
+    spec = FLAGS.dpc_spec or None
+    if spec is not None and rates:
+        raise ValueError("--atrous_rates set the ASPP head; drop them or --dpc_spec")
+    return model.model_config(
+        FLAGS.model_variant,
+        num_classes,
+        head="dpc" if spec else "aspp",
+        dpc_spec=spec,
+        output_stride=FLAGS.output_stride,
+        atrous_rates=rates or None,
+        decoder_output_stride=FLAGS.decoder_output_stride,
+        depth_multiplier=value("depth_multiplier"),
+        batch_norm_decay=value("batch_norm_decay"),
+        upsample_logits=FLAGS.upsample_logits,
+    )
+
+
+def fail(message):
+    """One line on stderr, exit code 2."""
+    prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv else "deeplab_dpc"
+    first = str(message).strip().splitlines()[0] if str(message).strip() else ""
+    print(f"{prog}: error: {first or type(message).__name__}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _parse_flags(argv):
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        fail(e)
+
+
+def run(main):
+    """`app.run(main)`, with flag errors and user errors as one line, exit code 2."""
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except (ValueError, FileNotFoundError) as e:
+            fail(e)
+
+    app.run(guarded, flags_parser=_parse_flags)
+
+
+def dataset_for_checkpoint(checkpoint_path):
+    """(info, dataset_dir, dataset_source) for eval/vis of a checkpoint.
+
+    Flags the user set win; the rest come from the checkpoint's
+    train_config.json, so `python eval.py` evaluates on the training dataset.
+    """
+    from deeplab_dpc.data import registry
+    from deeplab_dpc.training.options import load_train_config
+
+    trained = load_train_config(checkpoint_path) or {}
+    name = FLAGS.dataset if is_set("dataset") else trained.get("dataset", FLAGS.dataset)
+    info = registry.get_dataset_info(name, FLAGS.dataset_info_json)
+    same = name == trained.get("dataset")
+    dataset_dir = FLAGS.dataset_dir
+    if dataset_dir is None and same:
+        dataset_dir = trained.get("dataset_dir")
+    source = FLAGS.dataset_source
+    if not is_set("dataset_source") and same:
+        source = trained.get("dataset_source", source)
+    return info, dataset_dir, source
+
+
+def note_ignored_model_flags():
+    """Model flags given to eval/vis are ignored: the checkpoint has its config."""
+    names = ("model_variant", "output_stride", "atrous_rates", "dpc_spec",
+             "decoder_output_stride", "depth_multiplier")  # fmt: skip
+    given = [n for n in names if is_set(n)]
+    if given:
+        from absl import logging
+
+        logging.info(
+            "Ignoring %s: the model is rebuilt from the checkpoint's model_config.json",
+            ", ".join("--" + n for n in given),
+        )

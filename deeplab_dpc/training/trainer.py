@@ -1,0 +1,342 @@
+"""The training loop: DeepLab's `train.py` as a TF2 custom loop under `tf.distribute`.
+
+`train(model_cfg, options, info)` trains the model described by a
+`model.model_config` dict with the options of `train_options(...)` on the
+dataset `info` (a `data.registry.DatasetInfo`). The loop is DeepLab's:
+softmax cross-entropy over non-ignored pixels plus L2 weight decay
+(`losses.py`), momentum SGD on the poly schedule (`schedules.py`), batch norm
+fine-tuned (training mode) or frozen (inference mode, gamma/beta still
+trained, as slim's `is_training=False`), optional initialisation from
+`tf_initial_checkpoint` with DeepLab's last-layer exclusion rules.
+
+Deviations from DeepLab, all deliberate:
+- Resumable at every checkpoint: the checkpoint holds the model, the
+  optimizer (momentum, iteration count, hence the learning rate), the step,
+  and the data position (global batches consumed). On restart the input
+  pipeline, seeded and deterministic, skips that many batches, so the run
+  continues on the same data it would have seen (tf.data iterator
+  checkpoints would avoid re-reading, but distributed iterators cannot be
+  checkpointed; the skip costs one pass of the input pipeline over the
+  consumed batches, no model compute).
+- `model_config.json` and `train_config.json` (the resolved options) are
+  written beside the checkpoints, so eval, vis and export need no model flags.
+- A non-finite loss stops training (`NonFiniteLossError`) with the step, the
+  learning rate, and the last good checkpoint; nothing is saved after it.
+- SIGTERM saves a checkpoint at the current step and stops (single worker).
+- Checkpoints are written by `tf.train.CheckpointManager`, which updates its
+  state file only after the data files are complete, so a kill at any point
+  leaves the previous checkpoint as the latest.
+"""
+
+import os
+import signal
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from deeplab_dpc import checkpoints, common
+from deeplab_dpc import model as model_lib
+from deeplab_dpc.training import distribute, losses, schedules, summaries
+from deeplab_dpc.training.options import (
+    TRAIN_CONFIG_FILENAME,
+    check_options_for,
+    check_resume_options,
+)
+
+PRECISION_POLICIES = {
+    None: "float32",
+    "bf16": "mixed_bfloat16",
+    "fp16": "mixed_float16",
+}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or Inf; the message names the step and the likely causes."""
+
+
+def _atomic_json(obj, path):
+    model_lib.save_config(obj, path)
+
+
+class Trainer:
+    """One training run: strategy, model, optimizer, checkpoints, input, loop."""
+
+    def __init__(self, model_cfg, options, info):
+        self.cfg, self.opts, self.info = model_cfg, options, info
+        self.strategy = distribute.make_strategy(
+            options["distribution_strategy"], options["tpu"]
+        )
+        _, self.task_id, self.is_chief = distribute.task_info(self.strategy)
+        self.replicas = self.strategy.num_replicas_in_sync
+        self.per_replica_batch = distribute.per_replica_batch_size(
+            options["train_batch_size"], self.strategy
+        )
+        self.logdir = options["train_logdir"]
+        self.stop_requested = False
+        with self.strategy.scope():
+            self.model = model_lib.build_model(model_cfg)
+            self.schedule = schedules.DeepLabSchedule(**options["schedule"])
+            optimizer = keras.optimizers.SGD(
+                learning_rate=self.schedule, momentum=options["momentum"]
+            )
+            if options["mixed_precision"] == "fp16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            self.optimizer = optimizer
+            self.optimizer.build(self.model.trainable_variables)
+            self.step = tf.Variable(0, dtype=tf.int64, name="step", trainable=False)
+            self.data_position = tf.Variable(
+                0, dtype=tf.int64, name="data_position", trainable=False
+            )
+        self.kernels = losses.decayed_kernels(self.model)
+        self.sync_bn = options["fine_tune_batch_norm"] and self.replicas > 1
+        distribute.set_synchronized_batch_norm(self.model, self.sync_bn)
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model,
+            optimizer=self.optimizer,
+            step=self.step,
+            data_position=self.data_position,
+        )
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint,
+            self._checkpoint_dir(),
+            max_to_keep=options["max_checkpoints_to_keep"],
+            step_counter=self.step,
+        )
+
+    # --- Setup -----------------------------------------------------------------
+
+    def _checkpoint_dir(self):
+        if self.is_chief:
+            return self.logdir
+        # Non-chief workers must save too (collectives); into a scratch dir.
+        return os.path.join(self.logdir, f".worker_{self.task_id}_tmp")
+
+    def write_configs(self):
+        """Writes model_config.json and train_config.json (chief only)."""
+        if not self.is_chief:
+            return
+        os.makedirs(self.logdir, exist_ok=True)
+        model_lib.save_config(
+            self.cfg, os.path.join(self.logdir, common.MODEL_CONFIG_FILENAME)
+        )
+        _atomic_json(self.opts, os.path.join(self.logdir, TRAIN_CONFIG_FILENAME))
+
+    def restore_or_initialize(self):
+        """Resumes from the latest checkpoint in train_logdir, else initialises."""
+        latest = tf.train.latest_checkpoint(self.logdir)
+        if latest:
+            status = self.checkpoint.restore(latest)
+            status.assert_existing_objects_matched()
+            logging.info(
+                "Resumed from %s at step %d (learning rate %.6g, data position %d)",
+                latest,
+                int(self.step.numpy()),
+                float(self.schedule(self.step)),
+                int(self.data_position.numpy()),
+            )
+            return latest
+        initial = self.opts["tf_initial_checkpoint"]
+        if initial:
+            report = checkpoints.initialize_from_checkpoint(
+                self.model,
+                initial,
+                initialize_last_layer=self.opts["initialize_last_layer"],
+                backbone_only=not self.opts["initialize_last_layer"]
+                and not self.opts["last_layers_contain_logits_only"],
+            )
+            logging.info(
+                "Initialised from %s: %d units loaded, %d fresh, %d unused, "
+                "%d mismatched",
+                initial,
+                len(report["loaded"]),
+                len(report["fresh"]),
+                len(report["unused"]),
+                len(report["mismatched"]),
+            )
+        return None
+
+    def dataset_fn(self, input_context):
+        """The per-worker input pipeline, positioned after the consumed batches."""
+        from deeplab_dpc.data import pipeline
+
+        opts = self.opts
+        dataset = pipeline.build_dataset(
+            opts["dataset_dir"],
+            opts["train_split"],
+            self.info,
+            is_training=True,
+            batch_size=input_context.get_per_replica_batch_size(
+                opts["train_batch_size"]
+            ),
+            crop_size=opts["train_crop_size"],
+            min_scale_factor=opts["min_scale_factor"],
+            max_scale_factor=opts["max_scale_factor"],
+            scale_factor_step_size=opts["scale_factor_step_size"],
+            seed=opts["seed"],
+            deterministic=True,
+            skip_bad_records=opts["skip_bad_records"],
+            dataset_source=opts["dataset_source"],
+            tfds_data_dir=opts["tfds_data_dir"],
+            shard=input_context,
+        )
+        local_replicas = (
+            input_context.num_replicas_in_sync // input_context.num_input_pipelines
+        )
+        return dataset.skip(int(self.data_position.numpy()) * local_replicas)
+
+    # --- The step ----------------------------------------------------------------
+
+    def _loss(self, batch):
+        logits = self.model(
+            batch[common.IMAGE], training=self.opts["fine_tune_batch_norm"]
+        )[common.SEMANTIC_LOGITS]
+        ce = losses.softmax_cross_entropy(
+            logits,
+            batch[common.LABEL],
+            self.cfg["num_classes"],
+            self.info.ignore_label,
+            self.opts["label_weights"],
+            upsample_logits=self.cfg["upsample_logits"],
+        )
+        decay = losses.weight_decay_loss(self.kernels, self.opts["weight_decay"])
+        return ce, ce + decay
+
+    def _gradients(self, batch):
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            ce, total = self._loss(batch)
+            scaled = total / self.replicas
+            if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+                scaled = self.optimizer.scale_loss(scaled)
+        grads = tape.gradient(scaled, variables)
+        return ce / self.replicas, total / self.replicas, grads
+
+    def make_train_step(self):
+        """A `tf.function` running one global step; returns (ce, total) losses."""
+        gradients = tf.function(self._gradients, jit_compile=self.opts["jit_compile"])
+        variables = self.model.trainable_variables
+
+        def replica_step(batch):
+            ce, total, grads = gradients(batch)
+            self.optimizer.apply_gradients(zip(grads, variables))
+            return ce, total
+
+        @tf.function
+        def train_step(batch):
+            ce, total = self.strategy.run(replica_step, args=(batch,))
+            self.step.assign_add(1)
+            self.data_position.assign_add(1)
+            reduce = tf.distribute.ReduceOp.SUM
+            return (
+                self.strategy.reduce(reduce, ce, axis=None),
+                self.strategy.reduce(reduce, total, axis=None),
+            )
+
+        return train_step
+
+    # --- The loop ----------------------------------------------------------------
+
+    def save(self):
+        """Saves a checkpoint at the current step (every worker must call it)."""
+        path = self.manager.save(checkpoint_number=self.step)
+        if not self.is_chief:
+            tf.io.gfile.rmtree(self._checkpoint_dir())
+        return path
+
+    def _check_finite(self, total, step):
+        if np.isfinite(total):
+            return
+        lr = float(self.schedule(step - 1))
+        last = tf.train.latest_checkpoint(self.logdir) or "none yet"
+        raise NonFiniteLossError(
+            f"loss is {total} at step {step} (learning rate {lr:.6g}): lower "
+            f"--base_learning_rate, or check the labels (class ids must be below "
+            f"{self.cfg['num_classes']} or the ignore label "
+            f"{self.info.ignore_label}); last good checkpoint: {last}"
+        )
+
+    def _agree(self, flag):
+        """All workers take the same save decision (the chief's clock decides)."""
+        if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return flag
+        value = tf.constant(1.0 if (flag and self.is_chief) else 0.0)
+        per_replica = self.strategy.run(lambda v: tf.identity(v), args=(value,))
+        total = self.strategy.reduce(tf.distribute.ReduceOp.MAX, per_replica, None)
+        return bool(total.numpy() > 0)
+
+    def run(self):
+        """Trains to `training_number_of_steps`; returns a summary dict."""
+        total_steps = self.opts["training_number_of_steps"]
+        dataset = self.strategy.distribute_datasets_from_function(self.dataset_fn)
+        iterator = iter(dataset)
+        train_step = self.make_train_step()
+        writer = summaries.SummaryWriter(self.logdir, self.is_chief, self.info)
+        progress = summaries.Progress(
+            int(self.step.numpy()), total_steps, self.opts["train_batch_size"]
+        )
+        last_save = last_summary = time.time()
+        ce = total = float("nan")
+        while int(self.step.numpy()) < total_steps and not self.stop_requested:
+            batch = next(iterator)
+            ce_t, total_t = train_step(batch)
+            ce, total = float(ce_t), float(total_t)
+            step = int(self.step.numpy())
+            self._check_finite(total, step)
+            lr = float(self.schedule(step - 1))
+            progress.update(step, total, lr, self.opts["log_steps"])
+            now = time.time()
+            if self.is_chief and now - last_summary >= self.opts["save_summaries_secs"]:
+                writer.scalars(step, ce, total, lr, progress.images_per_sec())
+                writer.samples(step, self.model, self.strategy, batch)
+                last_summary = now
+            due = now - last_save >= self.opts["save_interval_secs"]
+            if step < total_steps and self._agree(due):
+                self.save()
+                last_save = now
+        path = self.save()
+        if self.is_chief:
+            writer.scalars(int(self.step.numpy()), ce, total, None, None)
+        writer.close()
+        return {"step": int(self.step.numpy()), "loss": total, "checkpoint": path}
+
+
+def _stop_on_sigterm(trainer):
+    """SIGTERM: finish the current step, save, stop (single worker only)."""
+    if isinstance(trainer.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return None
+
+    def handler(signum, frame):
+        logging.warning("SIGTERM: saving a checkpoint and stopping")
+        trainer.stop_requested = True
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return None
+
+
+def train(model_cfg, options, info):
+    """Trains (or resumes) and returns {"step", "loss", "checkpoint", "stopped"}."""
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(
+        PRECISION_POLICIES[options["mixed_precision"]]
+    )
+    try:
+        check_options_for(model_cfg, options, info)
+        check_resume_options(options["train_logdir"], model_cfg, options)
+        trainer = Trainer(model_cfg, options, info)
+        trainer.write_configs()
+        trainer.restore_or_initialize()
+        previous = _stop_on_sigterm(trainer)
+        try:
+            result = trainer.run()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        result["stopped"] = trainer.stop_requested
+        return result
+    finally:
+        keras.mixed_precision.set_global_policy(policy)

@@ -1,0 +1,58 @@
+"""Evaluates checkpoints: mIoU, per-class IoU, pixel accuracy (DeepLab's eval.py flags).
+
+    python eval.py                                   # the default train.py run
+    python eval.py --eval_scales=0.5,1,1.5 --add_flipped_images
+
+The model is rebuilt from the checkpoint's model_config.json (model flags are
+ignored) and the dataset comes from its train_config.json unless --dataset is
+given. Results: a table in the log, eval_logdir/results.json, TensorBoard.
+See g3doc/evaluation.md.
+"""
+
+from absl import flags
+
+from deeplab_dpc import flags as dpc_flags
+
+FLAGS = flags.FLAGS
+dpc_flags.define_model_flags()
+
+flags.DEFINE_string("checkpoint_dir", "runs/train", "Checkpoint dir or ckpt-N prefix.")
+flags.DEFINE_string("eval_logdir", "runs/eval", "Where results are written.")
+flags.DEFINE_string("eval_split", "val", "Split to evaluate.")
+flags.DEFINE_multi_string("eval_scales", ["1.0"], "Inference scales.")
+flags.DEFINE_boolean("add_flipped_images", False, "Also average left-right flips.")
+flags.DEFINE_integer(
+    "max_number_of_evaluations", 0,
+    "0: evaluate new checkpoints until the final training step; N: at most N.",
+)  # fmt: skip
+flags.DEFINE_integer("eval_interval_secs", 300, "Seconds between checkpoint polls.")
+flags.DEFINE_multi_string(
+    "eval_crop_size", [], "Unused: whole images are padded to k*32+1."
+)
+
+
+def main(argv):
+    del argv
+    from deeplab_dpc.evaluation import evaluator
+
+    dpc_flags.note_ignored_model_flags()
+    info, dataset_dir, source = dpc_flags.dataset_for_checkpoint(FLAGS.checkpoint_dir)
+    if FLAGS.max_number_of_evaluations < 0:
+        raise ValueError("--max_number_of_evaluations must be >= 0")
+    evaluator.evaluate(
+        FLAGS.checkpoint_dir,
+        FLAGS.eval_logdir,
+        info,
+        dataset_dir=dataset_dir,
+        eval_split=FLAGS.eval_split,
+        eval_scales=dpc_flags.multi_values(FLAGS.eval_scales, float, "eval_scales"),
+        add_flipped_images=FLAGS.add_flipped_images,
+        max_number_of_evaluations=FLAGS.max_number_of_evaluations,
+        eval_interval_secs=FLAGS.eval_interval_secs,
+        dataset_source=source,
+        tfds_data_dir=FLAGS.tfds_data_dir,
+    )
+
+
+if __name__ == "__main__":
+    dpc_flags.run(main)

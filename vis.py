@@ -1,0 +1,64 @@
+"""Writes colourised predictions beside images and ground truth (DeepLab's vis.py flags).
+
+    python vis.py                                    # the default train.py run
+    python vis.py --colormap_type=cityscapes --also_save_raw_predictions
+
+PNG files go to vis_logdir/segmentation_results (and raw_segmentation_results).
+The model comes from the checkpoint's model_config.json. See g3doc/evaluation.md.
+"""
+
+from absl import flags
+
+from deeplab_dpc import flags as dpc_flags
+
+FLAGS = flags.FLAGS
+dpc_flags.define_model_flags()
+
+flags.DEFINE_string("checkpoint_dir", "runs/train", "Checkpoint dir or ckpt-N prefix.")
+flags.DEFINE_string("vis_logdir", "runs/vis", "Where the PNG files are written.")
+flags.DEFINE_string("vis_split", "val", "Split to visualise.")
+flags.DEFINE_enum(
+    "colormap_type", "pascal", ["pascal", "cityscapes", "ade20k", "camvid", "dataset"],
+    "Palette; 'dataset' uses the dataset's own colours.",
+)  # fmt: skip
+flags.DEFINE_multi_string("eval_scales", ["1.0"], "Inference scales.")
+flags.DEFINE_boolean("add_flipped_images", False, "Also average left-right flips.")
+flags.DEFINE_boolean("also_save_raw_predictions", False, "Also write class-id PNGs.")
+flags.DEFINE_integer(
+    "max_number_of_iterations", 0,
+    "0: visualise new checkpoints until the final training step; N: at most N.",
+)  # fmt: skip
+flags.DEFINE_integer("eval_interval_secs", 300, "Seconds between checkpoint polls.")
+flags.DEFINE_integer("max_number_of_images", 0, "Images per checkpoint (0: all).")
+flags.DEFINE_integer("vis_batch_size", 1, "Unused: images are processed one by one.")
+flags.DEFINE_multi_string("vis_crop_size", [], "Unused: whole images are shown.")
+
+
+def main(argv):
+    del argv
+    from deeplab_dpc.evaluation import visualizer
+
+    dpc_flags.note_ignored_model_flags()
+    info, dataset_dir, source = dpc_flags.dataset_for_checkpoint(FLAGS.checkpoint_dir)
+    if FLAGS.max_number_of_iterations < 0:
+        raise ValueError("--max_number_of_iterations must be >= 0")
+    visualizer.visualize_checkpoints(
+        FLAGS.checkpoint_dir,
+        FLAGS.vis_logdir,
+        info,
+        dataset_dir=dataset_dir,
+        vis_split=FLAGS.vis_split,
+        colormap_type=FLAGS.colormap_type,
+        vis_scales=dpc_flags.multi_values(FLAGS.eval_scales, float, "eval_scales"),
+        add_flipped_images=FLAGS.add_flipped_images,
+        also_save_raw_predictions=FLAGS.also_save_raw_predictions,
+        max_number_of_iterations=FLAGS.max_number_of_iterations,
+        eval_interval_secs=FLAGS.eval_interval_secs,
+        max_images=FLAGS.max_number_of_images,
+        dataset_source=source,
+        tfds_data_dir=FLAGS.tfds_data_dir,
+    )
+
+
+if __name__ == "__main__":
+    dpc_flags.run(main)
