@@ -77,13 +77,15 @@ def make_example(
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-def encode_png(array):
+def encode_png(array, compress_level=6):
     """PNG bytes of a uint8 array [H, W] (label) or [H, W, 3] (image)."""
     array = np.asarray(array)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     buffer = io.BytesIO()
-    Image.fromarray(array.astype(np.uint8)).save(buffer, format="PNG")
+    Image.fromarray(array.astype(np.uint8)).save(
+        buffer, format="PNG", compress_level=compress_level
+    )
     return buffer.getvalue()
 
 

@@ -145,8 +145,8 @@ def _examples(split_id, count, seed, image_size):
         image, label = generate_scene(rng, image_size)
         name = f"synthetic_{('train', 'val')[split_id]}_{index:05d}"
         yield records.make_example(
-            records.encode_png(image), "png", name, image.shape[0], image.shape[1],
-            label_png_bytes=records.encode_png(label),
+            records.encode_png(image, compress_level=1), "png", name, image.shape[0],
+            image.shape[1], label_png_bytes=records.encode_png(label, compress_level=1),
         ).SerializeToString()  # fmt: skip
 
 
