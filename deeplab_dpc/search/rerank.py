@@ -1,0 +1,125 @@
+"""Re-ranking: the proxy's top K cells re-trained with the backbone fine-tuned.
+
+Chen et al. (NeurIPS 2018, Sec. 4.1): the top 50 cells of the proxy task are
+re-trained end to end (backbone fine-tuned, longer schedule) and the best of
+that re-ranking is the result; the 12th best by proxy score won. The rank
+correlation between proxy and re-ranked scores (Spearman's rho, 0.36-0.47 in
+the paper) measures the proxy's fidelity.
+
+Each candidate trains through the project's training library
+(`deeplab_dpc.training.trainer.train`, the loop of train.py), initialised
+from the cache's backbone checkpoint (backbone only: the cell and logits
+start fresh), and is scored by the evaluation library on the validation
+split. The re-ranking is an Optuna study of its own (`<study>.rerank`) with
+one pre-filled slot per candidate, so it runs on any number of workers with
+the same heartbeat and retry as the search; a killed candidate resumes from
+its last checkpoint in `<workdir>/rerank/<spec hash>`.
+
+Deviation: the batch-norm decay of the fine-tuned model is derived from the
+number of steps (`proxy.bn_momentum_for_steps`), as in the proxy, for short
+CPU runs; the paper's schedule is DeepLab's (decay 0.9997, 30K+ steps).
+"""
+
+import os
+
+from optuna.trial import TrialState
+
+from deeplab_dpc import spec as spec_lib
+from deeplab_dpc.search import proxy
+from deeplab_dpc.search import study as study_lib
+
+RERANK_SUFFIX = ".rerank"
+PROXY_MIOU = "proxy_miou"
+PROXY_TRIAL = "proxy_trial"
+RERANK_MIOU = "rerank_miou"
+
+
+def rerank_study_name(study_name):
+    return study_name + RERANK_SUFFIX
+
+
+def top_candidates(search_study, k):
+    """The best `k` distinct cells of the search by proxy score: Scored tuples."""
+    history = study_lib.scored_history(search_study)
+    history.sort(key=lambda s: (-s.score, s.number))
+    return history[:k]
+
+
+def rerank_slots(candidates):
+    """One pre-filled slot per candidate, keyed by its canonical key."""
+    return [
+        (
+            c.key,
+            {
+                study_lib.SPEC: c.spec,
+                study_lib.KEY: c.key,
+                PROXY_MIOU: c.score,
+                PROXY_TRIAL: c.number,
+            },
+        )
+        for c in candidates
+    ]
+
+
+def make_rerank_objective(
+    cache, info, dataset_dir, workdir, *, steps, batch_size, crop_size,
+    learning_rate, seed, weight_decay=4e-5,
+):  # fmt: skip
+    """evaluate(spec, trial) for `study.run_worker`: fine-tune, then val mIoU."""
+    from deeplab_dpc.evaluation import evaluator
+    from deeplab_dpc.model import model_config
+    from deeplab_dpc.training import options as options_lib
+    from deeplab_dpc.training import trainer
+
+    backbone = cache.backbone
+
+    def evaluate(spec, trial):
+        del trial
+        logdir = os.path.join(workdir, "rerank", spec_lib.spec_hash(spec))
+        model_cfg = model_config(
+            backbone["model_variant"], info.num_classes, head="dpc", dpc_spec=spec,
+            output_stride=backbone["output_stride"],
+            depth_multiplier=backbone["depth_multiplier"],
+            batch_norm_decay=proxy.bn_momentum_for_steps(steps),
+        )  # fmt: skip
+        options = options_lib.train_options(
+            logdir, dataset_dir=dataset_dir, dataset=info.name,
+            train_crop_size=crop_size, train_batch_size=batch_size,
+            training_number_of_steps=steps, base_learning_rate=learning_rate,
+            weight_decay=weight_decay, tf_initial_checkpoint=cache.info["checkpoint"],
+            initialize_last_layer=False, seed=seed, save_interval_secs=600,
+            save_summaries_secs=1e9, log_steps=max(1, steps // 5),
+            max_checkpoints_to_keep=1,
+        )  # fmt: skip
+        trainer.train(model_cfg, options, info)
+        results = evaluator.evaluate(
+            logdir, os.path.join(logdir, "eval"), info, dataset_dir=dataset_dir
+        )
+        return {
+            "value": results["miou"],
+            "user_attrs": {RERANK_MIOU: results["miou"], "logdir": logdir},
+        }
+
+    return evaluate
+
+
+def rerank_pairs(search_study, rerank_study):
+    """[(key, proxy mIoU, re-rank mIoU)] for every re-ranked cell."""
+    pairs = []
+    for t in rerank_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        pairs.append((t.user_attrs[study_lib.KEY], t.user_attrs[PROXY_MIOU], t.value))
+    unique = {key: (key, p, r) for key, p, r in sorted(pairs)}
+    return list(unique.values())
+
+
+def spearman(pairs):
+    """Spearman's rho of proxy vs re-rank scores (None below 2 pairs or if constant).
+
+    With 2 pairs rho is +-1 by construction; the report shows n beside it.
+    """
+    if len(pairs) < 2:
+        return None
+    from scipy import stats
+
+    rho = stats.spearmanr([p for _, p, _ in pairs], [r for _, _, r in pairs])[0]
+    return None if rho != rho else float(rho)  # NaN when a side is constant

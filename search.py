@@ -1,0 +1,239 @@
+r"""Searches for a Dense Prediction Cell (Chen et al., NeurIPS 2018, Sec. 3.3-4.1).
+
+    python search.py                     # synthetic data, CPU, about 10 minutes
+    python search.py --dataset=cityscapes --dataset_dir=data/cityscapes/tfrecord \
+        --tf_initial_checkpoint=runs/imported/mobilenet_v2 --num_trials=1000 \
+        --proxy_steps=30000 --proxy_crop_size=769,769 --rerank_top_k=50
+
+Stages (`--stages`, comma-separated, default all): `cache` (backbone
+features of train and val), `create` (the Optuna study, one slot per trial),
+`run` (a search worker), `rerank` (top K fine-tuned end to end), `report`
+(leaderboard, best.json, figures). Many workers: run `--stages=cache,create`
+once, then `--stages=run` on each machine with the same `--storage`
+(`postgresql://user:pass@host/db`) and `--cache_dir`. See g3doc/search.md.
+"""
+
+import json
+import os
+
+from absl import flags, logging
+
+from deeplab_dpc import flags as dpc_flags
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string(
+    "workdir", "workdir/search", "Where the cache, study and report go."
+)
+flags.DEFINE_string(
+    "stages", "cache,create,run,rerank,report", "Stages to run, in order."
+)
+flags.DEFINE_string("dataset", "synthetic", "Dataset name (registry).")
+flags.DEFINE_string("dataset_dir", None, "TFRecord shards (synthetic: generated).")
+flags.DEFINE_string("model_variant", "mobilenet_v2", "Proxy backbone.")
+flags.DEFINE_float("depth_multiplier", None, "MobileNetV2 width (pretraining: 0.5).")
+flags.DEFINE_integer("output_stride", 16, "Backbone output stride of the cache.")
+flags.DEFINE_string(
+    "tf_initial_checkpoint", None, "Backbone checkpoint (with model_config.json)."
+)
+flags.DEFINE_integer(
+    "pretrain_steps", 500, "Steps to pretrain a backbone on synthetic."
+)
+flags.DEFINE_float("pretrain_learning_rate", 0.05, "Pretraining base learning rate.")
+flags.DEFINE_string("cache_dir", None, "Feature cache (default <workdir>/cache).")
+flags.DEFINE_string("cache_dtype", "float16", "float16 or float32.")
+flags.DEFINE_integer("cache_train_passes", 1, "Augmented passes over train to cache.")
+flags.DEFINE_float(
+    "cache_memory_gb", 4.0, "Train features up to this size stay in memory."
+)
+flags.DEFINE_integer("num_branches", 5, "Branches of a cell (the paper's B).")
+flags.DEFINE_string("space", "full", "Search space: full or aspp_subsets.")
+flags.DEFINE_string(
+    "sampler", "paper", "random, paper (uniform + near best) or evolution."
+)
+flags.DEFINE_float("near_best_prob", 0.5, "paper: share of samples near the best.")
+flags.DEFINE_integer("near_best_top_k", 5, "paper: how many best cells to sample near.")
+flags.DEFINE_integer("evolution_population", 20, "evolution: population size.")
+flags.DEFINE_integer("evolution_sample_size", 5, "evolution: tournament size.")
+flags.DEFINE_integer("num_trials", 12, "Candidates in the study (paper: 28K).")
+flags.DEFINE_integer("proxy_steps", 150, "Proxy training steps (paper: 30K).")
+flags.DEFINE_integer("proxy_batch_size", 8, "Proxy batch size (paper: 8).")
+flags.DEFINE_list(
+    "proxy_crop_size", None, "Cached train crop h,w (default: dataset's)."
+)
+flags.DEFINE_float("proxy_learning_rate", 0.05, "Proxy base learning rate (poly).")
+flags.DEFINE_integer(
+    "proxy_eval_every", 0, "Intermediate val mIoU every N steps (pruning)."
+)
+flags.DEFINE_string("pruner", "none", "none (the paper) or median.")
+flags.DEFINE_boolean("jit_compile", False, "Compile the proxy step with XLA.")
+flags.DEFINE_string("study_name", "dpc_search", "Optuna study name.")
+flags.DEFINE_string(
+    "storage", None, "Optuna RDB URL (default sqlite:///<workdir>/search.db)."
+)
+flags.DEFINE_integer("heartbeat_interval", 10, "Seconds between trial heartbeats.")
+flags.DEFINE_integer(
+    "grace_period", 60, "Seconds without heartbeat before a trial is retried."
+)
+flags.DEFINE_integer("max_retry", 3, "Retries of a trial whose worker died.")
+flags.DEFINE_integer("rerank_top_k", 2, "Cells to re-rank end to end (paper: 50).")
+flags.DEFINE_integer("rerank_steps", 200, "Fine-tuning steps per re-ranked cell.")
+flags.DEFINE_integer("rerank_batch_size", 8, "Fine-tuning batch size.")
+flags.DEFINE_float("rerank_learning_rate", 0.02, "Fine-tuning base learning rate.")
+flags.DEFINE_integer("seed", 0, "Seed of the cache, the policies and the trainers.")
+
+NEEDS_STORAGE = ("create", "run", "rerank", "report")
+NEEDS_CACHE = ("create", "run", "rerank")
+
+
+def _stages():
+    from deeplab_dpc.search.pipeline import STAGES
+
+    stages = [s.strip() for s in FLAGS.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise ValueError(
+            f"--stages: unknown {unknown or FLAGS.stages!r}; known: {','.join(STAGES)}"
+        )
+    return stages
+
+
+def _crop_size(info):
+    crop = FLAGS.proxy_crop_size or info.default_crop_size
+    if len(crop) != 2:
+        raise ValueError(
+            f"--proxy_crop_size: needs h,w, got {','.join(map(str, crop))}"
+        )
+    return [int(v) for v in crop]
+
+
+def _checkpoint(info, dataset_dir, crop):
+    from deeplab_dpc.search import pipeline
+
+    if FLAGS.tf_initial_checkpoint:
+        return FLAGS.tf_initial_checkpoint
+    if info.name != "synthetic":
+        raise ValueError(f"--tf_initial_checkpoint: needed for dataset {info.name}")
+    return pipeline.pretrain_backbone(
+        FLAGS.workdir, info, dataset_dir, model_variant=FLAGS.model_variant,
+        output_stride=FLAGS.output_stride, depth_multiplier=FLAGS.depth_multiplier or 0.5,
+        steps=FLAGS.pretrain_steps, batch_size=FLAGS.proxy_batch_size, crop_size=crop,
+        learning_rate=FLAGS.pretrain_learning_rate, seed=FLAGS.seed,
+    )  # fmt: skip
+
+
+def _cache(stages, info, dataset_dir, crop):
+    from deeplab_dpc.search import cache as cache_lib
+    from deeplab_dpc.search import pipeline
+
+    cache_dir = FLAGS.cache_dir or os.path.join(FLAGS.workdir, "cache")
+    checkpoint = FLAGS.tf_initial_checkpoint
+    want = pipeline.expected_backbone(
+        FLAGS.model_variant, FLAGS.output_stride, FLAGS.depth_multiplier, checkpoint
+    )
+    if "cache" not in stages:
+        return cache_lib.open_cache(cache_dir, expected_backbone=want)
+    return pipeline.stage_cache(
+        cache_dir, _checkpoint(info, dataset_dir, crop), info, dataset_dir,
+        crop_size=crop, want=want, train_passes=FLAGS.cache_train_passes,
+        batch_size=FLAGS.proxy_batch_size, dtype=FLAGS.cache_dtype, seed=FLAGS.seed,
+    )  # fmt: skip
+
+
+def _objectives(cache, info, dataset_dir, crop):
+    from deeplab_dpc.search import pipeline, rerank
+
+    proxy = pipeline.make_proxy_objective(
+        cache, steps=FLAGS.proxy_steps, batch_size=FLAGS.proxy_batch_size,
+        learning_rate=FLAGS.proxy_learning_rate, seed=FLAGS.seed,
+        jit_compile=FLAGS.jit_compile, eval_every=FLAGS.proxy_eval_every,
+        memory_limit_bytes=int(FLAGS.cache_memory_gb * (1 << 30)),
+    )  # fmt: skip
+    rerank_fn = rerank.make_rerank_objective(
+        cache, info, dataset_dir, FLAGS.workdir, steps=FLAGS.rerank_steps,
+        batch_size=FLAGS.rerank_batch_size, crop_size=crop,
+        learning_rate=FLAGS.rerank_learning_rate, seed=FLAGS.seed,
+    )  # fmt: skip
+    return proxy, rerank_fn
+
+
+def _write_config(stages):
+    names = [f.name for f in FLAGS.get_flags_for_module(__name__)]
+    config = {n: FLAGS[n].value for n in names} | {"stages_run": stages}
+    os.makedirs(FLAGS.workdir, exist_ok=True)
+    with open(os.path.join(FLAGS.workdir, "search_config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+
+
+def _report(storage, out_dir):
+    from deeplab_dpc.search import report, rerank
+    from deeplab_dpc.search import study as study_lib
+
+    search = study_lib.load_study(storage, FLAGS.study_name, {})
+    try:
+        reranked = study_lib.load_study(
+            storage, rerank.rerank_study_name(FLAGS.study_name), {}, wait_seconds=0
+        )
+    except study_lib.StudyError:
+        reranked = None
+    summary = report.write_report(search, reranked, out_dir)
+    best = summary["best"]
+    rerank_text = "-" if best["rerank_miou"] is None else f"{best['rerank_miou']:.4f}"
+    print(
+        f"Best cell: {best['key']} (proxy mIoU {best['proxy_miou']:.4f}, re-rank mIoU "
+        f"{rerank_text})\n"
+        f"Outputs in {os.path.abspath(out_dir)}: leaderboard.md, leaderboard.csv, "
+        "best.json (train.py --dpc_spec), summary.json, proxy_scores.png, "
+        "proxy_vs_rerank.png, best_cell.png"
+    )
+
+
+def main(argv):
+    del argv
+    from deeplab_dpc.data import registry
+    from deeplab_dpc.search import pipeline
+    from deeplab_dpc.search import study as study_lib
+
+    stages = _stages()
+    space, sampler = pipeline.get_space_and_sampler(
+        FLAGS.space, FLAGS.num_branches, FLAGS.sampler,
+        near_best_prob=FLAGS.near_best_prob, top_k=FLAGS.near_best_top_k,
+        population=FLAGS.evolution_population, sample_size=FLAGS.evolution_sample_size,
+    )  # fmt: skip
+    pipeline.make_pruner(FLAGS.pruner)
+    info = registry.get_dataset_info(FLAGS.dataset)
+    crop = _crop_size(info)
+    storage = None
+    if any(s in NEEDS_STORAGE for s in stages):
+        url = FLAGS.storage or study_lib.default_storage_url(FLAGS.workdir)
+        storage = study_lib.open_storage(
+            url, FLAGS.heartbeat_interval, FLAGS.grace_period, FLAGS.max_retry
+        )
+    _write_config(stages)
+    cache = None
+    if any(s in ("cache",) + NEEDS_CACHE for s in stages):
+        cache = _cache(stages, info, FLAGS.dataset_dir, crop)
+    if "create" in stages:
+        pipeline.stage_create(
+            storage, FLAGS.study_name, FLAGS.num_trials, cache, space, FLAGS.seed
+        )
+    if "run" in stages or "rerank" in stages:
+        proxy_fn, rerank_fn = _objectives(cache, info, FLAGS.dataset_dir, crop)
+    if "run" in stages:
+        pipeline.stage_run(
+            storage, FLAGS.study_name, cache, space, sampler, proxy_fn,
+            pruner=FLAGS.pruner, seed=FLAGS.seed, num_trials=FLAGS.num_trials,
+        )  # fmt: skip
+    if "rerank" in stages:
+        pipeline.stage_rerank(
+            storage, FLAGS.study_name, FLAGS.rerank_top_k, rerank_fn, FLAGS.seed
+        )
+    if "report" in stages:
+        _report(storage, os.path.join(FLAGS.workdir, "report"))
+    logging.info(
+        "Done: stages %s in %s", ",".join(stages), os.path.abspath(FLAGS.workdir)
+    )
+
+
+if __name__ == "__main__":
+    dpc_flags.run(main)
