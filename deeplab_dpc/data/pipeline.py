@@ -297,17 +297,11 @@ def build_dataset(
         shard,
     )
     if is_training:
-        crop_size = tuple(crop_size or info.default_crop_size)
-
-        def train_fn(sample, element_seed):
-            return preprocess.preprocess_train(
-                sample, crop_size, info.ignore_label, min_resize_value, max_resize_value,
-                min_scale_factor, max_scale_factor, scale_factor_step_size, element_seed,
-            )  # fmt: skip
-
-        samples = _seeded(samples, seed).map(
-            train_fn, num_parallel_calls=AUTOTUNE, deterministic=deterministic
-        )
+        samples = _augment(
+            samples, info, tuple(crop_size or info.default_crop_size), opts,
+            (min_resize_value, max_resize_value),
+            (min_scale_factor, max_scale_factor, scale_factor_step_size),
+        )  # fmt: skip
     else:
 
         def eval_fn(sample):
@@ -319,8 +313,26 @@ def build_dataset(
         samples = samples.map(eval_fn, num_parallel_calls=AUTOTUNE, deterministic=True)
     batched = _batch(samples, is_training, batch_size, info.ignore_label)
     options = tf.data.Options()
-    options.deterministic = bool(deterministic) or not is_training
+    options.deterministic = opts["deterministic"]
     return batched.with_options(options).prefetch(AUTOTUNE)
+
+
+def _augment(samples, info, crop_size, opts, resize_range, scale_range):
+    """DeepLab's training preprocessing, each sample with its own seed."""
+
+    def train_fn(sample, element_seed):
+        return preprocess.preprocess_train(
+            sample,
+            crop_size,
+            info.ignore_label,
+            *resize_range,
+            *scale_range,
+            element_seed,
+        )
+
+    return _seeded(samples, opts["seed"]).map(
+        train_fn, num_parallel_calls=AUTOTUNE, deterministic=opts["deterministic"]
+    )
 
 
 def _source_samples(

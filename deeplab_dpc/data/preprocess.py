@@ -256,14 +256,11 @@ def preprocess_train(
     image, label = sample[common.IMAGE], sample[common.LABEL]
     if min_resize_value is not None or max_resize_value is not None:
         image, label = resize_to_range(image, label, min_resize_value, max_resize_value)
-    image, label = random_scale(
-        image,
-        label,
-        min_scale_factor,
-        max_scale_factor,
-        scale_factor_step_size,
-        scale_seed,
-    )
+    if not min_scale_factor == max_scale_factor == 1.0:  # scale 1: skip the resize
+        image, label = random_scale(
+            image, label, min_scale_factor, max_scale_factor, scale_factor_step_size,
+            scale_seed,
+        )  # fmt: skip
     image, label = pad_to_size(image, label, crop_h, crop_w, ignore_label, mean_pixel)
     image, label = random_crop(image, label, crop_h, crop_w, crop_seed)
     image, label = random_flip(image, label, flip_seed)

@@ -269,7 +269,7 @@ def get_dataset_info(name, info_json=None):
     With `info_json`, a known name starts from its entry and the JSON overrides
     fields; an unknown name needs at least `num_classes` in the JSON.
     """
-    if info_json is None:
+    if info_json is None or info_json == "":
         if name not in DATASETS:
             known = ", ".join(sorted(DATASETS))
             raise ValueError(
