@@ -97,6 +97,9 @@ class XceptionModule(keras.layers.Layer):
             )
             for i, depth in enumerate(self.depth_list)
         ]
+        # tf.train.Checkpoint does not see layers held only in a list.
+        for conv in self.separable_convs:
+            setattr(self, conv.name, conv)
         self.shortcut = None
         if skip_connection == "conv":
             self.shortcut = ConvBN(

@@ -34,7 +34,7 @@ class ASPP(keras.layers.Layer):
       filters: channels of every branch and of the projection.
       separable: separable 3x3 atrous convs (DeepLab's default with Xception
         and in the DPC paper); a full 3x3 conv otherwise.
-      image_pooling: add the image-level pooling branch.
+      add_image_level_feature: add the image-level pooling branch (DeepLab flag name).
       dropout_rate: dropout after the projection.
     """
 
@@ -44,7 +44,7 @@ class ASPP(keras.layers.Layer):
         output_stride=16,
         filters=256,
         separable=True,
-        image_pooling=True,
+        add_image_level_feature=True,
         dropout_rate=0.1,
         bn_momentum=HEAD_BN_MOMENTUM,
         bn_epsilon=HEAD_BN_EPSILON,
@@ -55,13 +55,13 @@ class ASPP(keras.layers.Layer):
         self.output_stride = int(output_stride)
         self.filters = int(filters)
         self.separable = bool(separable)
-        self.image_pooling = bool(image_pooling)
+        self.add_image_level_feature = bool(add_image_level_feature)
         self.dropout_rate = float(dropout_rate)
         self.bn_momentum = bn_momentum
         self.bn_epsilon = bn_epsilon
         bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
         self.branches = []
-        if self.image_pooling:
+        if self.add_image_level_feature:
             self.branches.append(
                 PyramidPooling(self.filters, (1, 1), name="image_pooling", **bn)
             )
@@ -73,6 +73,10 @@ class ASPP(keras.layers.Layer):
             else:
                 op = ConvBN(self.filters, 3, rate=r, name=f"aspp{i}", **bn)
             self.branches.append(op)
+        # tf.train.Checkpoint does not see layers held only in a list: bind each
+        # branch to its scope name too (checkpoint key `.../aspp1/...`).
+        for op in self.branches:
+            setattr(self, op.name, op)
         self.concat_projection = ConvBN(self.filters, 1, name="concat_projection", **bn)
         self.dropout = keras.layers.Dropout(
             self.dropout_rate, name="projection_dropout"
@@ -100,7 +104,7 @@ class ASPP(keras.layers.Layer):
             output_stride=self.output_stride,
             filters=self.filters,
             separable=self.separable,
-            image_pooling=self.image_pooling,
+            add_image_level_feature=self.add_image_level_feature,
             dropout_rate=self.dropout_rate,
             bn_momentum=self.bn_momentum,
             bn_epsilon=self.bn_epsilon,

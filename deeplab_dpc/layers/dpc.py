@@ -76,6 +76,10 @@ class DensePredictionCell(keras.layers.Layer):
             build_branch_op(b, f"branch{i}", self.filters, self.output_stride, bn)
             for i, b in enumerate(self.branches)
         ]
+        # tf.train.Checkpoint does not see layers held only in a list: bind each
+        # op to its scope name too (checkpoint key `.../branch0/...`).
+        for op in self.ops:
+            setattr(self, op.name, op)
         self.dropout = keras.layers.Dropout(self.dropout_rate, name="concat_dropout")
         self.concat_projection = ConvBN(self.filters, 1, name="concat_projection", **bn)
 
