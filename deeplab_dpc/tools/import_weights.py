@@ -169,8 +169,8 @@ def _class_count_change(unit, src):
     have, want = src.arrays["kernel"].shape, tuple(unit.conv.kernel.shape)
     if have[:-1] == want[:-1] and have[-1] != want[-1]:
         return (
-            f"the source has {have[-1]} classes, the model {want[-1]}: initialised "
-            "fresh (as DeepLab's --initialize_last_layer=false)"
+            f"the source has {have[-1]} classes, the model {want[-1]} (as with "
+            "DeepLab's --initialize_last_layer=false)"
         )
     return None
 
@@ -312,7 +312,8 @@ def format_report(report):
         lines.append(
             f"warning: {len(report['warnings'])} layer(s) run with other strides or "
             f"rates than in the source (first: {report['warnings'][0]}): "
-            "--output_stride differs from the source's, outputs will differ"
+            "--output_stride differs from the source's (fine for fine-tuning; "
+            "predictions will not match the source's exactly)"
         )
     lines.append(summary_line(report))
     return lines
