@@ -111,7 +111,7 @@ def _report_bad(ok, message, skip_bad_records, counter):
 
 def _placeholder_sample():
     return {
-        common.IMAGE: tf.zeros([1, 1, 3], tf.float32),
+        common.IMAGE: tf.zeros([1, 1, 3], tf.uint8),
         common.LABEL: tf.zeros([1, 1, 1], tf.int32),
         common.IMAGE_NAME: tf.constant(""),
         common.HEIGHT: tf.constant(0, tf.int32),

@@ -77,7 +77,7 @@ def _check_decoded(image, label, header_h, header_w):
 
 
 def decode_example(serialized, ignore_label=common.DEFAULT_IGNORE_LABEL):
-    """Parses one serialized Example into a sample dict (image still in [0, 255]).
+    """Parses one serialized Example into a sample dict (image uint8 [H, W, 3]).
 
     An image without a label (a test split) gets a label full of `ignore_label`.
     Raises `InvalidArgumentError` for an undecodable image or label, a label
@@ -103,7 +103,7 @@ def decode_example(serialized, ignore_label=common.DEFAULT_IGNORE_LABEL):
         label = tf.identity(label)
     label.set_shape([None, None, 1])
     return {
-        common.IMAGE: tf.cast(image, tf.float32),
+        common.IMAGE: image,  # uint8 until preprocessing: 4x less buffer memory
         common.LABEL: tf.cast(label, tf.int32),
         common.IMAGE_NAME: parsed[common.KEY_IMAGE_FILENAME],
         common.HEIGHT: shape[0],

@@ -86,7 +86,7 @@ def _to_sample_fn(spec, ignore_label):
         with tf.control_dependencies([check]):
             label = tf.identity(label)
         return {
-            common.IMAGE: tf.cast(image, tf.float32),
+            common.IMAGE: tf.cast(image, tf.uint8),
             common.LABEL: label,
             common.IMAGE_NAME: name,
             common.HEIGHT: shape[0],
@@ -125,7 +125,7 @@ def load_samples(
     shard=None,
     spec=None,
 ):
-    """Decoded samples (image in [0, 255], int32 label [H, W, 1]) of `split` from TFDS."""
+    """Decoded samples (uint8 image, int32 label [H, W, 1]) of `split` from TFDS."""
     import tensorflow_datasets as tfds
 
     if spec is None:
