@@ -79,11 +79,19 @@ def load_model_for(checkpoint_path, info):
 
 
 def make_predict_fn(model, scales, add_flipped_images):
-    """A retracing-tolerant tf.function: images -> class ids [B, H, W]."""
+    """images -> class ids [B, H, W], with the model as one retracing-tolerant graph.
 
-    @tf.function(reduce_retracing=True)
+    Only the model call is a `tf.function` (traced once per input shape, then
+    with unknown sizes), so S scales and flips cost at most a few traces of
+    the model instead of one graph holding 2 * S copies of it.
+    """
+    model_fn = tf.function(
+        lambda images, training=False: model(images, training=False),
+        reduce_retracing=True,
+    )
+
     def predict(images):
-        return inference.predict_labels(model, images, scales, add_flipped_images)
+        return inference.predict_labels(model_fn, images, scales, add_flipped_images)
 
     return predict
 
@@ -171,13 +179,13 @@ def evaluate(
         dataset_dir, eval_split, info, is_training=False, batch_size=1,
         dataset_source=dataset_source, tfds_data_dir=tfds_data_dir,
     )  # fmt: skip
-    writer = tf.summary.create_file_writer(eval_logdir)
-    results = model = None
+    results = model = writer = None
     for prefix in watch_checkpoints(
         checkpoint_path, max_number_of_evaluations, eval_interval_secs
     ):
         if model is None:
             model, config = load_model_for(prefix, info)
+            writer = tf.summary.create_file_writer(eval_logdir)
         results = evaluate_once(
             model, config, prefix, info, dataset, scales, add_flipped_images
         )
@@ -187,7 +195,8 @@ def evaluate(
             scales, add_flipped_images, format_table(results),
         )  # fmt: skip
         write_results(results, eval_logdir, writer)
-    writer.close()
+    if writer is not None:
+        writer.close()
     return results
 
 

@@ -93,6 +93,12 @@ class Trainer:
         self.kernels = losses.decayed_kernels(self.model)
         self.sync_bn = options["fine_tune_batch_norm"] and self.replicas > 1
         distribute.set_synchronized_batch_norm(self.model, self.sync_bn)
+        logging.info(
+            "%s: %d replicas, %d images per replica, batch norm %s",
+            type(self.strategy).__name__, self.replicas, self.per_replica_batch,
+            "synchronized across replicas" if self.sync_bn
+            else ("fine-tuned" if options["fine_tune_batch_norm"] else "frozen"),
+        )  # fmt: skip
         self.checkpoint = tf.train.Checkpoint(
             model=self.model,
             optimizer=self.optimizer,

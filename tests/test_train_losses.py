@@ -1,0 +1,102 @@
+"""Loss, weight decay and learning-rate schedule: known answers by hand."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeplab_dpc.model import build_deeplab
+from deeplab_dpc.training import losses, schedules
+
+
+def _numpy_ce(logits, labels, ignore, weights=None):
+    logits = logits.astype(np.float64)
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    total, count = 0.0, 0
+    for idx in np.ndindex(labels.shape):
+        label = labels[idx]
+        if label == ignore:
+            continue
+        w = 1.0 if weights is None else weights[label]
+        total += -w * log_probs[idx][label]
+        count += w > 0
+    return total / count
+
+
+def test_cross_entropy_matches_numpy_and_skips_ignored_pixels():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 5, 6, 3)).astype(np.float32)
+    labels = rng.integers(0, 3, size=(2, 5, 6)).astype(np.int32)
+    labels[0, :2] = 255
+    got = losses.softmax_cross_entropy(logits, labels[..., None], 3, 255)
+    np.testing.assert_allclose(float(got), _numpy_ce(logits, labels, 255), rtol=1e-5)
+    weights = [0.5, 2.0, 0.0]
+    got = losses.softmax_cross_entropy(logits, labels[..., None], 3, 255, weights)
+    np.testing.assert_allclose(
+        float(got), _numpy_ce(logits, labels, 255, weights), rtol=1e-5
+    )
+
+
+def test_cross_entropy_all_ignored_is_zero_and_bad_label_is_nan():
+    logits = tf.zeros([1, 4, 4, 3])
+    ignored = tf.fill([1, 4, 4, 1], 255)
+    assert float(losses.softmax_cross_entropy(logits, ignored, 3, 255)) == 0.0
+    bad = tf.fill([1, 4, 4, 1], 7)
+    assert np.isnan(float(losses.softmax_cross_entropy(logits, bad, 3, 255)))
+
+
+def test_logits_upsampled_or_labels_downsampled():
+    logits = tf.random.normal([1, 5, 5, 2], seed=1)
+    labels = tf.ones([1, 9, 9, 1], tf.int32)
+    up = losses.softmax_cross_entropy(logits, labels, 2, 255, upsample_logits=True)
+    down = losses.softmax_cross_entropy(logits, labels, 2, 255, upsample_logits=False)
+    # Labels all ones: downsampling labels = ce of the 5x5 logits themselves.
+    expected = _numpy_ce(logits.numpy(), np.ones((1, 5, 5), np.int64), 255)
+    np.testing.assert_allclose(float(down), expected, rtol=1e-5)
+    assert abs(float(up) - float(down)) > 1e-4
+
+
+def test_weight_decay_is_half_l2_of_non_depthwise_kernels():
+    model = build_deeplab("mobilenet_v2", 3, head="aspp", depth_multiplier=0.5)
+    kernels = losses.decayed_kernels(model)
+    depthwise = [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, keras.layers.DepthwiseConv2D)
+    ]
+    assert depthwise and all(k is not d.kernel for d in depthwise for k in kernels)
+    expected = 4e-5 * sum(0.5 * np.sum(np.square(k.numpy())) for k in kernels)
+    got = float(losses.weight_decay_loss(kernels, 4e-5))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert float(losses.weight_decay_loss(kernels, 0.0)) == 0.0
+
+
+def test_poly_step_cosine_and_slow_start_schedules():
+    poly = schedules.DeepLabSchedule("poly", 0.01, 100, learning_power=0.9)
+    np.testing.assert_allclose(float(poly(0)), 0.01, rtol=1e-6)
+    np.testing.assert_allclose(float(poly(50)), 0.01 * 0.5**0.9, rtol=1e-5)
+    assert float(poly(100)) == 0.0 and float(poly(150)) == 0.0
+    step = schedules.DeepLabSchedule(
+        "step", 0.1, 1000, learning_rate_decay_factor=0.1, learning_rate_decay_step=10
+    )
+    np.testing.assert_allclose(
+        [float(step(s)) for s in (9, 10, 25)], [0.1, 0.01, 0.001]
+    )
+    cosine = schedules.DeepLabSchedule("cosine", 1.0, 10)
+    np.testing.assert_allclose(float(cosine(5)), 0.5, rtol=1e-6)
+    slow = schedules.DeepLabSchedule(
+        "poly", 0.01, 110, slow_start_step=10, slow_start_learning_rate=1e-4
+    )
+    np.testing.assert_allclose(float(slow(9)), 1e-4, rtol=1e-6)
+    np.testing.assert_allclose(float(slow(60)), 0.01 * 0.5**0.9, rtol=1e-5)
+    rebuilt = schedules.DeepLabSchedule(**slow.get_config())
+    assert float(rebuilt(60)) == float(slow(60))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"learning_policy": "exp"}, {"training_number_of_steps": 0}],
+)
+def test_schedule_rejects_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        schedules.DeepLabSchedule(**kwargs)

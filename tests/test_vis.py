@@ -1,0 +1,76 @@
+"""Palettes, colourising, panels, and vis output files."""
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from deeplab_dpc import checkpoints
+from deeplab_dpc.data import registry, synthetic
+from deeplab_dpc.evaluation import visualize, visualizer
+from deeplab_dpc.model import build_model, model_config
+
+
+def test_palettes_have_the_datasets_colours():
+    pascal = visualize.get_colormap("pascal")
+    assert pascal.shape == (256, 3) and pascal.dtype == np.uint8
+    assert tuple(pascal[1]) == (128, 0, 0) and tuple(pascal[15]) == (192, 128, 128)
+    assert tuple(visualize.get_colormap("cityscapes")[0]) == (128, 64, 128)
+    assert tuple(visualize.get_colormap("cityscapes")[18]) == (119, 11, 32)
+    ade = visualize.get_colormap("ade20k")
+    assert tuple(ade[1]) == (120, 120, 120) and tuple(ade[150]) == (92, 0, 255)
+    assert tuple(visualize.get_colormap("camvid")[0]) == (128, 128, 128)
+    info = registry.get_dataset_info("synthetic")
+    assert tuple(visualize.get_colormap("dataset", info)[1]) == tuple(info.colormap[1])
+    with pytest.raises(ValueError, match="unknown 'voc'"):
+        visualize.get_colormap("voc")
+
+
+def test_colorize_and_side_by_side():
+    palette = visualize.get_colormap("pascal")
+    label = np.array([[0, 1], [2, 255]])
+    rgb = visualize.colorize(label, palette)
+    assert rgb.shape == (2, 2, 3)
+    assert tuple(rgb[0, 1]) == (128, 0, 0) and tuple(rgb[1, 1]) == tuple(palette[255])
+    with pytest.raises(ValueError):
+        visualize.colorize(np.array([[300]]), palette)
+    panel = visualize.side_by_side(rgb, rgb, rgb, gap=4)
+    assert panel.shape == (2, 2 * 3 + 8, 3) and (panel[:, 2:6] == 255).all()
+    image = visualize.to_uint8_image(np.array([[[-1.0, 0.0, 1.0]]]))
+    assert image.tolist() == [[[0, 128, 255]]]
+
+
+def test_raw_ids_of_cityscapes_are_label_ids():
+    table = visualizer.raw_id_map(registry.get_dataset_info("cityscapes"))
+    assert table[0] == 7 and table[18] == 33
+    assert visualizer.raw_id_map(registry.get_dataset_info("synthetic"))[3] == 3
+
+
+def test_visualizer_writes_panels_and_raw_predictions(tmp_path):
+    data = str(tmp_path / "synthetic")
+    synthetic.generate_synthetic_dataset(
+        data, num_train=2, num_val=3, image_size=(65, 65)
+    )
+    keras.utils.set_random_seed(0)
+    config = model_config("mobilenet_v2", 5, head="aspp", depth_multiplier=0.5)
+    checkpoints.write_model_checkpoint(build_model(config), config, str(tmp_path / "c"))
+    info = registry.get_dataset_info("synthetic")
+    count = visualizer.visualize_checkpoints(
+        str(tmp_path / "c"), str(tmp_path / "vis"), info, dataset_dir=data,
+        colormap_type="dataset", also_save_raw_predictions=True, max_images=2,
+    )  # fmt: skip
+    assert count == 2
+    out = tmp_path / "vis" / "segmentation_results"
+    panels = sorted(out.glob("*_panel.png"))
+    assert len(panels) == 2 and len(list(out.glob("*_prediction.png"))) == 2
+    panel = np.asarray(Image.open(panels[0]))
+    assert panel.shape == (65, 3 * 65 + 8, 3)
+    name = panels[0].name.replace("_panel.png", "")
+    raw = np.asarray(
+        Image.open(tmp_path / "vis" / "raw_segmentation_results" / f"{name}.png")
+    )
+    colored = np.asarray(Image.open(out / f"{name}_prediction.png"))
+    palette = visualize.get_colormap("dataset", info)
+    assert raw.shape == (65, 65) and raw.max() < 5
+    np.testing.assert_array_equal(palette[raw], colored)
+    np.testing.assert_array_equal(panel[:, -65:], colored)
