@@ -113,15 +113,16 @@ def unit_arrays(unit, src):
         out.append((unit.conv.bias, bias))
         return out
     channels = unit.bn.moving_mean.shape[0]
+    if bias is not None:
+        _check_shape(src, "bias", bias, (channels,), unit.path)
     if has_bn:
         bn = {leaf: src.arrays.get(leaf) for leaf in BATCH_NORM_LEAVES}
         if bn["gamma"] is None:  # slim batch_norm(scale=False)
             bn["gamma"] = np.ones([channels], np.float32)
+        _check_shape(src, "moving_mean", bn["moving_mean"], (channels,), unit.path)
         if bias is not None:  # BN(x + b) == BN with moving_mean - b
             bn["moving_mean"] = bn["moving_mean"] - bias
     else:
-        if bias is not None:
-            _check_shape(src, "bias", bias, (channels,), unit.path)
         bn = _folded_batch_norm(bias, channels, unit.bn.epsilon)
     for leaf in BATCH_NORM_LEAVES:
         variable = getattr(unit.bn, leaf)
@@ -235,12 +236,12 @@ def import_into_model(
             report["warnings"].append(warning)
     for variable, array in assignments:
         variable.assign(array)
-    _account_source(report, source, {s for _, s in scoped}, unused_reasons, config)
+    _account_source(report, source, unused_reasons, config)
     _account_other_variables(report, model, scoped)
     return report
 
 
-def _account_source(report, source, target_scopes, unused_reasons, config):
+def _account_source(report, source, unused_reasons, config):
     loaded = {entry["scope"] for entry in report["loaded"]}
     used = 0
     for scope, src in sorted(source.units.items()):
@@ -251,18 +252,14 @@ def _account_source(report, source, target_scopes, unused_reasons, config):
             f"no layer {scope} in this model ({config['model_variant']}, "
             f"head {config['head']})"
         )
-        for name in src.names.values():
-            shape = list(src.source_shapes[_role(src, name)])
+        for role, name in src.names.items():
+            shape = list(src.source_shapes[role])
             report["unused"].append({"tensor": name, "shape": shape, "reason": reason})
     for name, (shape, reason) in sorted(source.others.items()):
         report["unused"].append(
             {"tensor": name, "shape": list(shape), "reason": reason}
         )
     report["used_tensors"] = used
-
-
-def _role(src, name):
-    return next(role for role, n in src.names.items() if n == name)
 
 
 def _account_other_variables(report, model, scoped):
