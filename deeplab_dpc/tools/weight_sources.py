@@ -21,7 +21,9 @@ batch norm `gamma`, `beta`, `moving_mean`, `moving_variance`.
   warn when the model's output stride differs from the file's. float16
   weights behind a DEQUANTIZE op are read as float32; int8 / uint8 quantized
   models are refused. The flatbuffer is parsed with the schema module that
-  ships with TensorFlow (`tensorflow.lite.python.schema_py_generated`).
+  ships with TensorFlow (`tensorflow.lite.python.schema_py_generated`, not a
+  public API: the interpreter does not expose op options, and the tests
+  would catch a release that moved it).
 - TF1 checkpoints (`model.ckpt-N` index + data, as in the DeepLab model zoo),
   read with `tf.train.load_checkpoint`: a unit is a `<scope>/weights` or
   `<scope>/depthwise_weights` variable with `<scope>/biases` and
