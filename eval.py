@@ -33,12 +33,13 @@ flags.DEFINE_multi_string(
 
 def main(argv):
     del argv
-    from deeplab_dpc.evaluation import evaluator
-
+    dpc_flags.require_checkpoint(FLAGS.checkpoint_dir)
     dpc_flags.note_ignored_model_flags()
     info, dataset_dir, source = dpc_flags.dataset_for_checkpoint(FLAGS.checkpoint_dir)
     if FLAGS.max_number_of_evaluations < 0:
         raise ValueError("--max_number_of_evaluations must be >= 0")
+    from deeplab_dpc.evaluation import evaluator
+
     evaluator.evaluate(
         FLAGS.checkpoint_dir,
         FLAGS.eval_logdir,

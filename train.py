@@ -58,7 +58,6 @@ flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")
 def main(argv):
     del argv
     from deeplab_dpc.training import options as options_lib
-    from deeplab_dpc.training import trainer
 
     value = dpc_flags.value
     info = dpc_flags.dataset_info()
@@ -105,6 +104,8 @@ def main(argv):
         jit_compile=FLAGS.jit_compile,
     )
     model_cfg = dpc_flags.model_config(info.num_classes)
+    from deeplab_dpc.training import trainer
+
     try:
         result = trainer.train(model_cfg, options, info)
     except trainer.NonFiniteLossError as e:

@@ -36,12 +36,13 @@ flags.DEFINE_multi_string("vis_crop_size", [], "Unused: whole images are shown."
 
 def main(argv):
     del argv
-    from deeplab_dpc.evaluation import visualizer
-
+    dpc_flags.require_checkpoint(FLAGS.checkpoint_dir)
     dpc_flags.note_ignored_model_flags()
     info, dataset_dir, source = dpc_flags.dataset_for_checkpoint(FLAGS.checkpoint_dir)
     if FLAGS.max_number_of_iterations < 0:
         raise ValueError("--max_number_of_iterations must be >= 0")
+    from deeplab_dpc.evaluation import visualizer
+
     visualizer.visualize_checkpoints(
         FLAGS.checkpoint_dir,
         FLAGS.vis_logdir,

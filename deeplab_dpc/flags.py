@@ -108,12 +108,12 @@ def dataset_info():
 
 def model_config(num_classes):
     """`model.model_config` from the model flags (DPC head when a spec is given)."""
-    from deeplab_dpc import model
-
     rates = multi_values(FLAGS.atrous_rates, int, "atrous_rates")
     spec = FLAGS.dpc_spec or None
     if spec is not None and rates:
         raise ValueError("--atrous_rates set the ASPP head; drop them or --dpc_spec")
+    from deeplab_dpc import model
+
     return model.model_config(
         FLAGS.model_variant,
         num_classes,
@@ -175,6 +175,16 @@ def dataset_for_checkpoint(checkpoint_path):
     if not is_set("dataset_source") and same:
         source = trained.get("dataset_source", source)
     return info, dataset_dir, source
+
+
+def require_checkpoint(path):
+    """FileNotFoundError unless `path` is a directory or a ckpt-N prefix (no TF needed)."""
+    import os
+
+    if not (os.path.isdir(path) or os.path.exists(path + ".index")):
+        raise FileNotFoundError(
+            f"{path}: no such checkpoint (expected a directory or a ckpt-N prefix)"
+        )
 
 
 def note_ignored_model_flags():

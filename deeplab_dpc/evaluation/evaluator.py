@@ -29,7 +29,7 @@ from absl import logging
 
 from deeplab_dpc import checkpoints, common, inference
 from deeplab_dpc.evaluation import metrics
-from deeplab_dpc.model import build_model, save_config
+from deeplab_dpc.model import build_model, load_config, save_config
 from deeplab_dpc.training import summaries
 from deeplab_dpc.training.options import load_train_config
 
@@ -66,15 +66,27 @@ def watch_checkpoints(checkpoint_path, max_number, interval_secs):
             return
 
 
-def load_model_for(checkpoint_path, info):
-    """Model and config from the checkpoint; CheckpointError if `info` disagrees."""
-    config = checkpoints.read_checkpoint_config(checkpoint_path)
+def check_classes(checkpoint_path, info):
+    """CheckpointError early if the checkpoint's class count differs from `info`'s."""
+    if os.path.isdir(checkpoint_path) or os.path.exists(checkpoint_path + ".index"):
+        config_path = checkpoints.config_path_for(checkpoint_path)
+        if os.path.exists(config_path):
+            _check_config_classes(checkpoint_path, load_config(config_path), info)
+
+
+def _check_config_classes(checkpoint_path, config, info):
     if config["num_classes"] != info.num_classes:
         raise checkpoints.CheckpointError(
             f"{checkpoint_path}: a model with {config['num_classes']} classes, but "
             f"dataset {info.name} has {info.num_classes}; pass the --dataset it "
             "was trained on"
         )
+
+
+def load_model_for(checkpoint_path, info):
+    """Model and config from the checkpoint; CheckpointError if `info` disagrees."""
+    config = checkpoints.read_checkpoint_config(checkpoint_path)
+    _check_config_classes(checkpoint_path, config, info)
     return build_model(config), config
 
 
@@ -175,6 +187,7 @@ def evaluate(
     scales = [float(s) for s in eval_scales] or [1.0]
     if min(scales) <= 0:
         raise ValueError(f"eval_scales must be positive, got {scales}")
+    check_classes(checkpoint_path, info)
     dataset = pipeline.build_dataset(
         dataset_dir, eval_split, info, is_training=False, batch_size=1,
         dataset_source=dataset_source, tfds_data_dir=tfds_data_dir,

@@ -95,6 +95,7 @@ def visualize_checkpoints(
     from deeplab_dpc.data import pipeline
 
     colormap = visualize.get_colormap(colormap_type, info)
+    evaluator.check_classes(checkpoint_path, info)
     if info.num_classes > len(colormap):
         raise ValueError(f"{info.num_classes} classes do not fit a 256-colour palette")
     dataset = pipeline.build_dataset(

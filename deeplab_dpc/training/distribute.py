@@ -23,7 +23,7 @@ import os
 import keras
 import tensorflow as tf
 
-STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")
+from deeplab_dpc.training.options import STRATEGIES
 
 
 def _local_devices():

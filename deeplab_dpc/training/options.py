@@ -6,20 +6,20 @@ trainer saves as `train_config.json` beside the checkpoints. Eval and vis read
 it back (`load_train_config`) to find the dataset a checkpoint was trained on.
 
 Defaults are DeepLab's `train.py` defaults. Errors are `TrainOptionsError`
-(a ValueError) with one line naming the option.
+(a ValueError) with one line naming the option. This module imports no
+TensorFlow at load time, so that a bad command line fails in a second.
 """
 
 import json
 import os
 
-import tensorflow as tf
 from absl import logging
 
 from deeplab_dpc import common
-from deeplab_dpc.model import load_config
-from deeplab_dpc.training import distribute, schedules
 
 TRAIN_CONFIG_FILENAME = "train_config.json"
+LEARNING_POLICIES = ("poly", "step", "cosine")
+STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")
 MIN_CROP_SIZE = 33  # 32x downsampling in the backbone needs at least 1 + 32 pixels
 MIXED_PRECISION = (None, "bf16", "fp16")
 
@@ -60,10 +60,26 @@ def _check_precision(mixed_precision):
         raise TrainOptionsError(
             f"mixed_precision: must be empty, bf16 or fp16, got {mixed_precision!r}"
         )
-    if mixed_precision == "fp16" and not tf.config.list_physical_devices("GPU"):
+    if mixed_precision != "fp16":
+        return
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
         raise TrainOptionsError(
             "mixed_precision=fp16 needs a GPU (none found); use bf16 or leave it empty"
         )
+
+
+def check_schedule(learning_policy, training_number_of_steps, learning_rate_decay_step):
+    """The learning-rate policy arguments that `schedules.DeepLabSchedule` needs."""
+    if learning_policy not in LEARNING_POLICIES:
+        raise TrainOptionsError(
+            f"learning_policy: unknown {learning_policy!r}; "
+            f"known: {', '.join(LEARNING_POLICIES)}"
+        )
+    _check_range("training_number_of_steps", int(training_number_of_steps), 1)
+    if learning_policy == "step":
+        _check_range("learning_rate_decay_step", int(learning_rate_decay_step), 1)
 
 
 def train_options(
@@ -117,10 +133,10 @@ def train_options(
     _check_range("max_checkpoints_to_keep", int(max_checkpoints_to_keep), 1)
     _check_scales(min_scale_factor, max_scale_factor, scale_factor_step_size)
     _check_precision(mixed_precision or None)
-    if distribution_strategy not in distribute.STRATEGIES:
+    if distribution_strategy not in STRATEGIES:
         raise TrainOptionsError(
             f"distribution_strategy: unknown {distribution_strategy!r}; "
-            f"known: {', '.join(distribute.STRATEGIES)}"
+            f"known: {', '.join(STRATEGIES)}"
         )
     if tpu and distribution_strategy != "tpu":
         raise TrainOptionsError(
@@ -138,10 +154,7 @@ def train_options(
         "slow_start_step": int(slow_start_step),
         "slow_start_learning_rate": float(slow_start_learning_rate),
     }
-    try:
-        schedules.DeepLabSchedule(**schedule)
-    except ValueError as e:
-        raise TrainOptionsError(str(e)) from None
+    check_schedule(learning_policy, training_number_of_steps, learning_rate_decay_step)
     return {
         "train_logdir": os.path.abspath(train_logdir),
         "dataset": dataset,
@@ -210,9 +223,13 @@ def _as_json(obj):
 
 def check_resume_options(train_logdir, model_cfg, options):
     """Refuses to resume a logdir of another model; warns about changed options."""
+    import tensorflow as tf
+
+    from deeplab_dpc.checkpoints import CheckpointError
+    from deeplab_dpc.model import load_config
+
     if not tf.train.latest_checkpoint(train_logdir):
         return
-    from deeplab_dpc.checkpoints import CheckpointError
 
     stored = _as_json(
         load_config(os.path.join(train_logdir, common.MODEL_CONFIG_FILENAME))

@@ -17,7 +17,9 @@ import math
 import keras
 import tensorflow as tf
 
-LEARNING_POLICIES = ("poly", "step", "cosine")
+from deeplab_dpc.training.options import LEARNING_POLICIES, check_schedule
+
+__all__ = ["LEARNING_POLICIES", "DeepLabSchedule"]
 
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
@@ -36,20 +38,9 @@ class DeepLabSchedule(keras.optimizers.schedules.LearningRateSchedule):
         slow_start_step=0,
         slow_start_learning_rate=1e-4,
     ):
-        if learning_policy not in LEARNING_POLICIES:
-            raise ValueError(
-                f"learning_policy: unknown {learning_policy!r}; "
-                f"known: {', '.join(LEARNING_POLICIES)}"
-            )
-        if int(training_number_of_steps) < 1:
-            raise ValueError(
-                "training_number_of_steps: must be >= 1, "
-                f"got {training_number_of_steps}"
-            )
-        if learning_policy == "step" and int(learning_rate_decay_step) < 1:
-            raise ValueError(
-                f"learning_rate_decay_step: must be >= 1, got {learning_rate_decay_step}"
-            )
+        check_schedule(
+            learning_policy, training_number_of_steps, learning_rate_decay_step
+        )
         self.learning_policy = learning_policy
         self.base_learning_rate = float(base_learning_rate)
         self.training_number_of_steps = int(training_number_of_steps)

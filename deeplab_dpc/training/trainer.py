@@ -324,6 +324,17 @@ def _stop_on_sigterm(trainer):
         return None
 
 
+def _check_data(options, info):
+    """Fails before the model is built when a real dataset has no shards."""
+    from deeplab_dpc.data import pipeline, registry
+
+    if options["dataset_source"] != "tfrecord" or info.name == registry.DEFAULT_DATASET:
+        return
+    directory = options["dataset_dir"] or pipeline.default_dataset_dir(info)
+    split = registry.resolve_split(info, options["train_split"])
+    pipeline.find_shards(directory, split)
+
+
 def train(model_cfg, options, info):
     """Trains (or resumes) and returns {"step", "loss", "checkpoint", "stopped"}."""
     policy = keras.mixed_precision.global_policy()
@@ -332,6 +343,7 @@ def train(model_cfg, options, info):
     )
     try:
         check_options_for(model_cfg, options, info)
+        _check_data(options, info)
         check_resume_options(options["train_logdir"], model_cfg, options)
         trainer = Trainer(model_cfg, options, info)
         trainer.write_configs()

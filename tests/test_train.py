@@ -1,0 +1,235 @@
+"""train.py / eval.py / vis.py as a user runs them, on a tiny synthetic dataset.
+
+Real processes: a short schedule end to end, SIGKILL and SIGTERM in the middle
+of training and a resume with the same flags, a NaN stop, and bad input that
+must end in one line and exit code 2.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeplab_dpc import checkpoints
+from deeplab_dpc.data import synthetic
+from deeplab_dpc.model import build_model, model_config
+from deeplab_dpc.training import schedules
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "--train_crop_size=65,65",
+    "--train_batch_size=4",
+    "--log_steps=1",
+    "--base_learning_rate=0.02",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A checkpoint dir (ckpt-0 + model_config.json) of the synthetic default model."""
+    path = tmp_path_factory.mktemp("ckpt") / "model"
+    config = model_config(
+        "mobilenet_v2", 5, head="aspp", depth_multiplier=0.5, batch_norm_decay=0.99
+    )
+    checkpoints.write_model_checkpoint(build_model(config), config, str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """16 training and 4 validation images of 65x65 (synthetic)."""
+    path = tmp_path_factory.mktemp("data") / "synthetic"
+    synthetic.generate_synthetic_dataset(
+        str(path), num_train=16, num_val=4, image_size=(65, 65)
+    )
+    return str(path)
+
+
+def _env():
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+
+
+def run_cli(script, *args, cwd=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *args],
+        capture_output=True, text=True, timeout=timeout, cwd=cwd, env=_env(),
+    )  # fmt: skip
+
+
+def start_cli(script, *args, cwd=None):
+    return subprocess.Popen(
+        [sys.executable, str(REPO / script), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+        env=_env(),
+    )  # fmt: skip
+
+
+def latest_step(logdir):
+    prefix = tf.train.latest_checkpoint(str(logdir))
+    return int(prefix.rsplit("-", 1)[1]) if prefix else None
+
+
+def test_train_eval_vis_end_to_end(tiny_data, tmp_path):
+    logdir, evaldir, visdir = tmp_path / "train", tmp_path / "eval", tmp_path / "vis"
+    train = run_cli(
+        "train.py", f"--dataset_dir={tiny_data}", f"--train_logdir={logdir}",
+        "--training_number_of_steps=12", *TINY,
+    )  # fmt: skip
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert re.search(
+        r"step 12/12 +loss [\d.]+ +lr [\d.e-]+ +[\d.]+ images/s +ETA", train.stderr
+    )
+    assert latest_step(logdir) == 12
+    stored = json.loads((logdir / "train_config.json").read_text())
+    assert stored["dataset"] == "synthetic" and stored["train_crop_size"] == [65, 65]
+    model_cfg = json.loads((logdir / "model_config.json").read_text())
+    assert (
+        model_cfg["depth_multiplier"] == 0.5 and model_cfg["batch_norm_decay"] == 0.99
+    )
+    assert list(logdir.glob("events.out.tfevents.*"))
+    # No model flags, no dataset flags: both come from the checkpoint directory.
+    # Default --max_number_of_evaluations=0 ends after the final step.
+    evaluation = run_cli(
+        "eval.py", f"--checkpoint_dir={logdir}", f"--eval_logdir={evaldir}",
+        "--eval_scales=0.5,1", "--eval_scales=1.5", "--add_flipped_images",
+    )  # fmt: skip
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    results = json.loads((evaldir / "results.json").read_text())
+    assert results["step"] == 12 and results["flip"] is True
+    assert results["scales"] == [0.5, 1.0, 1.5] and results["num_images"] == 4
+    assert set(results["per_class_iou"]) == {
+        "background", "car", "tractor", "pedestrian", "farmer",
+    }  # fmt: skip
+    assert np.sum(results["confusion_matrix"]) == 4 * 65 * 65
+    assert "mIoU" in evaluation.stderr
+    vis = run_cli(
+        "vis.py", f"--checkpoint_dir={logdir}", f"--vis_logdir={visdir}",
+        "--also_save_raw_predictions", "--colormap_type=dataset",
+    )  # fmt: skip
+    assert vis.returncode == 0, vis.stderr[-3000:]
+    panels = sorted((visdir / "segmentation_results").glob("*_panel.png"))
+    raws = sorted((visdir / "raw_segmentation_results").glob("*.png"))
+    assert len(panels) == 4 and len(raws) == 4
+
+
+def _wait_for_step(logdir, proc, minimum, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        step = latest_step(logdir) if (logdir / "checkpoint").exists() else None
+        if step is not None and step >= minimum:
+            return step
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint at step >= {minimum} within {timeout}s")
+
+
+def test_sigkill_then_resume_then_sigterm(tiny_data, tmp_path):
+    logdir = tmp_path / "train"
+    args = [
+        f"--dataset_dir={tiny_data}", f"--train_logdir={logdir}",
+        "--training_number_of_steps=100000", "--save_interval_secs=0", *TINY,
+    ]  # fmt: skip
+    first = start_cli("train.py", *args)
+    _wait_for_step(logdir, first, 4)
+    first.send_signal(signal.SIGKILL)  # while it saves a checkpoint every step
+    first.wait(timeout=30)
+    killed_at = latest_step(logdir)
+    for prefix in tf.train.get_checkpoint_state(str(logdir)).all_model_checkpoint_paths:
+        assert os.path.exists(prefix + ".index"), prefix
+    second = start_cli("train.py", *args)
+    _wait_for_step(logdir, second, killed_at + 3)
+    second.send_signal(signal.SIGTERM)
+    out, _ = second.communicate(timeout=120)
+    assert second.returncode == 0, out[-3000:]
+    resumed = re.search(
+        r"Resumed from \S+ckpt-(\d+) at step (\d+) \(learning rate ([\d.e-]+), "
+        r"data position (\d+)\)",
+        out,
+    )
+    assert resumed, out[-3000:]
+    ckpt, step, lr, position = resumed.groups()
+    assert int(ckpt) == int(step) == int(position) == killed_at
+    schedule = schedules.DeepLabSchedule("poly", 0.02, 100000)
+    assert float(lr) == pytest.approx(float(schedule(killed_at)), rel=1e-4)
+    stopped = re.search(r"Stopped at step (\d+)", out)
+    assert stopped and latest_step(logdir) == int(stopped.group(1)) > killed_at
+    # The first logged step after the resume is the next one, not step 1.
+    assert re.search(rf"step {killed_at + 1}/100000 ", out)
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_data, tmp_path):
+    logdir = tmp_path / "train"
+    result = run_cli(
+        "train.py", f"--dataset_dir={tiny_data}", f"--train_logdir={logdir}",
+        "--training_number_of_steps=50", "--save_interval_secs=0",
+        "--train_crop_size=65,65", "--train_batch_size=4",
+        "--base_learning_rate=1e8", "--momentum=0.99",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    message = result.stderr.strip().splitlines()[-1]
+    found = re.search(r"loss is (nan|inf) at step (\d+)", message)
+    assert found and "--base_learning_rate" in message and "labels" in message
+    bad_step = int(found.group(2))
+    assert latest_step(logdir) == bad_step - 1
+    prefix = tf.train.latest_checkpoint(str(logdir))
+    for name, _ in tf.train.list_variables(prefix):
+        if name.startswith("model/"):
+            assert np.all(np.isfinite(tf.train.load_variable(prefix, name))), name
+
+
+def test_labels_outside_the_classes_stop_at_step_one(tiny_data, tmp_path):
+    result = run_cli(
+        "train.py", f"--dataset_dir={tiny_data}", f"--train_logdir={tmp_path / 't'}",
+        "--training_number_of_steps=5", '--dataset_info_json={"num_classes": 2}',
+        *TINY,
+    )  # fmt: skip
+    assert result.returncode == 2
+    message = result.stderr.strip().splitlines()[-1]
+    assert "at step 1 " in message and "class ids must be below 2" in message
+
+
+@pytest.mark.parametrize(
+    "script, args, expected",
+    [
+        ("eval.py", ["--checkpoint_dir={tmp}/missing"], "no such checkpoint"),
+        ("vis.py", ["--checkpoint_dir={tmp}/missing"], "no such checkpoint"),
+        ("train.py", ["--train_crop_size=17,17"], "too small"),
+        ("train.py", ["--tpu=grpc://x"], "needs --distribution_strategy=tpu"),
+        ("train.py", ["--eval_scales=1"], "Unknown command line flag"),
+        (
+            "train.py",
+            ["--dataset=pascal_voc_seg", "--dataset_dir={tmp}"],
+            "no shards matching train-*",
+        ),
+        (
+            "train.py",
+            ["--dpc_spec=specs/top1.json", "--atrous_rates=6"],
+            "drop them or --dpc_spec",
+        ),
+        (
+            "train.py",
+            ["--train_logdir={ckpt}", "--depth_multiplier=1.0"],
+            "another model (depth_multiplier differ)",
+        ),
+        ("eval.py", ["--checkpoint_dir={ckpt}", "--dataset=cityscapes"], "5 classes"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(
+    tmp_path, tiny_checkpoint, script, args, expected
+):
+    args = [a.format(tmp=tmp_path, ckpt=tiny_checkpoint) for a in args]
+    if script == "train.py" and not any("train_logdir" in a for a in args):
+        args.append(f"--train_logdir={tmp_path / 'train'}")
+    result = run_cli(script, *args, cwd=REPO)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{script}: error:") and expected in last, last
