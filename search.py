@@ -140,21 +140,25 @@ def _cache(stages, info, dataset_dir, crop):
     )  # fmt: skip
 
 
-def _objectives(cache, info, dataset_dir, crop):
-    from deeplab_dpc.search import pipeline, rerank
+def _proxy_objective(cache):
+    from deeplab_dpc.search import pipeline
 
-    proxy = pipeline.make_proxy_objective(
+    return pipeline.make_proxy_objective(
         cache, steps=FLAGS.proxy_steps, batch_size=FLAGS.proxy_batch_size,
         learning_rate=FLAGS.proxy_learning_rate, seed=FLAGS.seed,
         jit_compile=FLAGS.jit_compile, eval_every=FLAGS.proxy_eval_every,
         memory_limit_bytes=int(FLAGS.cache_memory_gb * (1 << 30)),
     )  # fmt: skip
-    rerank_fn = rerank.make_rerank_objective(
+
+
+def _rerank_objective(cache, info, dataset_dir, crop):
+    from deeplab_dpc.search import rerank
+
+    return rerank.make_rerank_objective(
         cache, info, dataset_dir, FLAGS.workdir, steps=FLAGS.rerank_steps,
         batch_size=FLAGS.rerank_batch_size, crop_size=crop,
         learning_rate=FLAGS.rerank_learning_rate, seed=FLAGS.seed,
     )  # fmt: skip
-    return proxy, rerank_fn
 
 
 def _write_config(stages):
@@ -217,14 +221,13 @@ def main(argv):
         pipeline.stage_create(
             storage, FLAGS.study_name, FLAGS.num_trials, cache, space, FLAGS.seed
         )
-    if "run" in stages or "rerank" in stages:
-        proxy_fn, rerank_fn = _objectives(cache, info, FLAGS.dataset_dir, crop)
     if "run" in stages:
         pipeline.stage_run(
-            storage, FLAGS.study_name, cache, space, sampler, proxy_fn,
+            storage, FLAGS.study_name, cache, space, sampler, _proxy_objective(cache),
             pruner=FLAGS.pruner, seed=FLAGS.seed, num_trials=FLAGS.num_trials,
         )  # fmt: skip
     if "rerank" in stages:
+        rerank_fn = _rerank_objective(cache, info, FLAGS.dataset_dir, crop)
         pipeline.stage_rerank(
             storage, FLAGS.study_name, FLAGS.rerank_top_k, rerank_fn, FLAGS.seed
         )

@@ -31,7 +31,8 @@ Deviations: Vizier is replaced by our policies (`samplers.py`) inside an
 Optuna ask/tell-style loop; the Optuna sampler of the study is unused. On
 SQLite every transaction is opened with `BEGIN IMMEDIATE`, because pysqlite
 otherwise reads outside the transaction and two processes could pop the same
-WAITING trial.
+WAITING trial; the file uses WAL journaling (readers never wait for the
+writer; keep it on a local disk, not NFS).
 """
 
 import contextlib
@@ -70,8 +71,6 @@ STORAGE_RETRIES = 20
 ACTIVE = (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE)
 CLAIMING = ACTIVE + (TrialState.PRUNED,)
 
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
 
 class StorageError(SearchError):
     """A storage URL that cannot be opened."""
@@ -107,6 +106,8 @@ def _serialize_sqlite(storage):
     @sqlalchemy.event.listens_for(engine, "connect")
     def _no_implicit_transactions(dbapi_connection, record):
         dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")  # readers never block
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")  # WAL-safe, fewer fsyncs
 
     @sqlalchemy.event.listens_for(engine, "begin")
     def _begin_immediate(connection):
@@ -129,15 +130,15 @@ def open_storage(
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 120}}
     try:
-        storage = optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
                 max_retry=max_retry
-            ),
-        )
+            )
+            storage = optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period, heartbeat_stale_trial_callback=retry,
+            )  # fmt: skip
     except Exception as e:  # sqlalchemy, driver import and connection errors
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StorageError(f"cannot open storage {_redact(url)}: {reason}") from None
@@ -150,7 +151,9 @@ def _retrying(fn, *args, **kwargs):
     """Calls a storage function, retrying transient database errors (locks)."""
     for attempt in range(STORAGE_RETRIES):
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return fn(*args, **kwargs)
         except optuna.exceptions.StorageInternalError:
             if attempt == STORAGE_RETRIES - 1:
                 raise

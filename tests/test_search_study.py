@@ -1,0 +1,209 @@
+"""Optuna-backed search study: slots, claims, reuse, errors, and a killed worker."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from deeplab_dpc import spec as spec_lib
+from deeplab_dpc.search import samplers, spaces
+from deeplab_dpc.search import study as study_lib
+from deeplab_dpc.search.cache import write_cache_from_arrays
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _storage(tmp_path, **kwargs):
+    url = study_lib.default_storage_url(tmp_path)
+    return study_lib.open_storage(
+        url, **{"heartbeat_interval": 1, "grace_period": 3, **kwargs}
+    )
+
+
+def _branch_score(spec, trial):
+    """A cheap deterministic score (a real function of the cell, for scheduling tests)."""
+    del trial
+    calls.append(spec_lib.canonical_key(spec))
+    value = sum(spec_lib.op_name(b).startswith("sep") for b in spec) / len(spec)
+    return {"value": value, "user_attrs": {"params": len(spec)}}
+
+
+calls = []
+
+
+def test_slots_give_exactly_the_requested_distinct_trials(tmp_path):
+    calls.clear()
+    storage = _storage(tmp_path)
+    space = spaces.FullSpace(3)
+    sampler = samplers.get_sampler("paper", space, near_best_prob=0.5, top_k=2)
+    slots = [(i, {}) for i in range(7)]
+    study = study_lib.create_study(storage, "s", slots, {"space": "full"})
+    # Creating again (another worker, same command) adds nothing.
+    study_lib.create_study(storage, "s", slots, {"space": "full"})
+    results = study_lib.run_worker(study, storage, _branch_score, sampler, 0, 0.05)
+    trials = study.get_trials()
+    assert len(trials) == len(results) == 7
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert sorted(t.user_attrs[study_lib.SLOT] for t in trials) == list(range(7))
+    keys = [t.user_attrs[study_lib.KEY] for t in trials]
+    assert len(set(keys)) == 7 and sorted(keys) == sorted(calls)
+    for t in trials:
+        assert (
+            spec_lib.canonical_key(t.user_attrs[study_lib.SPEC])
+            == t.user_attrs[study_lib.KEY]
+        )
+        assert t.user_attrs[study_lib.SECONDS] >= 0
+    assert study_lib.progress_counts(study) == (7, 7)
+
+
+def test_an_evaluated_spec_is_reused_not_retrained(tmp_path):
+    calls.clear()
+    storage = _storage(tmp_path)
+    space = spaces.get_space("aspp_subsets")
+    sampler = samplers.get_sampler("random", space)
+    study = study_lib.create_study(storage, "s", [(i, {}) for i in range(33)], {})
+    study_lib.run_worker(study, storage, _branch_score, sampler, 0, 0.05)
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 33
+    assert len(calls) == len(set(calls)) == 31  # the whole space, each cell once
+    reused = [t for t in trials if study_lib.REUSED_FROM in t.user_attrs]
+    assert len(reused) == 2
+    for t in reused:
+        source = study.trials[t.user_attrs[study_lib.REUSED_FROM]]
+        assert source.user_attrs[study_lib.KEY] == t.user_attrs[study_lib.KEY]
+        assert source.value == t.value
+        assert t.user_attrs["params"] == source.user_attrs["params"]
+
+
+def test_a_study_made_for_another_cache_is_refused(tmp_path):
+    storage = _storage(tmp_path)
+    study_lib.create_study(storage, "s", [(0, {})], {"cache": "aaa"})
+    with pytest.raises(study_lib.StudyError, match="cache='aaa'.*cache='bbb'"):
+        study_lib.load_study(storage, "s", {"cache": "bbb"})
+    with pytest.raises(study_lib.StudyError, match="no study 'other'"):
+        study_lib.load_study(storage, "other", {})
+
+
+def test_unreachable_storage_is_one_line_without_password():
+    url = "postgresql://user:secret@127.0.0.1:1/nodb"
+    with pytest.raises(study_lib.StorageError) as error:
+        study_lib.open_storage(url)
+    message = str(error.value)
+    assert message.startswith(
+        "cannot open storage postgresql://user:***@127.0.0.1:1/nodb"
+    )
+    assert "secret" not in message and "\n" not in message
+
+
+def test_interrupted_trial_is_requeued_with_its_spec(tmp_path):
+    storage = _storage(tmp_path)
+    space = spaces.FullSpace(2)
+    study = study_lib.create_study(storage, "s", [(0, {})], {})
+
+    def interrupted(spec, trial):
+        raise KeyboardInterrupt
+
+    sampler = samplers.get_sampler("random", space)
+    with pytest.raises(KeyboardInterrupt):
+        study_lib.run_worker(study, storage, interrupted, sampler, 0, 0.05)
+    failed, waiting = (
+        study.get_trials(states=(TrialState.FAIL,)),
+        study.get_trials(states=(TrialState.WAITING,)),
+    )
+    assert len(failed) == len(waiting) == 1
+    assert waiting[0].user_attrs[study_lib.KEY] == failed[0].user_attrs[study_lib.KEY]
+    assert waiting[0].user_attrs[study_lib.SLOT] == 0
+    calls.clear()
+    study_lib.run_worker(study, storage, _branch_score, sampler, 0, 0.05)
+    assert calls == [failed[0].user_attrs[study_lib.KEY]]
+
+
+def _tiny_cache(path):
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        features = rng.normal(size=(n, 3, 3, 8)).astype(np.float32)
+        labels = np.repeat(np.repeat(np.argmax(features[..., :3], -1), 11, 1), 11, 2)
+        return features, labels.astype(np.uint8)
+
+    backbone = {
+        "model_variant": "mobilenet_v2",
+        "output_stride": 16,
+        "depth_multiplier": 0.5,
+    }
+    info = {
+        "backbone": backbone,
+        "num_classes": 3,
+        "ignore_label": 255,
+        "dtype": "float16",
+    }
+    return write_cache_from_arrays(
+        str(path), {"train": split(16), "val": split(4)}, info
+    )
+
+
+def _wait_for_running_trial_of(study, pid, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker = t.user_attrs.get(study_lib.WORKER, "")
+            if f":{pid}:" in worker and study_lib.KEY in t.user_attrs:
+                return t
+        time.sleep(0.1)
+    raise AssertionError(f"worker {pid} never started a trial")
+
+
+def test_killed_worker_loses_and_duplicates_nothing(tmp_path):
+    """Two search.py workers on one SQLite study; one is SIGKILLed mid-trial."""
+    _tiny_cache(tmp_path / "cache")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    command = [
+        sys.executable, os.path.join(REPO, "search.py"), f"--workdir={tmp_path}",
+        f"--cache_dir={tmp_path / 'cache'}", "--num_trials=4", "--proxy_steps=30",
+        "--proxy_batch_size=4", "--heartbeat_interval=1", "--grace_period=3",
+        "--near_best_top_k=2",
+    ]  # fmt: skip
+    subprocess.run(
+        command + ["--stages=create"], env=env, check=True, capture_output=True
+    )
+    workers = [
+        subprocess.Popen(
+            command + ["--stages=run"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    storage = optuna.storages.RDBStorage(study_lib.default_storage_url(tmp_path))
+    study = optuna.load_study(study_name="dpc_search", storage=storage)
+    try:
+        victim = _wait_for_running_trial_of(study, workers[0].pid, timeout=120)
+        os.kill(workers[0].pid, signal.SIGKILL)
+        workers[0].wait()
+        _, err = workers[1].communicate(timeout=300)
+        assert workers[1].returncode == 0, err.decode()[-2000:]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.user_attrs[study_lib.SLOT] for t in complete) == list(range(4))
+    assert len({t.user_attrs[study_lib.KEY] for t in complete}) == 4
+    assert not any(study_lib.REUSED_FROM in t.user_attrs for t in complete)
+    assert [t.number for t in trials if t.state == TrialState.FAIL] == [victim.number]
+    assert not [
+        t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)
+    ]
+    retry = [t for t in complete if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retry) == 1
+    assert retry[0].user_attrs[study_lib.KEY] == victim.user_attrs[study_lib.KEY]
+    assert retry[0].user_attrs[study_lib.SLOT] == victim.user_attrs[study_lib.SLOT]
+    assert f":{workers[1].pid}:" in retry[0].user_attrs[study_lib.WORKER]
