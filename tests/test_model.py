@@ -163,11 +163,7 @@ def test_checkpoint_holds_every_weight_and_restores_outputs(tmp_path, variant, k
             + (1.0 if "variance" in w.path else 0.0)
         )
     prefix = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
-    saved = [
-        n
-        for n, _ in tf.train.list_variables(prefix)
-        if n.startswith("model/")
-    ]
+    saved = [n for n, _ in tf.train.list_variables(prefix) if n.startswith("model/")]
     assert len(saved) == len(model.weights)
     fresh = build_model(config)
     tf.train.Checkpoint(model=fresh).restore(prefix).assert_consumed()
