@@ -162,6 +162,7 @@ def save_config(config, path):
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_config_")
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; configs are meant to be read
     with os.fdopen(fd, "w") as f:
         json.dump(config, f, indent=2, sort_keys=True)
         f.write("\n")

@@ -128,7 +128,9 @@ def main(argv):
                 f"--crop_size: expected H,W with positive sizes, got {','.join(f.crop_size)}"
             )
         head = f.head or ("dpc" if f.dpc_spec else "aspp")
-        rates = [int(r) for r in f.atrous_rates] if f.atrous_rates else None
+        rates = None  # not given: the head default; given empty: ASPP-lite
+        if f["atrous_rates"].present:
+            rates = [int(r) for v in f.atrous_rates for r in v.split(",") if r.strip()]
         config = model_config(
             f.model_variant,
             f.num_classes,
