@@ -191,7 +191,10 @@ def write_feature_cache(
         return existing
 
     backbone = model.get_layer(common.BACKBONE)
-    feature_fn = tf.function(lambda x: backbone(x, training=False)[FEATURES])
+    feature_fn = tf.function(
+        lambda x: backbone(x, training=False)[FEATURES],
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+    )  # one trace for every batch and image size
     writer_args = (
         shard_size,
         np.dtype(dtype),
