@@ -24,7 +24,7 @@ import time
 import optuna
 from absl import logging
 
-from deeplab_dpc.search import SearchError, proxy, rerank, samplers, spaces
+from deeplab_dpc.search import SearchError, rerank, samplers, spaces
 from deeplab_dpc.search import cache as cache_lib
 from deeplab_dpc.search import study as study_lib
 
@@ -134,6 +134,8 @@ def make_proxy_objective(cache, *, steps, batch_size, learning_rate, seed, jit_c
                          eval_every, memory_limit_bytes):  # fmt: skip
     """evaluate(spec, trial) for `study.run_worker`: the proxy task of one cell."""
     import keras
+
+    from deeplab_dpc.search import proxy
 
     crop = cache.info["crop_size"] or cache.shards("train")[0]["label_shape"]
     costs = {}

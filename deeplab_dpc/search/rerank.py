@@ -25,7 +25,6 @@ import os
 from optuna.trial import TrialState
 
 from deeplab_dpc import spec as spec_lib
-from deeplab_dpc.search import proxy
 from deeplab_dpc.search import study as study_lib
 
 RERANK_SUFFIX = ".rerank"
@@ -68,6 +67,7 @@ def make_rerank_objective(
     """evaluate(spec, trial) for `study.run_worker`: fine-tune, then val mIoU."""
     from deeplab_dpc.evaluation import evaluator
     from deeplab_dpc.model import model_config
+    from deeplab_dpc.search import proxy
     from deeplab_dpc.training import options as options_lib
     from deeplab_dpc.training import trainer
 

@@ -1,0 +1,140 @@
+"""search.py: bad inputs give one line on stderr and exit code 2; the report stage."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from deeplab_dpc import spec as spec_lib
+from deeplab_dpc.search import report, rerank, samplers, spaces
+from deeplab_dpc.search import study as study_lib
+from deeplab_dpc.search.cache import write_cache_from_arrays
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def _search(tmp_path, *args):
+    command = [
+        sys.executable,
+        os.path.join(REPO, "search.py"),
+        f"--workdir={tmp_path}",
+        *args,
+    ]
+    return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+
+
+def _array_cache(path):
+    rng = np.random.default_rng(0)
+    split = (rng.normal(size=(4, 3, 3, 8)), rng.integers(0, 3, size=(4, 33, 33)))
+    backbone = {
+        "model_variant": "mobilenet_v2",
+        "output_stride": 16,
+        "depth_multiplier": 0.5,
+    }
+    info = {
+        "backbone": backbone,
+        "num_classes": 3,
+        "ignore_label": 255,
+        "dtype": "float16",
+    }
+    write_cache_from_arrays(str(path), {"train": split, "val": split}, info)
+    return str(path)
+
+
+def _bad_inputs(tmp_path):
+    (tmp_path / "empty").mkdir()
+    cache = _array_cache(tmp_path / "cache")
+    return [
+        (
+            ["--sampler=vizier"],
+            "unknown sampler 'vizier'; known: random, paper, evolution",
+        ),
+        (["--space=tiny"], "unknown search space 'tiny'"),
+        (["--stages=run,fly"], "--stages: unknown ['fly']"),
+        (["--num_trials=many"], "num_trials"),
+        (
+            ["--stages=run", "--storage=postgresql://u:pw@127.0.0.1:1/db"],
+            "cannot open storage postgresql://u:***@127.0.0.1:1/db",
+        ),
+        (
+            [f"--cache_dir={tmp_path / 'empty'}", "--stages=run"],
+            "empty or incomplete feature cache",
+        ),
+        (
+            [f"--cache_dir={cache}", "--stages=run", "--model_variant=xception_65"],
+            "made with another backbone (model_variant=mobilenet_v2)",
+        ),
+        (["--dataset=cityscapes", "--stages=cache"], "--tf_initial_checkpoint: needed"),
+        (["--stages=report"], "no study 'dpc_search'"),
+    ]
+
+
+def test_bad_inputs_are_one_line_and_exit_code_2(tmp_path):
+    for args, expected in _bad_inputs(tmp_path):
+        result = _search(tmp_path / "work", *args)
+        assert result.returncode == 2, (args, result.stderr[-1000:])
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, (args, result.stderr[-1000:])
+        assert lines[0].startswith("search.py: error: "), lines[0]
+        assert expected in lines[0], (args, lines[0])
+
+
+def _score(spec, trial):
+    del trial
+    value = sum(spec_lib.op_name(b).startswith("sep") for b in spec) / len(spec)
+    return {"value": value, "user_attrs": {"params": 1000 * len(spec), "madds": 10**6}}
+
+
+def test_report_writes_leaderboard_best_json_and_figures(tmp_path):
+    storage = study_lib.open_storage(study_lib.default_storage_url(tmp_path))
+    space = spaces.get_space("aspp_subsets")
+    search = study_lib.create_study(storage, "s", [(i, {}) for i in range(8)], {})
+    study_lib.run_worker(
+        search, storage, _score, samplers.get_sampler("random", space), 0, 0.05
+    )
+    top = rerank.top_candidates(search, 3)
+    reranked = study_lib.create_study(storage, "s.rerank", rerank.rerank_slots(top), {})
+    # Re-rank score: fewer branches is better here, so the winner is not proxy rank 1.
+    study_lib.run_worker(
+        reranked, storage, lambda spec, t: {"value": 1.0 / len(spec)}, None, 0, 0.05
+    )
+    summary = report.write_report(search, reranked, str(tmp_path / "report"))
+    out = tmp_path / "report"
+    rows = (out / "leaderboard.csv").read_text().splitlines()
+    assert rows[0] == ",".join(report.COLUMNS) and len(rows) == 1 + 8
+    best = spec_lib.load_spec(out / "best.json")
+    expected = max(top, key=lambda c: (1.0 / len(c.spec), -top.index(c)))
+    assert spec_lib.canonical_key(best) == expected.key == summary["best"]["key"]
+    assert summary["best"]["chosen_by"] == "rerank" and summary["num_reranked"] == 3
+    pairs = rerank.rerank_pairs(search, reranked)
+    assert summary["spearman_rho"] == rerank.spearman(pairs)
+    for name in ("proxy_scores.png", "proxy_vs_rerank.png", "best_cell.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "summary.json").read_text())["num_cells"] == 8
+    assert "| 1 |" in (out / "leaderboard.md").read_text()
+
+
+def test_spearman_known_answers():
+    assert rerank.spearman([("a", 0.1, 0.3), ("b", 0.2, 0.2), ("c", 0.3, 0.1)]) == -1.0
+    assert rerank.spearman([("a", 0.1, 0.1), ("b", 0.2, 0.3), ("c", 0.3, 0.2)]) == 0.5
+    assert rerank.spearman([("a", 0.1, 0.1)]) is None
+
+
+@pytest.mark.slow
+def test_default_command_completes_the_main_job(tmp_path):
+    """`python search.py` with no flags, as the README's first command (~10 min)."""
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "search.py")], cwd=tmp_path, env=ENV,
+        capture_output=True, text=True, timeout=3600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "workdir" / "search" / "report"
+    for name in ("leaderboard.md", "leaderboard.csv", "best.json", "summary.json",
+                 "proxy_scores.png", "proxy_vs_rerank.png", "best_cell.png"):  # fmt: skip
+        assert (out / name).exists(), name
+    spec_lib.load_spec(out / "best.json")
+    assert str(out) in result.stdout
