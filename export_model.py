@@ -1,0 +1,95 @@
+r"""Exports a checkpoint as a SavedModel for serving and, optionally, TFLite.
+
+    python export_model.py --checkpoint_path=/tmp/train \
+        --export_path=/tmp/deeplab_export \
+        --inference_scales=1.0 --tflite_output=/tmp/deeplab.tflite \
+        --crop_size=513,513 --quantize=none
+
+The flags follow the original DeepLab's `export_model.py`. The model
+architecture comes from the checkpoint's `model_config.json`; `--num_classes`
+only checks it and `--output_stride` may change it (atrous rates follow).
+`--crop_size` fixes the TFLite input; the SavedModel takes any size. See
+g3doc/export.md and `deeplab_dpc/export.py`.
+"""
+
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("checkpoint_path", None, "Checkpoint directory or ckpt-N prefix.")
+flags.DEFINE_string("export_path", None, "SavedModel directory to write.")
+flags.DEFINE_multi_float(
+    "inference_scales", [1.0], "Scales for multi-scale inference (repeat the flag)."
+)
+flags.DEFINE_bool("add_flipped_images", False, "Also average left-right flips.")
+flags.DEFINE_integer("output_stride", None, "Export at this output stride.")
+flags.DEFINE_integer("num_classes", None, "Expected number of classes (a check).")
+flags.DEFINE_string("dataset", None, "Dataset name: class names, colours, int8 data.")
+flags.DEFINE_string("dataset_dir", None, "TFRecords of --dataset (int8 calibration).")
+flags.DEFINE_integer(
+    "max_pixels", 4096 * 4096, "Largest batch * height * width per request; 0: any."
+)
+flags.DEFINE_string("tflite_output", None, "Also write a TFLite model here.")
+flags.DEFINE_list("crop_size", ["513", "513"], "TFLite input size: height,width.")
+flags.DEFINE_string("quantize", "none", "TFLite quantisation: none, float16 or int8.")
+flags.DEFINE_string(
+    "representative_images", None, "Comma-separated globs for int8 calibration."
+)
+flags.DEFINE_string("representative_split", "val", "Split of --dataset for int8.")
+flags.DEFINE_integer("num_representative_images", 100, "Images for int8 calibration.")
+
+
+def _fail(message):
+    print(f"export_model: error: {message}", file=sys.stderr)
+    if "tensorflow" in sys.modules:  # no restore warnings after the error line
+        sys.modules["tensorflow"].get_logger().setLevel("ERROR")
+    sys.exit(2)
+
+
+def parse_flags(argv):
+    """absl flag parsing, but a bad flag is one line and exit code 2."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e).splitlines()[0])
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    from deeplab_dpc import export
+    from deeplab_dpc.checkpoints import CheckpointError, ModelConfigError
+
+    if FLAGS.quantize != "none" and not FLAGS.tflite_output:
+        _fail("--quantize applies to the TFLite model: give --tflite_output")
+    try:
+        config = export.export_model(
+            FLAGS.checkpoint_path,
+            FLAGS.export_path,
+            inference_scales=FLAGS.inference_scales,
+            add_flipped_images=FLAGS.add_flipped_images,
+            output_stride=FLAGS.output_stride,
+            num_classes=FLAGS.num_classes,
+            dataset=FLAGS.dataset,
+            max_pixels=FLAGS.max_pixels,
+            tflite_output=FLAGS.tflite_output,
+            tflite_options={
+                "crop_size": FLAGS.crop_size,
+                "quantize": FLAGS.quantize,
+                "representative_images": FLAGS.representative_images,
+                "dataset_dir": FLAGS.dataset_dir,
+                "representative_split": FLAGS.representative_split,
+                "num_representative": FLAGS.num_representative_images,
+            },
+        )
+    except (CheckpointError, ModelConfigError, ValueError, FileNotFoundError) as e:
+        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    outputs = [p for p in (FLAGS.export_path, FLAGS.tflite_output) if p]
+    print(f"exported {config['checkpoint']} to {', '.join(outputs)}")
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("checkpoint_path")
+    app.run(main, flags_parser=parse_flags)
