@@ -77,7 +77,7 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer("max_retry", 3, "Retries of a trial whose worker died.")
 flags.DEFINE_integer("rerank_top_k", 2, "Cells to re-rank end to end (paper: 50).")
-flags.DEFINE_integer("rerank_steps", 200, "Fine-tuning steps per re-ranked cell.")
+flags.DEFINE_integer("rerank_steps", 150, "Fine-tuning steps per re-ranked cell.")
 flags.DEFINE_integer("rerank_batch_size", 8, "Fine-tuning batch size.")
 flags.DEFINE_float("rerank_learning_rate", 0.02, "Fine-tuning base learning rate.")
 flags.DEFINE_integer("seed", 0, "Seed of the cache, the policies and the trainers.")

@@ -18,8 +18,9 @@ temporary name and renamed, so a cache is either complete or absent.
 Deviations and choices (the paper gives no details):
 
 * Training features are of augmented crops (DeepLab's random scale, crop and
-  flip, seeded), `train_passes` passes over the training set; the same crops
-  are reused by every candidate, whereas full training draws fresh ones.
+  flip, seeded), `train_passes` passes over the training set in full batches
+  (the last partial batch of each pass is dropped); the same crops are
+  reused by every candidate, whereas full training draws fresh ones.
 * Validation features are of whole images padded to `k * 32 + 1` (the
   evaluation pipeline); shards hold one image size each.
 * Features are stored as float16 by default (half the memory; the cell
@@ -214,6 +215,11 @@ def write_feature_cache(
             "train": _write_split(tmp, "train", train, feature_fn, writer_args),
             "val": _write_split(tmp, "val", val, feature_fn, writer_args),
         }
+        if not info["splits"]["train"]:
+            raise CacheError(
+                f"{dataset_dir}: the {train_split} split gave no full batch of"
+                f" {batch_size} crops; use a smaller batch size"
+            )
         with open(os.path.join(tmp, CACHE_INFO_FILENAME), "w") as f:
             json.dump(info, f, indent=2, sort_keys=True)
         if os.path.isdir(cache_dir):
