@@ -207,3 +207,26 @@ def test_killed_worker_loses_and_duplicates_nothing(tmp_path):
     assert retry[0].user_attrs[study_lib.KEY] == victim.user_attrs[study_lib.KEY]
     assert retry[0].user_attrs[study_lib.SLOT] == victim.user_attrs[study_lib.SLOT]
     assert f":{workers[1].pid}:" in retry[0].user_attrs[study_lib.WORKER]
+
+
+def test_median_pruner_stops_a_clearly_bad_candidate(tmp_path):
+    storage = _storage(tmp_path)
+    study_lib.create_study(storage, "s", [(i, {}) for i in range(8)], {})
+    study = study_lib.load_study(
+        storage, "s", {}, pruner=optuna.pruners.MedianPruner(n_startup_trials=5)
+    )
+
+    def evaluate(spec, trial):
+        good = trial.number < 5 or trial.number == 6
+        for step in range(1, 4):
+            trial.report(0.8 if good else 0.1, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"step {step}")
+        return {"value": 0.8 if good else 0.1}
+
+    sampler = samplers.get_sampler("random", spaces.FullSpace(2))
+    study_lib.run_worker(study, storage, evaluate, sampler, 0, 0.05)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert [n for n, s in states.items() if s == TrialState.PRUNED] == [5, 7]
+    assert study.trials[5].intermediate_values == {1: 0.1}
+    assert study_lib.progress_counts(study) == (8, 8)
