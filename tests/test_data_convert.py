@@ -359,3 +359,22 @@ def test_person_part_lists_with_path_pairs(tmp_path):
         ("val", 1, 0),
     ]
     assert "class ids [7] outside [0, 7)" in summaries[0].errors[0][1]
+
+
+def test_crash_mid_conversion_leaves_no_temporaries(tmp_path):
+    make_camvid_layout(tmp_path / "src", ["a", "b", "c", "d"])
+    items = sources.camvid_items(str(tmp_path / "src"), "train")
+    calls = []
+
+    def explode(item):
+        calls.append(item.name)
+        if len(calls) == 3:
+            raise RuntimeError("disk on fire")
+        return sources.camvid_converter()(item)
+
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        convert.convert_split(
+            items, str(out), "train", explode, num_shards=2, num_workers=1
+        )
+    assert os.listdir(out) == []

@@ -185,32 +185,29 @@ def convert_split(
         raise ConversionError(f"{split}: no source images found")
     os.makedirs(output_dir, exist_ok=True)
     num_shards = max(1, min(int(num_shards), len(items)))
-    per_shard = -(-len(items) // num_shards)
     paths = [
         records.shard_path(output_dir, split, i, num_shards) for i in range(num_shards)
     ]
+    chunks = records.split_evenly(items, num_shards)
     stop = threading.Event()
-    with ThreadPoolExecutor(max_workers=max(1, int(num_workers))) as pool:
-        futures = [
-            pool.submit(
-                _write_one_shard,
-                items[i * per_shard : (i + 1) * per_shard],
-                path,
-                convert_fn,
-                strict,
-                stop,
-            )  # fmt: skip
-            for i, path in enumerate(paths)
-        ]
-        try:
-            results = [f.result() for f in futures]
-        except BadInputError as e:
-            stop.set()
-            pool.shutdown(wait=True)
+    complete = False
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, int(num_workers))) as pool:
+            futures = [
+                pool.submit(_write_one_shard, chunk, path, convert_fn, strict, stop)
+                for chunk, path in zip(chunks, paths)
+            ]
+            try:
+                results = [f.result() for f in futures]
+            except BaseException:
+                stop.set()  # the other shards stop at their next item
+                raise
+        complete = True
+    except BadInputError as e:
+        raise ConversionError(f"{split}: {e} (strict mode: nothing written)") from None
+    finally:
+        if not complete:  # also on Ctrl-C: no temporaries left behind
             _remove_temporaries(paths)
-            raise ConversionError(
-                f"{split}: {e} (strict mode: nothing written)"
-            ) from None
     for (tmp, _, _), path in zip(results, paths):
         os.replace(tmp, path)
     records.remove_stale_shards(output_dir, split, paths)

@@ -121,6 +121,14 @@ def remove_stale_shards(output_dir, split, keep):
             os.remove(path)
 
 
+def split_evenly(items, num_parts):
+    """`items` in `num_parts` contiguous chunks whose sizes differ by at most one."""
+    n = len(items)
+    return [
+        items[i * n // num_parts : (i + 1) * n // num_parts] for i in range(num_parts)
+    ]
+
+
 def write_shards(examples, output_dir, split, num_shards):
     """Writes `examples` (Examples or bytes) in `num_shards` contiguous, atomic shards.
 
@@ -130,11 +138,10 @@ def write_shards(examples, output_dir, split, num_shards):
     examples = list(examples)
     os.makedirs(output_dir, exist_ok=True)
     num_shards = max(1, int(num_shards))
-    per_shard = -(-len(examples) // num_shards) if examples else 0
     paths = []
-    for index in range(num_shards):
+    for index, chunk in enumerate(split_evenly(examples, num_shards)):
         path = shard_path(output_dir, split, index, num_shards)
-        write_shard(path, examples[index * per_shard : (index + 1) * per_shard])
+        write_shard(path, chunk)
         paths.append(path)
     remove_stale_shards(output_dir, split, paths)
     return paths
