@@ -20,6 +20,7 @@ Deviations from DeepLab:
 """
 
 import os
+import sys
 
 import tensorflow as tf
 from absl import logging
@@ -101,7 +102,7 @@ def _report_bad(ok, message, skip_bad_records, counter):
         return tf.debugging.Assert(ok, [message, " (use --skip_bad_records to skip)"])
 
     def warn():
-        tf.print("WARNING: skipping", message, output_stream="file://stderr")
+        tf.print("WARNING: skipping", message, output_stream=sys.stderr)
         if counter is not None:
             counter.assign_add(1)
         return tf.constant(True)
