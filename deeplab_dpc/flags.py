@@ -30,7 +30,7 @@ SYNTHETIC_DEFAULTS = {
     "batch_norm_decay": 0.99,
     "train_crop_size": ["129", "129"],
     "train_batch_size": 8,
-    "training_number_of_steps": 600,
+    "training_number_of_steps": 1000,
     "base_learning_rate": 0.05,
     "save_interval_secs": 60.0,
     "save_summaries_secs": 30.0,

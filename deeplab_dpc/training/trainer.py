@@ -42,6 +42,7 @@ from deeplab_dpc import model as model_lib
 from deeplab_dpc.training import distribute, losses, schedules, summaries
 from deeplab_dpc.training.options import (
     TRAIN_CONFIG_FILENAME,
+    TrainOptionsError,
     check_options_for,
     check_resume_options,
 )
@@ -93,6 +94,12 @@ class Trainer:
         self.kernels = losses.decayed_kernels(self.model)
         self.sync_bn = options["fine_tune_batch_norm"] and self.replicas > 1
         distribute.set_synchronized_batch_norm(self.model, self.sync_bn)
+        if self.sync_bn and options["jit_compile"] and not self._is_tpu():
+            raise TrainOptionsError(
+                "--jit_compile with batch norm synchronized over "
+                f"{self.replicas} replicas is not supported; drop --jit_compile "
+                "or use --nofine_tune_batch_norm"
+            )
         logging.info(
             "%s: %d replicas, %d images per replica, batch norm %s",
             type(self.strategy).__name__, self.replicas, self.per_replica_batch,
@@ -113,6 +120,9 @@ class Trainer:
         )
 
     # --- Setup -----------------------------------------------------------------
+
+    def _is_tpu(self):
+        return isinstance(self.strategy, tf.distribute.TPUStrategy)
 
     def _checkpoint_dir(self):
         if self.is_chief:
@@ -222,7 +232,11 @@ class Trainer:
 
     def make_train_step(self):
         """A `tf.function` running one global step; returns (ce, total) losses."""
-        gradients = tf.function(self._gradients, jit_compile=self.opts["jit_compile"])
+        gradients = self._gradients
+        if self.opts["jit_compile"]:
+            # A nested tf.function: fine unless it holds a cross-replica
+            # all-reduce (synchronized BN), which __init__ refuses.
+            gradients = tf.function(self._gradients, jit_compile=True)
         variables = self.model.trainable_variables
 
         def replica_step(batch):
