@@ -134,22 +134,33 @@ def _write_split(directory, split, batches, feature_fn, writer_args):
     return writer.close()
 
 
+def _feature_fn(model):
+    """The backbone's features as one compiled function (one trace for all sizes)."""
+    import tensorflow as tf
+
+    from deeplab_dpc.backbones import FEATURES
+
+    backbone = model.get_layer(common.BACKBONE)
+    return tf.function(
+        lambda x: backbone(x, training=False)[FEATURES],
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+    )
+
+
+def _install(tmp, cache_dir, info):
+    """Writes the info file last, then renames the filled directory into place."""
+    with open(os.path.join(tmp, CACHE_INFO_FILENAME), "w") as f:
+        json.dump(info, f, indent=2, sort_keys=True)
+    if os.path.isdir(cache_dir):
+        shutil.rmtree(cache_dir)  # incomplete (no info file): see _existing
+    os.replace(tmp, cache_dir)
+
+
 def write_feature_cache(
-    cache_dir,
-    checkpoint,
-    dataset_dir,
-    dataset_info,
-    *,
-    crop_size,
-    train_split="train",
-    val_split="val",
-    train_passes=1,
-    batch_size=8,
-    dtype="float16",
-    seed=0,
-    shard_size=256,
-    expected_backbone=None,
-):
+    cache_dir, checkpoint, dataset_dir, dataset_info, *, crop_size,
+    train_split="train", val_split="val", train_passes=1, batch_size=8,
+    dtype="float16", seed=0, shard_size=256, expected_backbone=None,
+):  # fmt: skip
     """Computes backbone features of the train and val splits into `cache_dir`.
 
     `checkpoint` is a checkpoint directory or prefix with `model_config.json`
@@ -158,9 +169,6 @@ def write_feature_cache(
     with another fingerprint is an error (pick another `cache_dir`).
     Returns the opened `FeatureCache`.
     """
-    import tensorflow as tf
-
-    from deeplab_dpc.backbones import FEATURES
     from deeplab_dpc.checkpoints import restore_model
     from deeplab_dpc.data.pipeline import build_dataset
 
@@ -169,38 +177,22 @@ def write_feature_cache(
             f"cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r}"
         )
     model, config, prefix = restore_model(checkpoint)
-    identity = backbone_identity(config)
     if expected_backbone is not None:
-        _check_backbone(checkpoint, identity, expected_backbone)
+        _check_backbone(checkpoint, backbone_identity(config), expected_backbone)
     info = {
-        "version": CACHE_VERSION,
-        "backbone": identity,
-        "model_config": config,
-        "checkpoint": os.path.abspath(prefix),
-        "checkpoint_sha1": checkpoint_sha1(prefix),
-        "dataset": dataset_info.name,
-        "num_classes": dataset_info.num_classes,
-        "ignore_label": dataset_info.ignore_label,
-        "crop_size": [int(v) for v in crop_size],
-        "train_passes": int(train_passes),
-        "seed": int(seed),
-        "dtype": dtype,
-    }
+        "version": CACHE_VERSION, "backbone": backbone_identity(config),
+        "model_config": config, "checkpoint": os.path.abspath(prefix),
+        "checkpoint_sha1": checkpoint_sha1(prefix), "dataset": dataset_info.name,
+        "num_classes": dataset_info.num_classes, "ignore_label": dataset_info.ignore_label,
+        "crop_size": [int(v) for v in crop_size], "train_passes": int(train_passes),
+        "seed": int(seed), "dtype": dtype,
+    }  # fmt: skip
     info["fingerprint"] = _fingerprint(info)
     existing = _existing(cache_dir, info)
     if existing is not None:
         return existing
-
-    backbone = model.get_layer(common.BACKBONE)
-    feature_fn = tf.function(
-        lambda x: backbone(x, training=False)[FEATURES],
-        input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
-    )  # one trace for every batch and image size
-    writer_args = (
-        shard_size,
-        np.dtype(dtype),
-        _label_dtype(dataset_info.num_classes, dataset_info.ignore_label),
-    )
+    label_dtype = _label_dtype(dataset_info.num_classes, dataset_info.ignore_label)
+    writer_args = (shard_size, np.dtype(dtype), label_dtype)
     train = build_dataset(
         dataset_dir, train_split, dataset_info, is_training=True,
         batch_size=batch_size, crop_size=tuple(crop_size), seed=seed,
@@ -211,6 +203,7 @@ def write_feature_cache(
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp_cache_")
     try:
+        feature_fn = _feature_fn(model)
         info["splits"] = {
             "train": _write_split(tmp, "train", train, feature_fn, writer_args),
             "val": _write_split(tmp, "val", val, feature_fn, writer_args),
@@ -220,11 +213,7 @@ def write_feature_cache(
                 f"{dataset_dir}: the {train_split} split gave no full batch of"
                 f" {batch_size} crops; use a smaller batch size"
             )
-        with open(os.path.join(tmp, CACHE_INFO_FILENAME), "w") as f:
-            json.dump(info, f, indent=2, sort_keys=True)
-        if os.path.isdir(cache_dir):
-            shutil.rmtree(cache_dir)  # incomplete (no info file): see _existing
-        os.replace(tmp, cache_dir)
+        _install(tmp, cache_dir, info)
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp)

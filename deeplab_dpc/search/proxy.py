@@ -214,12 +214,7 @@ def train_proxy(
     losses, eval_seconds = [], 0.0
     for step in range(1, steps + 1):
         losses.append(train_step(*data.next_args()))
-        if (
-            on_eval is not None
-            and eval_every > 0
-            and step % eval_every == 0
-            and step < steps
-        ):
+        if on_eval and eval_every > 0 and step % eval_every == 0 and step < steps:
             t = time.perf_counter()
             miou, _ = evaluate_proxy(model, cache, batch_size)
             eval_seconds += time.perf_counter() - t

@@ -122,4 +122,4 @@ def spearman(pairs):
     from scipy import stats
 
     rho = stats.spearmanr([p for _, p, _ in pairs], [r for _, _, r in pairs])[0]
-    return None if rho != rho else float(rho)  # NaN when a side is constant
+    return None if rho != rho else round(float(rho), 6)  # NaN: a side is constant
