@@ -15,7 +15,9 @@ Part 2, at 257x257: the architecture of DeepLab's released
 ASPP-lite, 21 classes) exported by us, against that file, same interpreter
 and threads, timed in alternating rounds so that load from other processes
 hits both alike. Our file outputs int32 class ids (ArgMax inside); the
-official one outputs logits, so its time excludes the ArgMax an app adds.
+official one outputs logits, so it is timed alone and with the ArgMax an
+app has to add (numpy), for the same output; our network converted the same
+way but ending at the logits is timed too, for the same work.
 
 Each figure is the median over `--iterations` timed runs after warm-up.
 """
@@ -32,6 +34,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
+from tensorflow.python.framework.convert_to_constants import (
+    convert_variables_to_constants_v2,
+)
 
 from deeplab_dpc import checkpoints, export, export_tflite, spec
 from deeplab_dpc.model import build_model, model_config
@@ -47,6 +52,7 @@ flags.DEFINE_integer("warmup", 3, "Untimed runs first.")
 flags.DEFINE_integer("num_threads", 2, "TFLite interpreter threads.")
 flags.DEFINE_string("official_tflite", str(OFFICIAL), "DeepLab's released file.")
 flags.DEFINE_string("output_json", None, "Also write the results here.")
+flags.DEFINE_list("parts", ["1", "2"], "Which parts to run.")
 
 
 def time_runs(fn, iterations, warmup):
@@ -60,7 +66,7 @@ def time_runs(fn, iterations, warmup):
     return times
 
 
-def tflite_runner(path, num_threads):
+def tflite_runner(path, num_threads, argmax=False):
     interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=num_threads)
     interpreter.allocate_tensors()
     (inp,), outputs = interpreter.get_input_details(), interpreter.get_output_details()
@@ -70,7 +76,8 @@ def tflite_runner(path, num_threads):
     def run():
         interpreter.set_tensor(inp["index"], image)
         interpreter.invoke()
-        return interpreter.get_tensor(outputs[0]["index"])
+        out = interpreter.get_tensor(outputs[0]["index"])
+        return np.argmax(out, axis=-1) if argmax else out
 
     return run
 
@@ -116,6 +123,16 @@ def part1(model, config, crop_size, tmp):
     }
 
 
+def logits_tflite(model, crop_size):
+    """Our network converted like the export, but ending at the logits."""
+    spec_ = tf.TensorSpec([1, *crop_size, 3], tf.float32)
+    fn = tf.function(lambda x: model(x, training=False)["semantic_logits"])
+    frozen = convert_variables_to_constants_v2(fn.get_concrete_function(spec_))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter.convert()
+
+
 def part2(tmp):
     """Our TFLite export of the official file's architecture against that file."""
     if not os.path.exists(FLAGS.official_tflite):
@@ -130,12 +147,21 @@ def part2(tmp):
         build_model(config), config, tflite_output=ours,
         tflite_options={"crop_size": (257, 257)},
     )  # fmt: skip
+    logits_only = os.path.join(tmp, "aspp_lite_257_logits.tflite")
+    with open(logits_only, "wb") as f:
+        f.write(logits_tflite(build_model(config), (257, 257)))
     runners = {
         "our TFLite 257 (ASPP-lite, ArgMax inside)": tflite_runner(
             ours, FLAGS.num_threads
         ),
-        "official deeplabv3_257_mv_gpu.tflite": tflite_runner(
+        "our network, logits output (as official)": tflite_runner(
+            logits_only, FLAGS.num_threads
+        ),
+        "official deeplabv3_257_mv_gpu.tflite (logits)": tflite_runner(
             FLAGS.official_tflite, FLAGS.num_threads
+        ),
+        "official + ArgMax in numpy (same output)": tflite_runner(
+            FLAGS.official_tflite, FLAGS.num_threads, argmax=True
         ),
     }
     times = {name: [] for name in runners}
@@ -166,10 +192,10 @@ def main(argv):
             "load_average_at_start": os.getloadavg(),
             "tensorflow": tf.__version__,
             "num_threads": FLAGS.num_threads,
-            f"part1_{crop_size[0]}x{crop_size[1]}": part1(
-                model, config, crop_size, tmp
+            f"part1_{crop_size[0]}x{crop_size[1]}": (
+                part1(model, config, crop_size, tmp) if "1" in FLAGS.parts else {}
             ),
-            "part2_257x257": part2(tmp),
+            "part2_257x257": part2(tmp) if "2" in FLAGS.parts else {},
             "load_average_at_end": os.getloadavg(),
         }
     for part, rows in results.items():

@@ -178,6 +178,7 @@ def test_saved_model_in_fresh_process_matches_keras(exported, tmp_path):
     assert len(np.unique(want_labels)) > 1, "constant predictions test nothing"
     for key in ("labels", "labels_encoded"):
         agreement = (got[key] == want_labels).mean()
+        print(f"SavedModel {key} vs Keras: {agreement:.6f} of pixels agree")
         assert agreement >= MIN_AGREEMENT, f"{key}: {agreement:.6f}"
     np.testing.assert_allclose(got["probs"], want, atol=PROB_ATOL)
     np.testing.assert_allclose(got["probs_encoded"], want, atol=PROB_ATOL)
@@ -282,6 +283,7 @@ def test_tflite_agrees_with_saved_model(exported, loaded):
     want = saved["SemanticPredictions"].numpy()[0]
     assert len(np.unique(want)) > 1
     agreement = (labels[0, :h, :w] == want).mean()
+    print(f"TFLite vs SavedModel: {agreement:.6f} of pixels agree")
     assert agreement >= MIN_AGREEMENT, agreement
     sidecar = export_tflite.read_config(str(exported[2]))
     assert sidecar["tflite"]["crop_size"] == [TFLITE_CROP, TFLITE_CROP]
@@ -302,6 +304,9 @@ def test_multi_scale_export_equals_eval_prediction(model_checkpoint):
     single = keras_probabilities(model, image[None])
     assert np.abs(want - single).max() > 1e-3  # the scales change the result
     np.testing.assert_allclose(got, want, atol=PROB_ATOL)
+    agreement = (got.argmax(-1) == want.argmax(-1)).mean()
+    print(f"multi-scale export vs predict_probabilities: {agreement:.6f} agree")
+    assert agreement >= MIN_AGREEMENT
 
 
 def test_failed_export_leaves_nothing_half_written(model_checkpoint, monkeypatch):
@@ -460,6 +465,17 @@ def test_quantized_tflite_mostly_agrees(exported, quantize, tmp_path):
     print(f"{quantize} agreement with float TFLite: {agreement:.4f}")
     assert agreement >= (0.99 if quantize == "float16" else 0.8), agreement
     assert os.path.getsize(path) < os.path.getsize(exported[2])
+
+
+@pytest.mark.slow
+def test_representative_data_from_the_input_pipeline(tmp_path):
+    inputs = list(
+        export_tflite.representative_from_dataset(
+            "synthetic", str(tmp_path / "synthetic"), "val", (65, 97), 2
+        )
+    )
+    assert len(inputs) == 2 and all(x.shape == (1, 65, 97, 3) for x in inputs)
+    assert all(-1.0 <= float(tf.reduce_min(x)) for x in inputs)
 
 
 def model_config_of(exported):
