@@ -1,6 +1,6 @@
 r"""Searches for a Dense Prediction Cell (Chen et al., NeurIPS 2018, Sec. 3.3-4.1).
 
-    python search.py                     # synthetic data, CPU, about 10 minutes
+    python search.py                     # synthetic data, 2-core CPU, 10-15 minutes
     python search.py --dataset=cityscapes --dataset_dir=data/cityscapes/tfrecord \
         --tf_initial_checkpoint=runs/imported/mobilenet_v2 --num_trials=1000 \
         --proxy_steps=30000 --proxy_crop_size=769,769 --rerank_top_k=50

@@ -230,3 +230,29 @@ def test_median_pruner_stops_a_clearly_bad_candidate(tmp_path):
     assert [n for n, s in states.items() if s == TrialState.PRUNED] == [5, 7]
     assert study.trials[5].intermediate_values == {1: 0.1}
     assert study_lib.progress_counts(study) == (8, 8)
+
+
+def test_workers_starting_together_create_one_study_with_every_slot_once(tmp_path):
+    """Fresh SQLite file, 4 processes at once: schema, study and slots made once."""
+    code = (
+        "import sys; from deeplab_dpc.search import study as s;"
+        "st = s.open_storage(s.default_storage_url(sys.argv[1]));"
+        "print(len(s.create_study(st, 'x', [(i, {}) for i in range(20)], {}).get_trials()))"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [e[-500:] for _, e in outputs]
+    assert [o.strip() for o, _ in outputs] == ["20"] * 4
+    study = optuna.load_study(
+        study_name="x", storage=study_lib.default_storage_url(tmp_path)
+    )
+    assert sorted(t.user_attrs[study_lib.SLOT] for t in study.trials) == list(range(20))

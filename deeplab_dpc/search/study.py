@@ -68,6 +68,8 @@ DEFAULT_GRACE_PERIOD = 60
 DEFAULT_MAX_RETRY = 3
 CLAIM_ATTEMPTS = 5
 STORAGE_RETRIES = 20
+# Errors of two processes creating Optuna's tables at once (the later one retries).
+SCHEMA_RACE = ("already exists", "alembic_version", "database is locked")
 ACTIVE = (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE)
 CLAIMING = ACTIVE + (TrialState.PRUNED,)
 
@@ -116,6 +118,16 @@ def _serialize_sqlite(storage):
     engine.dispose()  # connections made before the listeners are dropped
 
 
+def _rdb_storage(url, engine_kwargs, heartbeat_interval, grace_period, max_retry):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period, heartbeat_stale_trial_callback=retry,
+        )  # fmt: skip
+
+
 def open_storage(
     url,
     heartbeat_interval=DEFAULT_HEARTBEAT_INTERVAL,
@@ -129,19 +141,22 @@ def open_storage(
         if path and path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 120}}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=max_retry
+    for attempt in range(3):
+        try:
+            storage = _rdb_storage(
+                url, engine_kwargs, heartbeat_interval, grace_period, max_retry
             )
-            storage = optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period, heartbeat_stale_trial_callback=retry,
-            )  # fmt: skip
-    except Exception as e:  # sqlalchemy, driver import and connection errors
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StorageError(f"cannot open storage {_redact(url)}: {reason}") from None
+            break
+        except Exception as e:  # sqlalchemy, driver import and connection errors
+            reason = (
+                str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            )
+            if any(m in reason for m in SCHEMA_RACE) and attempt < 2:
+                time.sleep(1.0)  # another worker was creating the schema
+                continue
+            raise StorageError(
+                f"cannot open storage {_redact(url)}: {reason}"
+            ) from None
     if storage.engine.name == "sqlite":
         _serialize_sqlite(storage)
     return storage
