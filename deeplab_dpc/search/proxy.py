@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab_dpc import common
+from deeplab_dpc.evaluation.metrics import mean_iou
 from deeplab_dpc.layers import DensePredictionCell
 from deeplab_dpc.layers.conv import Logits
 from deeplab_dpc.layers.resize import resize_bilinear
@@ -66,7 +67,12 @@ def segmentation_loss(logits, labels, ignore_label):
 
 
 def confusion_matrix(logits, labels, num_classes, ignore_label):
-    """[classes, classes] counts (row: label, column: prediction), ignore skipped."""
+    """[classes, classes] counts (row: label, column: prediction), ignore skipped.
+
+    The in-graph twin of `evaluation.metrics.confusion_matrix` (which is numpy),
+    so that a batch's counts come out of one compiled call; the mIoU of the
+    summed counts is `evaluation.metrics.mean_iou`.
+    """
     labels = tf.cast(labels, tf.int32)
     logits = resize_bilinear(logits, tf.shape(labels)[1:3])
     pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
@@ -76,15 +82,6 @@ def confusion_matrix(logits, labels, num_classes, ignore_label):
         index, minlength=num_classes**2, maxlength=num_classes**2, dtype=tf.int64
     )
     return tf.reshape(counts, [num_classes, num_classes])
-
-
-def mean_iou(confusion):
-    """Mean IoU over classes that occur in labels or predictions (DeepLab's)."""
-    confusion = np.asarray(confusion, np.float64)
-    tp = np.diag(confusion)
-    union = confusion.sum(0) + confusion.sum(1) - tp
-    present = union > 0
-    return float(np.mean(tp[present] / union[present])) if present.any() else 0.0
 
 
 def _streamed_batches(cache, batch_size, seed):
