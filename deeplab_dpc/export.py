@@ -184,26 +184,12 @@ def predict_images(model, images, scales=(1.0,), add_flipped_images=False):
     return tf.argmax(probs, axis=-1, output_type=tf.int32), probs
 
 
-class VariableHolder(tf.Module):
-    """Tracks every variable of a Keras model in the SavedModel object graph.
-
-    Keras 3 (3.15) does not expose layers held only in Python lists as TF
-    trackable children (keras-team/keras#19425), so a model whose layers keep
-    sublayers that way would lose their variables from the object graph. A
-    flat list of `model.weights` makes every variable reachable.
-    """
-
-    def __init__(self, model, name=None):
-        super().__init__(name=name)
-        self.model = model
-        self.model_variables = list(model.weights)
-
-
-class DeepLabServingModule(VariableHolder):
+class DeepLabServingModule(tf.Module):
     """The object that is saved: the Keras model, its config and two signatures."""
 
     def __init__(self, model, config, config_path):
-        super().__init__(model, name="deeplab")
+        super().__init__(name="deeplab")
+        self.model = model
         self._scales = tuple(config["inference_scales"])
         self._flip = config["add_flipped_images"]
         self._max_pixels = config["max_pixels"]

@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -110,6 +111,7 @@ def keras_probabilities(model, images, scales=(1.0,), flip=False):
 @pytest.fixture(scope="module")
 def model_checkpoint(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
+    keras.utils.set_random_seed(0)
     config = model_config(
         "mobilenet_v2", NUM_CLASSES, head="dpc", dpc_spec=spec.TOP1,
         depth_multiplier=0.5,

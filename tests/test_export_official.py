@@ -1,4 +1,4 @@
-"""Export of the imported official DeepLab TFLite model (about 40 s).
+"""Export of the imported official DeepLab TFLite model.
 
 Imports `deeplabv3_257_mv_gpu.tflite` (MobileNetV2 0.5, output stride 8,
 ASPP-lite, PASCAL VOC) into our Keras model with `tools.import_weights`,
@@ -44,58 +44,61 @@ def crops():
     return [image[60 : 60 + CROP, 100 : 100 + CROP] for image in images]
 
 
-def test_export_of_imported_official_model(tmp_path):
+@pytest.fixture(scope="module")
+def official_export(tmp_path_factory):
+    """The official weights imported and exported through the command line."""
     from deeplab_dpc.tools.import_weights import import_weights
 
     images = crops()
+    tmp = tmp_path_factory.mktemp("official")
     config = model_config(
         "mobilenet_v2", 21, head="aspp", atrous_rates=[], output_stride=8,
         depth_multiplier=0.5,
     )  # fmt: skip
-    import_weights(str(OFFICIAL), config, str(tmp_path / "ckpt"))
-    ours = tmp_path / "ours.tflite"
+    import_weights(str(OFFICIAL), config, str(tmp / "ckpt"))
     result = subprocess.run(
         [
-            sys.executable, "export_model.py",
-            f"--checkpoint_path={tmp_path / 'ckpt'}",
-            f"--export_path={tmp_path / 'saved_model'}",
-            "--dataset=pascal_voc_seg", f"--tflite_output={ours}",
-            f"--crop_size={CROP},{CROP}",
+            sys.executable, "export_model.py", f"--checkpoint_path={tmp / 'ckpt'}",
+            f"--export_path={tmp / 'saved_model'}", "--dataset=pascal_voc_seg",
+            f"--tflite_output={tmp / 'ours.tflite'}", f"--crop_size={CROP},{CROP}",
         ],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    model, _, _ = checkpoints.restore_model(str(tmp_path / "ckpt"))
-    resolved = export.read_export_config(str(tmp_path / "saved_model"))
-    assert resolved["class_names"][15] == "person"
-    quantized = {}
-    for mode in ("float16", "int8"):
-        content, _ = export_tflite.convert(
-            model, resolved, crop_size=(CROP, CROP), quantize=mode,
-            representative_images=str(CAMVID / "*.jpg"), num_representative=16,
-        )  # fmt: skip
-        quantized[mode] = tmp_path / f"{mode}.tflite"
-        quantized[mode].write_bytes(content)
-    serve = tf.saved_model.load(str(tmp_path / "saved_model")).signatures[
-        "serving_default"
-    ]
-    got = {key: [] for key in MIN_AGREEMENT}
-    want = []
-    for image in images:
-        inputs = export_tflite.prepare_input(image, (CROP, CROP))[0].numpy()
-        labels = run_tflite(ours, inputs)[0]
-        want.append(labels)
-        got["official"].append(run_tflite(OFFICIAL, inputs)[0].argmax(-1))
-        got["saved_model"].append(
-            serve(ImageTensor=image[None])["SemanticPredictions"].numpy()[0]
-        )
-        for mode, path in quantized.items():
-            got[mode].append(run_tflite(path, inputs)[0])
-    want = np.stack(want)
+    inputs = [export_tflite.prepare_input(i, (CROP, CROP))[0].numpy() for i in images]
+    want = np.stack([run_tflite(tmp / "ours.tflite", x)[0] for x in inputs])
     assert len(np.unique(want)) > 1, "a single class on street scenes: no test"
-    for key, minimum in MIN_AGREEMENT.items():
-        agreement = (np.stack(got[key]) == want).mean()
-        print(f"{key} vs our float TFLite export: {agreement:.5f} of pixels agree")
-        assert agreement >= minimum, (key, agreement)
-    for mode, path in quantized.items():
-        assert path.stat().st_size < ours.stat().st_size, mode
+    return tmp, images, inputs, want
+
+
+def agreement(got, want, key):
+    value = (np.stack(got) == want).mean()
+    print(f"{key} vs our float TFLite export: {value:.5f} of pixels agree")
+    assert value >= MIN_AGREEMENT[key], (key, value)
+
+
+def test_export_of_imported_official_model_matches_official(official_export):
+    tmp, images, inputs, want = official_export
+    resolved = export.read_export_config(str(tmp / "saved_model"))
+    assert resolved["class_names"][15] == "person"
+    agreement([run_tflite(OFFICIAL, x)[0].argmax(-1) for x in inputs], want, "official")
+    serve = tf.saved_model.load(str(tmp / "saved_model")).signatures["serving_default"]
+    labels = [serve(ImageTensor=i[None])["SemanticPredictions"][0] for i in images]
+    agreement(labels, want, "saved_model")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["float16", "int8"])
+def test_quantized_export_of_official_model(official_export, mode):
+    tmp, _, inputs, want = official_export
+    model, _, _ = checkpoints.restore_model(str(tmp / "ckpt"))
+    resolved = export.read_export_config(str(tmp / "saved_model"))
+    content, info = export_tflite.convert(
+        model, resolved, crop_size=(CROP, CROP), quantize=mode,
+        representative_images=str(CAMVID / "*.jpg"), num_representative=16,
+    )  # fmt: skip
+    assert info["quantize"] == mode
+    path = tmp / f"{mode}.tflite"
+    path.write_bytes(content)
+    agreement([run_tflite(path, x)[0] for x in inputs], want, mode)
+    assert path.stat().st_size < (tmp / "ours.tflite").stat().st_size
