@@ -9,9 +9,11 @@ the TFLite file in `tf.lite.Interpreter`; send bad requests.
 import glob
 import json
 import os
+import struct
 import subprocess
 import sys
 import textwrap
+import zlib
 from pathlib import Path
 
 import keras
@@ -221,6 +223,20 @@ def png(array):
     return tf.io.encode_png(array).numpy()
 
 
+def forged_png(width, height):
+    """A PNG whose header claims `width` x `height` over a few bytes of data."""
+
+    def chunk(kind, data):
+        crc = struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b"")
+    )  # fmt: skip
+
+
 def test_bad_requests_fail_cleanly(loaded):
     images, encoded = (
         loaded.signatures["serving_default"],
@@ -232,6 +248,7 @@ def test_bad_requests_fail_cleanly(loaded):
         "Unknown image file format": [b"this is not an image"],
         "empty batch": [],
         "same size": [png(image), png(image[:33])],
+        "too large|Invalid PNG": [forged_png(60000, 60000)],  # decompression bomb
     }
     for message, batch in bad_encoded.items():
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
