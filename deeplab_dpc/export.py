@@ -61,6 +61,12 @@ PAD_MULTIPLE = 32  # pad to k * 32 + 1, as eval does
 DEFAULT_MAX_PIXELS = 4096 * 4096  # per request (batch * H * W); 0: no limit
 
 
+_OUTPUTS_DOC = {
+    OUTPUT_PREDICTIONS: "int32 [batch, height, width]: class ids",
+    OUTPUT_PROBABILITIES: "float32 [batch, height, width, classes]",
+}
+
+
 def export_config(
     config,
     checkpoint=None,
@@ -112,12 +118,6 @@ def export_config(
             },
         },
     }
-
-
-_OUTPUTS_DOC = {
-    OUTPUT_PREDICTIONS: "int32 [batch, height, width]: class ids",
-    OUTPUT_PROBABILITIES: "float32 [batch, height, width, classes]",
-}
 
 
 def decode_image(encoded):
