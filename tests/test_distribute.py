@@ -77,10 +77,12 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tiny_data, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert "MirroredStrategy: 2 replicas, 2 images per replica" in result.stderr
+    assert "Strategy mirrored: 2 replicas, 2 images per replica" in result.stderr
     assert "synchronized across replicas" in result.stderr
     one, mirrored = out["losses"]["one_device"], out["losses"]["mirrored"]
-    assert mirrored == pytest.approx(one, rel=1e-4)
+    # Not bit-equal: synchronized moments are E[x^2] - E[x]^2 over the global
+    # batch, the one-device ones two-pass; float32 rounding differs slightly.
+    assert mirrored == pytest.approx(one, rel=2e-3)
     # Batch-norm statistics over the global batch: the moving variances after
     # one step equal the one-device ones (per-replica moments would not).
     prefixes = [
@@ -114,11 +116,14 @@ def test_two_workers_on_loopback_train_together(tiny_data, tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     logdir = tmp_path / "train"
-    procs = []
+    procs, logs = [], []
     for index in range(2):
         tf_config = json.dumps(
             {"cluster": cluster, "task": {"type": "worker", "index": index}}
         )
+        # Output to files, not pipes: a full pipe would block one worker and
+        # with it the collectives of the other.
+        logs.append(open(tmp_path / f"worker{index}.log", "w+"))
         procs.append(
             subprocess.Popen(
                 [
@@ -133,7 +138,7 @@ def test_two_workers_on_loopback_train_together(tiny_data, tmp_path):
                     "--save_interval_secs=0",
                     "--log_steps=1",
                 ],
-                stdout=subprocess.PIPE,
+                stdout=logs[-1],
                 stderr=subprocess.STDOUT,
                 text=True,
                 env=_env(TF_CONFIG=tf_config),
@@ -141,15 +146,18 @@ def test_two_workers_on_loopback_train_together(tiny_data, tmp_path):
         )
     outputs = []
     try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=300)[0])
+        for proc, log in zip(procs, logs):
+            proc.wait(timeout=300)
+            log.seek(0)
+            outputs.append(log.read())
     finally:
-        for proc in procs:
+        for proc, log in zip(procs, logs):
             if proc.poll() is None:
                 proc.kill()
+            log.close()
     for proc, out in zip(procs, outputs):
         assert proc.returncode == 0, out[-3000:]
-        assert "MultiWorkerMirroredStrategy: 2 replicas, 2 images per replica" in out
+        assert "Strategy multi_worker: 2 replicas, 2 images per replica" in out
         assert "Finished at step 3" in out
     assert tf.train.latest_checkpoint(str(logdir)).endswith("ckpt-3")
     assert (logdir / "model_config.json").exists()

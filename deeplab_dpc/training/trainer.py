@@ -101,8 +101,8 @@ class Trainer:
                 "or use --nofine_tune_batch_norm"
             )
         logging.info(
-            "%s: %d replicas, %d images per replica, batch norm %s",
-            type(self.strategy).__name__, self.replicas, self.per_replica_batch,
+            "Strategy %s: %d replicas, %d images per replica, batch norm %s",
+            options["distribution_strategy"], self.replicas, self.per_replica_batch,
             "synchronized across replicas" if self.sync_bn
             else ("fine-tuned" if options["fine_tune_batch_norm"] else "frozen"),
         )  # fmt: skip
@@ -284,7 +284,7 @@ class Trainer:
             return flag
         value = tf.constant(1.0 if (flag and self.is_chief) else 0.0)
         per_replica = self.strategy.run(lambda v: tf.identity(v), args=(value,))
-        total = self.strategy.reduce(tf.distribute.ReduceOp.MAX, per_replica, None)
+        total = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, None)
         return bool(total.numpy() > 0)
 
     def run(self):
