@@ -185,6 +185,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_data, tmp_
             assert np.all(np.isfinite(tf.train.load_variable(prefix, name))), name
 
 
+@pytest.mark.slow
 def test_labels_outside_the_classes_stop_at_step_one(tiny_data, tmp_path):
     result = run_cli(
         "train.py", f"--dataset_dir={tiny_data}", f"--train_logdir={tmp_path / 't'}",
