@@ -82,6 +82,34 @@ def check_schedule(learning_policy, training_number_of_steps, learning_rate_deca
         _check_range("learning_rate_decay_step", int(learning_rate_decay_step), 1)
 
 
+def _check_values(
+    train_logdir, train_batch_size, training_number_of_steps, base_learning_rate,
+    momentum, weight_decay, log_steps, max_checkpoints_to_keep,
+    distribution_strategy, tpu, mixed_precision,
+):  # fmt: skip
+    """Range and consistency checks of train_options' scalar arguments."""
+    if not train_logdir:
+        raise TrainOptionsError("train_logdir: a directory is required")
+    _check_range("train_batch_size", int(train_batch_size), 1)
+    _check_range("training_number_of_steps", int(training_number_of_steps), 1)
+    _check_range("base_learning_rate", float(base_learning_rate), 0.0)
+    _check_range("momentum", float(momentum), 0.0, 1.0)
+    _check_range("weight_decay", float(weight_decay), 0.0)
+    _check_range("log_steps", int(log_steps), 1)
+    _check_range("max_checkpoints_to_keep", int(max_checkpoints_to_keep), 1)
+    _check_precision(mixed_precision or None)
+    if distribution_strategy not in STRATEGIES:
+        raise TrainOptionsError(
+            f"distribution_strategy: unknown {distribution_strategy!r}; "
+            f"known: {', '.join(STRATEGIES)}"
+        )
+    if tpu and distribution_strategy != "tpu":
+        raise TrainOptionsError(
+            f"tpu: --tpu={tpu} needs --distribution_strategy=tpu "
+            f"(got {distribution_strategy})"
+        )
+
+
 def train_options(
     train_logdir,
     dataset_dir=None,
@@ -122,27 +150,12 @@ def train_options(
     jit_compile=False,
 ):
     """Validates DeepLab's training options and returns them as a dict."""
-    if not train_logdir:
-        raise TrainOptionsError("train_logdir: a directory is required")
-    _check_range("train_batch_size", int(train_batch_size), 1)
-    _check_range("training_number_of_steps", int(training_number_of_steps), 1)
-    _check_range("base_learning_rate", float(base_learning_rate), 0.0)
-    _check_range("momentum", float(momentum), 0.0, 1.0)
-    _check_range("weight_decay", float(weight_decay), 0.0)
-    _check_range("log_steps", int(log_steps), 1)
-    _check_range("max_checkpoints_to_keep", int(max_checkpoints_to_keep), 1)
+    _check_values(
+        train_logdir, train_batch_size, training_number_of_steps,
+        base_learning_rate, momentum, weight_decay, log_steps,
+        max_checkpoints_to_keep, distribution_strategy, tpu, mixed_precision,
+    )  # fmt: skip
     _check_scales(min_scale_factor, max_scale_factor, scale_factor_step_size)
-    _check_precision(mixed_precision or None)
-    if distribution_strategy not in STRATEGIES:
-        raise TrainOptionsError(
-            f"distribution_strategy: unknown {distribution_strategy!r}; "
-            f"known: {', '.join(STRATEGIES)}"
-        )
-    if tpu and distribution_strategy != "tpu":
-        raise TrainOptionsError(
-            f"tpu: --tpu={tpu} needs --distribution_strategy=tpu "
-            f"(got {distribution_strategy})"
-        )
     schedule = {
         "learning_policy": learning_policy,
         "base_learning_rate": float(base_learning_rate),

@@ -1,0 +1,52 @@
+"""Training options and multi-value flags: validation with one-line errors."""
+
+import json
+
+import pytest
+
+from deeplab_dpc import flags as dpc_flags
+from deeplab_dpc.training import options
+
+
+def test_multi_value_flags_accept_commas_and_repeats():
+    assert dpc_flags.multi_values(["0.5,1", "1.5"], float, "eval_scales") == [
+        0.5, 1.0, 1.5,
+    ]  # fmt: skip
+    assert dpc_flags.multi_values(["513", "513"], int, "x") == [513, 513]
+    assert dpc_flags.multi_values([], float, "x") == []
+    with pytest.raises(ValueError, match="--eval_scales: 'a' is not a valid float"):
+        dpc_flags.multi_values(["1,a"], float, "eval_scales")
+
+
+def test_options_are_json_and_keep_deeplab_defaults(tmp_path):
+    opts = options.train_options(str(tmp_path))
+    assert json.loads(json.dumps(opts)) == opts
+    assert opts["train_crop_size"] == [513, 513] and opts["train_batch_size"] == 8
+    assert opts["schedule"]["learning_policy"] == "poly"
+    assert opts["schedule"]["learning_power"] == 0.9 and opts["momentum"] == 0.9
+    assert opts["weight_decay"] == 4e-5 and opts["fine_tune_batch_norm"] is True
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"train_crop_size": (32, 65)}, "too small"),
+        ({"train_crop_size": (65,)}, "needs 2 values"),
+        ({"train_batch_size": 0}, "train_batch_size"),
+        ({"min_scale_factor": 2.0, "max_scale_factor": 1.0}, "min <= max"),
+        ({"learning_policy": "exp"}, "learning_policy"),
+        ({"tpu": "grpc://x"}, "needs --distribution_strategy=tpu"),
+        ({"distribution_strategy": "gpus"}, "distribution_strategy"),
+        ({"mixed_precision": "int8"}, "mixed_precision"),
+    ],
+)
+def test_bad_options_name_the_option(tmp_path, kwargs, message):
+    with pytest.raises(options.TrainOptionsError, match=message):
+        options.train_options(str(tmp_path), **kwargs)
+
+
+def test_load_train_config_from_dir_or_prefix(tmp_path):
+    assert options.load_train_config(str(tmp_path)) is None
+    (tmp_path / options.TRAIN_CONFIG_FILENAME).write_text('{"dataset": "camvid"}')
+    assert options.load_train_config(str(tmp_path))["dataset"] == "camvid"
+    assert options.load_train_config(str(tmp_path / "ckpt-3"))["dataset"] == "camvid"
