@@ -63,10 +63,10 @@ def restore_model(path, model=None, config=None):
         config = read_checkpoint_config(path)
     if model is None:
         model = build_model(config)
-    status = tf.train.Checkpoint(model=model).restore(prefix)
     try:
+        status = tf.train.Checkpoint(model=model).restore(prefix)
         status.expect_partial().assert_existing_objects_matched()
-    except AssertionError as e:
+    except (AssertionError, ValueError) as e:  # TF raises ValueError on shapes
         raise CheckpointError(
             f"{prefix}: does not match the model: {str(e).splitlines()[0]}"
         ) from e
@@ -79,6 +79,7 @@ def write_model_checkpoint(model, config, directory):
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".tmp_{os.path.basename(directory)}_")
+    os.chmod(tmp, 0o755)  # mkdtemp creates 0700; checkpoints are meant to be shared
     try:
         manager = tf.train.CheckpointManager(
             tf.train.Checkpoint(model=model), tmp, max_to_keep=1

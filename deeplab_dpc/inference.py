@@ -26,6 +26,12 @@ def _logits(model, images, training=False):
     return outputs[common.SEMANTIC_LOGITS] if isinstance(outputs, dict) else outputs
 
 
+def _resize_to(logits, size):
+    """Resizes logits to `size` unless they already have it (scale 1, upsampled)."""
+    same = tf.reduce_all(tf.equal(tf.shape(logits)[1:3], size))
+    return tf.cond(same, lambda: logits, lambda: resize_bilinear(logits, size))
+
+
 def predict_probabilities(model, images, scales=(1.0,), add_flipped_images=False):
     """Average softmax probabilities [B, H, W, C] over scales (and flips)."""
     size = tf.shape(images)[1:3]
@@ -39,7 +45,7 @@ def predict_probabilities(model, images, scales=(1.0,), add_flipped_images=False
             [scaled, tf.reverse(scaled, axis=[2])] if add_flipped_images else [scaled]
         )
         for flipped, batch in enumerate(variants):
-            logits = resize_bilinear(_logits(model, batch), size)
+            logits = _resize_to(_logits(model, batch), size)
             if flipped:
                 logits = tf.reverse(logits, axis=[2])
             probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
