@@ -29,11 +29,23 @@ def _traced_shapes(model, size):
     return {k: tuple(v.shape) for k, v in out.items()}
 
 
-@pytest.mark.parametrize(
-    "variant, channels",
-    [("mobilenet_v2", 160), ("xception_65", 2048), ("xception_71", 2048)],
-)
-@pytest.mark.parametrize("output_stride", [8, 16, 32])
+# Xception at every output stride runs with `pytest -m slow` (~10 s a build).
+_FAST_XCEPTION = {("xception_65", 16), ("xception_71", 8)}
+SHAPE_CASES = [
+    pytest.param(
+        v,
+        c,
+        s,
+        marks=()
+        if v == "mobilenet_v2" or (v, s) in _FAST_XCEPTION
+        else pytest.mark.slow,
+    )
+    for v, c in (("mobilenet_v2", 160), ("xception_65", 2048), ("xception_71", 2048))
+    for s in (8, 16, 32)
+]
+
+
+@pytest.mark.parametrize("variant, channels, output_stride", SHAPE_CASES)
 def test_feature_shapes_at_odd_sizes(variant, channels, output_stride):
     model = build_backbone(
         variant,

@@ -22,26 +22,50 @@ def _logits_shape(model, size):
     return tuple(out[common.SEMANTIC_LOGITS].shape)
 
 
-@pytest.mark.parametrize("variant", ["mobilenet_v2", "xception_65", "xception_71"])
-@pytest.mark.parametrize("head", ["dpc", "aspp"])
-def test_every_variant_head_stride_and_decoder_builds(variant, head):
+SLOW = pytest.mark.slow
+
+
+def _check_builds(variant, head, output_stride, decoder):
     kwargs = {"dpc_spec": "specs/top1.json"} if head == "dpc" else {}
     dm = 0.5 if variant == "mobilenet_v2" else 1.0
-    for output_stride in (8, 16):
-        for decoder in (None, 4):
-            model = build_deeplab(
-                variant,
-                19,
-                head=head,
-                output_stride=output_stride,
-                decoder_output_stride=decoder,
-                depth_multiplier=dm,
-                **kwargs,
-            )
-            assert _logits_shape(model, 97) == (1, 97, 97, 19)
-            names = {layer.name for layer in model.layers}
-            assert {"backbone", "head", "logits"} <= names
-            assert ("decoder" in names) == (decoder is not None)
+    model = build_deeplab(
+        variant,
+        19,
+        head=head,
+        output_stride=output_stride,
+        decoder_output_stride=decoder,
+        depth_multiplier=dm,
+        **kwargs,
+    )
+    assert _logits_shape(model, 97) == (1, 97, 97, 19)
+    names = {layer.name for layer in model.layers}
+    assert {"backbone", "head", "logits"} <= names
+    assert ("decoder" in names) == (decoder is not None)
+
+
+# The whole matrix (3 variants x 2 heads x output stride 8/16 x decoder or not)
+# runs with `pytest -m slow`; the default run builds every MobileNetV2 case and
+# the most complex Xception ones (each Xception build takes ~5 s on 2 cores).
+MATRIX = [
+    pytest.param(
+        v,
+        h,
+        s,
+        d,
+        marks=() if v == "mobilenet_v2" or (h, s, d) == ("dpc", 8, 4) else SLOW,
+    )
+    for v in ("mobilenet_v2", "xception_65", "xception_71")
+    for h in ("dpc", "aspp")
+    for s in (8, 16)
+    for d in (None, 4)
+]
+
+
+@pytest.mark.parametrize("variant, head, output_stride, decoder", MATRIX)
+def test_every_variant_head_stride_and_decoder_builds(
+    variant, head, output_stride, decoder
+):
+    _check_builds(variant, head, output_stride, decoder)
 
 
 def test_logits_align_with_input_at_deeplab_sizes():
