@@ -25,6 +25,7 @@ setuptools.setup(
         "matplotlib>=3.7,<4",
         "scipy>=1.10,<2",
         "tqdm>=4.60,<5",
+        "tensorboard>=2.16,<2.22",
     ],
     extras_require={
         "test": ["pytest>=8,<10", "ruff>=0.5"],

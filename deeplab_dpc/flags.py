@@ -120,11 +120,13 @@ def model_config(num_classes):
         head="dpc" if spec else "aspp",
         dpc_spec=spec,
         output_stride=FLAGS.output_stride,
-        atrous_rates=rates or None,
+        # Not given: the head default (6, 12, 18); given empty: ASPP-lite.
+        atrous_rates=rates if is_set("atrous_rates") else None,
         decoder_output_stride=FLAGS.decoder_output_stride,
         depth_multiplier=value("depth_multiplier"),
         batch_norm_decay=value("batch_norm_decay"),
         upsample_logits=FLAGS.upsample_logits,
+        dataset=FLAGS.dataset,
     )
 
 

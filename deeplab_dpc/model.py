@@ -42,6 +42,7 @@ def model_config(
     batch_norm_decay=None,
     upsample_logits=True,
     allow_outside_space=False,
+    dataset=None,
 ):
     """Validates the model options and returns them as a JSON-ready dict.
 
@@ -56,6 +57,8 @@ def model_config(
       depth_multiplier: MobileNetV2 width multiplier.
       batch_norm_decay: overrides every batch-norm decay (None: DeepLab's).
       upsample_logits: resize logits to the input size inside the model.
+      dataset: name of the dataset the weights are trained on; recorded so a
+        checkpoint explains itself, not used to build the model.
     """
     if model_variant not in MODEL_VARIANTS:
         raise ModelConfigError(
@@ -103,6 +106,7 @@ def model_config(
         "batch_norm_decay": batch_norm_decay,
         "upsample_logits": bool(upsample_logits),
         "allow_outside_space": bool(allow_outside_space),
+        "dataset": None if dataset is None else str(dataset),
     }
 
 

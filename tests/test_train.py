@@ -37,7 +37,12 @@ def tiny_checkpoint(tmp_path_factory):
     """A checkpoint dir (ckpt-0 + model_config.json) of the synthetic default model."""
     path = tmp_path_factory.mktemp("ckpt") / "model"
     config = model_config(
-        "mobilenet_v2", 5, head="aspp", depth_multiplier=0.5, batch_norm_decay=0.99
+        "mobilenet_v2",
+        5,
+        head="aspp",
+        depth_multiplier=0.5,
+        batch_norm_decay=0.99,
+        dataset="synthetic",
     )
     checkpoints.write_model_checkpoint(build_model(config), config, str(path))
     return str(path)

@@ -50,3 +50,34 @@ def test_load_train_config_from_dir_or_prefix(tmp_path):
     (tmp_path / options.TRAIN_CONFIG_FILENAME).write_text('{"dataset": "camvid"}')
     assert options.load_train_config(str(tmp_path))["dataset"] == "camvid"
     assert options.load_train_config(str(tmp_path / "ckpt-3"))["dataset"] == "camvid"
+
+
+def test_model_flags_empty_atrous_rates_mean_aspp_lite_and_dataset_is_recorded():
+    """`--atrous_rates=` (given, empty) is ASPP-lite; not given is (6, 12, 18)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from absl import flags\n"
+        "from deeplab_dpc import flags as f\n"
+        "f.define_model_flags()\n"
+        "flags.FLAGS(sys.argv)\n"
+        "c = f.model_config(5)\n"
+        "print(c['head'], c['atrous_rates'], c['dataset'])\n"
+    )
+    runs = {}
+    for args in ([], ["--atrous_rates="], ["--atrous_rates=6,12", "--dataset=camvid"]):
+        out = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr[-1000:]
+        runs[" ".join(args)] = out.stdout.split()
+    assert runs[""] == ["aspp", "[6,", "12,", "18]", "synthetic"]
+    assert runs["--atrous_rates="] == ["aspp", "[]", "synthetic"]
+    assert runs["--atrous_rates=6,12 --dataset=camvid"] == [
+        "aspp",
+        "[6,",
+        "12]",
+        "camvid",
+    ]
