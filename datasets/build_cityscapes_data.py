@@ -22,37 +22,22 @@ import sys
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from deeplab_dpc.data import convert, sources  # noqa: E402
+import converter_cli  # noqa: E402
+
+from deeplab_dpc.data import sources  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("cityscapes_root", None, "Folder holding leftImg8bit/ and gtFine/.")
-flags.DEFINE_string("output_dir", "data/cityscapes", "Where the shards are written.")
-flags.DEFINE_list("splits", ["train", "val"], "Source splits: train, val, test.")
-flags.DEFINE_integer("num_shards", 10, "Shards per split.")
-flags.DEFINE_integer("num_workers", 4, "Parallel shard writers.")
-flags.DEFINE_boolean(
-    "strict", False, "Stop at the first bad file instead of skipping it."
-)
-flags.DEFINE_integer(
-    "max_images", 0, "Convert only the first N images per split (0: all)."
+converter_cli.define_common_flags(
+    "data/cityscapes", num_shards=10, splits_help="Source splits: train, val, test."
 )
 
 
 def main(argv):
     del argv
-    try:
-        sources.build_cityscapes(
-            FLAGS.cityscapes_root,
-            FLAGS.output_dir,
-            splits=FLAGS.splits,
-            num_shards=FLAGS.num_shards,
-            num_workers=FLAGS.num_workers,
-            strict=FLAGS.strict,
-            max_images=FLAGS.max_images,
-        )
-    except (convert.ConversionError, FileNotFoundError, ValueError) as e:
-        print(f"build_cityscapes_data: {e}", file=sys.stderr)
-        sys.exit(2)
+    converter_cli.run(
+        "build_cityscapes_data", sources.build_cityscapes, FLAGS.cityscapes_root
+    )
 
 
 if __name__ == "__main__":

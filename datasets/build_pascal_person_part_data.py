@@ -21,7 +21,9 @@ import sys
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from deeplab_dpc.data import convert, sources  # noqa: E402
+import converter_cli  # noqa: E402
+
+from deeplab_dpc.data import sources  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("person_part_root", None, "PASCAL-Person-Part root folder.")
@@ -32,38 +34,19 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "list_dir", None, "Folder of <split>_id.txt lists (default: <root>)."
 )
-flags.DEFINE_string(
-    "output_dir", "data/pascal_person_part", "Where the shards are written."
-)
-flags.DEFINE_list("splits", ["train", "val"], "Splits to convert.")
-flags.DEFINE_integer("num_shards", 4, "Shards per split.")
-flags.DEFINE_integer("num_workers", 4, "Parallel shard writers.")
-flags.DEFINE_boolean(
-    "strict", False, "Stop at the first bad file instead of skipping it."
-)
-flags.DEFINE_integer(
-    "max_images", 0, "Convert only the first N images per split (0: all)."
-)
+converter_cli.define_common_flags("data/pascal_person_part", num_shards=4)
 
 
 def main(argv):
     del argv
-    try:
-        sources.build_pascal_person_part(
-            FLAGS.person_part_root,
-            FLAGS.output_dir,
-            splits=FLAGS.splits,
-            image_dir=FLAGS.image_dir,
-            label_dir=FLAGS.label_dir,
-            list_dir=FLAGS.list_dir,
-            num_shards=FLAGS.num_shards,
-            num_workers=FLAGS.num_workers,
-            strict=FLAGS.strict,
-            max_images=FLAGS.max_images,
-        )
-    except (convert.ConversionError, FileNotFoundError, ValueError) as e:
-        print(f"build_pascal_person_part_data: {e}", file=sys.stderr)
-        sys.exit(2)
+    converter_cli.run(
+        "build_pascal_person_part_data",
+        sources.build_pascal_person_part,
+        FLAGS.person_part_root,
+        image_dir=FLAGS.image_dir,
+        label_dir=FLAGS.label_dir,
+        list_dir=FLAGS.list_dir,
+    )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ import sys
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from deeplab_dpc.data import convert, sources  # noqa: E402
+import converter_cli  # noqa: E402
+
+from deeplab_dpc.data import sources  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("voc_root", None, "VOCdevkit/VOC2012 folder.")
@@ -39,40 +41,23 @@ flags.DEFINE_string(
     "aug_label_dir", None, "SegmentationClassAug PNG folder (train_aug)."
 )
 flags.DEFINE_string("train_aug_list", None, "File listing the train_aug stems.")
-flags.DEFINE_string(
-    "output_dir", "data/pascal_voc_seg", "Where the shards are written."
-)
-flags.DEFINE_list(
-    "splits", ["train", "val"], "Splits: train, val, trainval, train_aug."
-)
-flags.DEFINE_integer("num_shards", 4, "Shards per split.")
-flags.DEFINE_integer("num_workers", 4, "Parallel shard writers.")
-flags.DEFINE_boolean(
-    "strict", False, "Stop at the first bad file instead of skipping it."
-)
-flags.DEFINE_integer(
-    "max_images", 0, "Convert only the first N images per split (0: all)."
+converter_cli.define_common_flags(
+    "data/pascal_voc_seg",
+    num_shards=4,
+    splits_help="Splits: train, val, trainval, train_aug.",
 )
 
 
 def main(argv):
     del argv
-    try:
-        sources.build_voc2012(
-            FLAGS.voc_root,
-            FLAGS.output_dir,
-            splits=FLAGS.splits,
-            sbd_root=FLAGS.sbd_root,
-            aug_label_dir=FLAGS.aug_label_dir,
-            train_aug_list=FLAGS.train_aug_list,
-            num_shards=FLAGS.num_shards,
-            num_workers=FLAGS.num_workers,
-            strict=FLAGS.strict,
-            max_images=FLAGS.max_images,
-        )
-    except (convert.ConversionError, FileNotFoundError, ValueError) as e:
-        print(f"build_voc2012_data: {e}", file=sys.stderr)
-        sys.exit(2)
+    converter_cli.run(
+        "build_voc2012_data",
+        sources.build_voc2012,
+        FLAGS.voc_root,
+        sbd_root=FLAGS.sbd_root,
+        aug_label_dir=FLAGS.aug_label_dir,
+        train_aug_list=FLAGS.train_aug_list,
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,47 @@
+"""Flags and `main` shared by the `build_<name>_data.py` converters.
+
+Entry-point code (flags live here and in the scripts, never in the library):
+every converter has the same output, sharding, worker, strictness and
+`--max_images` flags and the same error contract (one line, exit code 2);
+each script adds its own source-layout flags and names its `sources` builder.
+"""
+
+import sys
+
+from absl import flags
+
+from deeplab_dpc.data import convert
+
+
+def define_common_flags(
+    output_dir, num_shards, splits=("train", "val"), splits_help="Splits to convert."
+):
+    flags.DEFINE_string("output_dir", output_dir, "Where the shards are written.")
+    flags.DEFINE_list("splits", list(splits), splits_help)
+    flags.DEFINE_integer("num_shards", num_shards, "Shards per split.")
+    flags.DEFINE_integer("num_workers", 4, "Parallel shard writers.")
+    flags.DEFINE_boolean(
+        "strict", False, "Stop at the first bad file instead of skipping it."
+    )
+    flags.DEFINE_integer(
+        "max_images", 0, "Convert only the first N images per split (0: all)."
+    )
+
+
+def run(prog, build_fn, root, **layout):
+    """Calls `build_fn(root, output_dir, ...)` with the common flags; errors exit 2."""
+    f = flags.FLAGS
+    try:
+        build_fn(
+            root,
+            f.output_dir,
+            splits=f.splits,
+            num_shards=f.num_shards,
+            num_workers=f.num_workers,
+            strict=f.strict,
+            max_images=f.max_images,
+            **layout,
+        )
+    except (convert.ConversionError, FileNotFoundError, ValueError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        sys.exit(2)
