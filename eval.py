@@ -52,6 +52,7 @@ def main(argv):
         eval_interval_secs=FLAGS.eval_interval_secs,
         dataset_source=source,
         tfds_data_dir=FLAGS.tfds_data_dir,
+        tfds_manual_dir=FLAGS.tfds_manual_dir,
     )
 
 

@@ -98,6 +98,7 @@ def main(argv):
         dataset=info.name,
         dataset_source=FLAGS.dataset_source,
         tfds_data_dir=FLAGS.tfds_data_dir,
+        tfds_manual_dir=FLAGS.tfds_manual_dir,
         distribution_strategy=FLAGS.distribution_strategy,
         tpu=FLAGS.tpu,
         mixed_precision=FLAGS.mixed_precision,

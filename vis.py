@@ -58,6 +58,7 @@ def main(argv):
         max_images=FLAGS.max_number_of_images,
         dataset_source=source,
         tfds_data_dir=FLAGS.tfds_data_dir,
+        tfds_manual_dir=FLAGS.tfds_manual_dir,
     )
 
 

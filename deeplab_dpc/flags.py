@@ -66,6 +66,9 @@ def define_model_flags():
     )
     flags.DEFINE_string("tfds_data_dir", None, "TFDS data directory.")
     flags.DEFINE_string(
+        "tfds_manual_dir", None, "TFDS manual download directory (e.g. Cityscapes)."
+    )
+    flags.DEFINE_string(
         "dataset_info_json", None, "JSON (file or text) with custom dataset facts."
     )
 

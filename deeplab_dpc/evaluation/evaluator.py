@@ -180,6 +180,7 @@ def evaluate(
     eval_interval_secs=300,
     dataset_source="tfrecord",
     tfds_data_dir=None,
+    tfds_manual_dir=None,
 ):
     """Evaluates checkpoints as they come; returns the last results dict."""
     from deeplab_dpc.data import pipeline
@@ -191,6 +192,7 @@ def evaluate(
     dataset = pipeline.build_dataset(
         dataset_dir, eval_split, info, is_training=False, batch_size=1,
         dataset_source=dataset_source, tfds_data_dir=tfds_data_dir,
+        tfds_manual_dir=tfds_manual_dir,
     )  # fmt: skip
     results = model = writer = None
     for prefix in watch_checkpoints(

@@ -90,6 +90,7 @@ def visualize_checkpoints(
     max_images=0,
     dataset_source="tfrecord",
     tfds_data_dir=None,
+    tfds_manual_dir=None,
 ):
     """Visualises checkpoints as they come; returns the number of images written."""
     from deeplab_dpc.data import pipeline
@@ -101,6 +102,7 @@ def visualize_checkpoints(
     dataset = pipeline.build_dataset(
         dataset_dir, vis_split, info, is_training=False, batch_size=1,
         dataset_source=dataset_source, tfds_data_dir=tfds_data_dir,
+        tfds_manual_dir=tfds_manual_dir,
     )  # fmt: skip
     options = {
         "raw_id_map": raw_id_map(info),

@@ -196,6 +196,7 @@ class Trainer:
             skip_bad_records=opts["skip_bad_records"],
             dataset_source=opts["dataset_source"],
             tfds_data_dir=opts["tfds_data_dir"],
+            tfds_manual_dir=opts["tfds_manual_dir"],
             shard=input_context,
         )
         local_replicas = (
