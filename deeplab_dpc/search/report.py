@@ -178,7 +178,13 @@ def plot_cell(spec, path, title="Best DPC"):
     )
     for i, b in enumerate(branches):
         ax.annotate("", pos[i], pos[b[spec_lib.INPUT]], arrowprops=arrow)
-        ax.annotate("", pos["concat"], pos[i], arrowprops={**arrow, "color": "#bbbbbb"})
+        # Every branch feeds the concat; an edge that skips a column is curved
+        # so it is not hidden behind the branches it would pass straight through.
+        skips = pos["concat"][0] - pos[i][0] > 1
+        bend = {"connectionstyle": "arc3,rad=-0.3"} if skips else {}
+        ax.annotate(
+            "", pos["concat"], pos[i], arrowprops={**arrow, "color": "#bbbbbb", **bend}
+        )
         ax.text(
             *pos[i],
             f"branch {i}\n{_op_label(b)}",
