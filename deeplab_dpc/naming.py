@@ -16,6 +16,8 @@ import collections
 
 import keras
 
+from deeplab_dpc.backbones.xception import ROOT_SCOPES
+
 Unit = collections.namedtuple("Unit", ["path", "layer", "conv", "bn"])
 
 _CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
@@ -73,8 +75,8 @@ def deeplab_scope(model, path, model_variant, head):
     module, rest = parts[0], parts[1:]
     if module == "backbone":
         layer = model.get_layer("backbone").get_layer(rest[0])
-        first = getattr(layer, "deeplab_scope", None) or rest[0].replace(
-            "entry_flow_conv", "entry_flow/conv"
+        first = getattr(layer, "deeplab_scope", None) or ROOT_SCOPES.get(
+            rest[0], rest[0]
         )
         rest = [first] + rest[1:]
         prefix = _BACKBONE_SCOPES[model_variant]

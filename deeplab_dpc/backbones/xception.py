@@ -43,6 +43,12 @@ _MIDDLE_EXIT = (
     ("exit_flow/block1", (728, 1024, 1024), "conv", False, 1, 2),
     ("exit_flow/block2", (1536, 1536, 2048), "none", True, 1, 1),
 )
+# The root convs: Keras layer name -> DeepLab scope (Keras forbids "/").
+ROOT_SCOPES = {
+    "entry_flow_conv1_1": "entry_flow/conv1_1",
+    "entry_flow_conv1_2": "entry_flow/conv1_2",
+}
+ROOT_NAMES = tuple(ROOT_SCOPES)
 VARIANTS = {
     "xception_65": (_ENTRY_65 + _MIDDLE_EXIT, "entry_flow/block2/unit_1"),
     "xception_71": (_ENTRY_71 + _MIDDLE_EXIT, "entry_flow/block3/unit_1"),
@@ -171,11 +177,11 @@ def xception(variant="xception_65", output_stride=16, bn_momentum=BN_MOMENTUM):
         strides=strides,
         rate=rate,
         explicit_padding=True,
-        name="entry_flow_conv1_1",
+        name=ROOT_NAMES[0],
         **bn,
     )(image)
     strides, rate = tracker.next(1)
-    x = ConvBN(64, 3, strides=strides, rate=rate, name="entry_flow_conv1_2", **bn)(x)
+    x = ConvBN(64, 3, strides=strides, rate=rate, name=ROOT_NAMES[1], **bn)(x)
     low_level = None
     for scope, depths, skip, act, units, stride in blocks:
         for u in range(units):
