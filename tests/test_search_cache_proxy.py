@@ -99,6 +99,18 @@ def test_cache_of_another_backbone_is_refused(tiny):
         _write(tiny, "os8", expected_backbone={"output_stride": 8})
 
 
+def test_cache_of_the_given_checkpoint_passes_its_own_check(tiny):
+    # search.py with --tf_initial_checkpoint asks for the checkpoint's sha1 too.
+    from deeplab_dpc.search import pipeline
+
+    want = pipeline.expected_backbone("mobilenet_v2", 16, 0.35, tiny["checkpoint"])
+    assert len(want["checkpoint_sha1"]) == 40
+    cache = _write(tiny, "with_sha1", expected_backbone=want)
+    assert cache.info["checkpoint_sha1"] == want["checkpoint_sha1"]
+    with pytest.raises(cache_lib.CacheError, match="checkpoint_sha1=0{40}"):
+        _write(tiny, "other_sha1", expected_backbone={"checkpoint_sha1": "0" * 40})
+
+
 def test_empty_or_missing_cache_is_refused(tmp_path):
     with pytest.raises(cache_lib.CacheError, match="no feature cache here"):
         cache_lib.open_cache(str(tmp_path / "missing"))

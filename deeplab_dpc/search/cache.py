@@ -178,7 +178,8 @@ def write_feature_cache(
         )
     model, config, prefix = restore_model(checkpoint)
     if expected_backbone is not None:
-        _check_backbone(checkpoint, backbone_identity(config), expected_backbone)
+        have = {**backbone_identity(config), "checkpoint_sha1": checkpoint_sha1(prefix)}
+        _check_backbone(checkpoint, have, expected_backbone)
     info = {
         "version": CACHE_VERSION, "backbone": backbone_identity(config),
         "model_config": config, "checkpoint": os.path.abspath(prefix),
