@@ -4,7 +4,8 @@
     python eval.py --eval_scales=0.5,1,1.5 --add_flipped_images
 
 The model is rebuilt from the checkpoint's model_config.json (model flags are
-ignored) and the dataset comes from its train_config.json unless --dataset is
+ignored, except --output_stride: `--output_stride=8` evaluates a model trained
+at 16 at 8, as in DeepLab) and the dataset comes from its train_config.json unless --dataset is
 given. Results: a table in the log, eval_logdir/results.json, TensorBoard.
 See g3doc/evaluation.md.
 """
@@ -34,11 +35,13 @@ flags.DEFINE_multi_string(
 def main(argv):
     del argv
     dpc_flags.require_checkpoint(FLAGS.checkpoint_dir)
-    dpc_flags.note_ignored_model_flags()
+    dpc_flags.note_ignored_model_flags(honoured=("output_stride",))
     info, dataset_dir, source = dpc_flags.dataset_for_checkpoint(FLAGS.checkpoint_dir)
     if FLAGS.max_number_of_evaluations < 0:
         raise ValueError("--max_number_of_evaluations must be >= 0")
     from deeplab_dpc.evaluation import evaluator
+
+    stride = FLAGS.output_stride if dpc_flags.is_set("output_stride") else None
 
     evaluator.evaluate(
         FLAGS.checkpoint_dir,
@@ -53,6 +56,7 @@ def main(argv):
         dataset_source=source,
         tfds_data_dir=FLAGS.tfds_data_dir,
         tfds_manual_dir=FLAGS.tfds_manual_dir,
+        output_stride=stride,
     )
 
 

@@ -192,11 +192,15 @@ def require_checkpoint(path):
         )
 
 
-def note_ignored_model_flags():
-    """Model flags given to eval/vis are ignored: the checkpoint has its config."""
+def note_ignored_model_flags(honoured=()):
+    """Model flags given to eval/vis are ignored: the checkpoint has its config.
+
+    `honoured`: the flags the caller applies on top of the checkpoint's config
+    (eval.py's --output_stride).
+    """
     names = ("model_variant", "output_stride", "atrous_rates", "dpc_spec",
              "decoder_output_stride", "depth_multiplier")  # fmt: skip
-    given = [n for n in names if is_set(n)]
+    given = [n for n in names if is_set(n) and n not in honoured]
     if given:
         from absl import logging
 

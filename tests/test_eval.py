@@ -98,3 +98,34 @@ def test_multiscale_flip_miou_equals_numpy_on_the_same_predictions(setup):
     assert stored["miou"] == pytest.approx(results["miou"])
     assert "farmer" in stored["per_class_iou"]
     assert "mIoU" in evaluator.format_table(results)
+
+
+def test_output_stride_8_rebuilds_the_checkpoint_model_at_8(setup):
+    # eval.py --output_stride=8: the OS-16 checkpoint's weights in an OS-8 model.
+    data, ckpt_dir, model, root = setup
+    info = registry.get_dataset_info("synthetic")
+    results = evaluator.evaluate(
+        ckpt_dir, str(root / "os8"), info, dataset_dir=data, output_stride=8,
+        max_number_of_evaluations=1,
+    )  # fmt: skip
+    assert results["output_stride"] == 8
+    config = dict(checkpoints.read_checkpoint_config(ckpt_dir), output_stride=8)
+    os8, _, _ = checkpoints.restore_model(ckpt_dir, config=config)
+    labels, preds = [], []
+    dataset = pipeline.build_dataset(data, "val", info, is_training=False)
+    for batch in dataset:
+        h, w = int(batch[common.HEIGHT][0]), int(batch[common.WIDTH][0])
+        probs = inference.predict_probabilities(os8, batch[common.IMAGE], (1.0,))
+        preds.append(np.argmax(probs.numpy()[0], axis=-1)[:h, :w])
+        labels.append(batch[common.LABEL].numpy()[0, :h, :w, 0])
+    matrix = _numpy_confusion(labels, preds, 5, info.ignore_label)
+    np.testing.assert_array_equal(results["confusion_matrix"], matrix)
+    at16 = evaluator.evaluate(
+        ckpt_dir, str(root / "os16"), info, dataset_dir=data,
+        max_number_of_evaluations=1,
+    )  # fmt: skip
+    assert at16["output_stride"] == 16
+    assert at16["confusion_matrix"] != results["confusion_matrix"]
+    with pytest.raises(ValueError, match="output_stride: must be 8, 16 or 32, got 4"):
+        evaluator.evaluate(ckpt_dir, str(root / "os4"), info, dataset_dir=data,
+                           output_stride=4, max_number_of_evaluations=1)  # fmt: skip

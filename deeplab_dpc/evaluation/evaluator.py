@@ -14,6 +14,11 @@ Ignore-label pixels are excluded. Results go to the log as a table, to
 Deviations from DeepLab:
 - Per-class IoU with class names, pixel accuracy and the confusion matrix
   are reported, not only mIoU.
+- `output_stride` (eval.py `--output_stride`) rebuilds the checkpoint's model
+  at another output stride (DeepLab evaluates a model trained at 16 at 8 the
+  same way): the weights do not depend on it, and ASPP and DPC rates scale
+  with `16 // output_stride`. The other model fields come from the
+  checkpoint's config. Unset, the checkpoint's own stride is used.
 - With `max_number_of_evaluations=0` DeepLab waits for new checkpoints
   forever; here the loop also ends after the checkpoint of the final training
   step (read from `train_config.json`), or after the first evaluation when the
@@ -83,10 +88,18 @@ def _check_config_classes(checkpoint_path, config, info):
         )
 
 
-def load_model_for(checkpoint_path, info):
-    """Model and config from the checkpoint; CheckpointError if `info` disagrees."""
+def load_model_for(checkpoint_path, info, output_stride=None):
+    """Model and config from the checkpoint; CheckpointError if `info` disagrees.
+
+    `output_stride` (None: the checkpoint's) rebuilds the model at another
+    output stride; the weights are the same at every stride.
+    """
     config = checkpoints.read_checkpoint_config(checkpoint_path)
     _check_config_classes(checkpoint_path, config, info)
+    if output_stride is not None:
+        if int(output_stride) not in (8, 16, 32):
+            raise ValueError(f"output_stride: must be 8, 16 or 32, got {output_stride}")
+        config = dict(config, output_stride=int(output_stride))
     return build_model(config), config
 
 
@@ -137,6 +150,7 @@ def evaluate_once(model, config, prefix, info, dataset, scales, add_flipped_imag
         "scales": [float(s) for s in scales],
         "flip": bool(add_flipped_images),
         "num_images": num_images,
+        "output_stride": int(config["output_stride"]),
     }
     results.update(stream.result(info.class_names))
     return results
@@ -181,6 +195,7 @@ def evaluate(
     dataset_source="tfrecord",
     tfds_data_dir=None,
     tfds_manual_dir=None,
+    output_stride=None,
 ):
     """Evaluates checkpoints as they come; returns the last results dict."""
     from deeplab_dpc.data import pipeline
@@ -199,15 +214,16 @@ def evaluate(
         checkpoint_path, max_number_of_evaluations, eval_interval_secs
     ):
         if model is None:
-            model, config = load_model_for(prefix, info)
+            model, config = load_model_for(prefix, info, output_stride)
             writer = tf.summary.create_file_writer(eval_logdir)
         results = evaluate_once(
             model, config, prefix, info, dataset, scales, add_flipped_images
         )
         logging.info(
-            "Evaluated %s (step %d) on %d images of %s/%s, scales %s, flip %s:\n%s",
+            "Evaluated %s (step %d) on %d images of %s/%s, output stride %d, "
+            "scales %s, flip %s:\n%s",
             prefix, results["step"], results["num_images"], info.name, eval_split,
-            scales, add_flipped_images, format_table(results),
+            results["output_stride"], scales, add_flipped_images, format_table(results),
         )  # fmt: skip
         write_results(results, eval_logdir, writer)
     if writer is not None:
