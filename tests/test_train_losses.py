@@ -100,3 +100,22 @@ def test_poly_step_cosine_and_slow_start_schedules():
 def test_schedule_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
         schedules.DeepLabSchedule(**kwargs)
+
+
+def test_trainer_seed_fixes_the_initial_weights(tmp_path):
+    from deeplab_dpc.data import registry
+    from deeplab_dpc.model import model_config
+    from deeplab_dpc.training import options as options_lib
+    from deeplab_dpc.training.trainer import Trainer
+
+    info = registry.get_dataset_info("synthetic")
+    cfg = model_config("mobilenet_v2", 5, head="aspp", depth_multiplier=0.35)
+
+    def head_kernel(seed, name):
+        opts = options_lib.train_options(str(tmp_path / name), seed=seed)
+        model = Trainer(cfg, opts, info).model
+        return model.get_layer("logits").get_weights()[0]
+
+    first, again, other = head_kernel(0, "a"), head_kernel(0, "b"), head_kernel(1, "c")
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first - other).max() > 1e-3

@@ -22,6 +22,8 @@ Deviations from DeepLab, all deliberate:
   written beside the checkpoints, so eval, vis and export need no model flags.
 - A non-finite loss stops training (`NonFiniteLossError`) with the step, the
   learning rate, and the last good checkpoint; nothing is saved after it.
+- `seed` seeds the weight initialisation too (`keras.utils.set_random_seed`),
+  not only the input pipeline.
 - SIGTERM saves a checkpoint at the current step and stops (single worker).
 - Checkpoints are written by `tf.train.CheckpointManager`, which updates its
   state file only after the data files are complete, so a kill at any point
@@ -77,6 +79,11 @@ class Trainer:
         )
         self.logdir = options["train_logdir"]
         self.stop_requested = False
+        if options["seed"] is not None:
+            # The seed also fixes the initial weights of whatever is not
+            # restored (a fresh head), so two runs with one seed are the same
+            # experiment and runs with two seeds are two samples of it.
+            keras.utils.set_random_seed(options["seed"])
         with self.strategy.scope():
             self.model = model_lib.build_model(model_cfg)
             self.schedule = schedules.DeepLabSchedule(**options["schedule"])
