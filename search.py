@@ -80,6 +80,10 @@ flags.DEFINE_integer("rerank_top_k", 2, "Cells to re-rank end to end (paper: 50)
 flags.DEFINE_integer("rerank_steps", 150, "Fine-tuning steps per re-ranked cell.")
 flags.DEFINE_integer("rerank_batch_size", 8, "Fine-tuning batch size.")
 flags.DEFINE_float("rerank_learning_rate", 0.02, "Fine-tuning base learning rate.")
+flags.DEFINE_boolean(
+    "rerank_fine_tune_batch_norm", True,
+    "Batch norm in training mode while re-ranking (false for folded-BN imports).",
+)  # fmt: skip
 flags.DEFINE_integer("seed", 0, "Seed of the cache, the policies and the trainers.")
 
 NEEDS_STORAGE = ("create", "run", "rerank", "report")
@@ -158,6 +162,7 @@ def _rerank_objective(cache, info, dataset_dir, crop):
         cache, info, dataset_dir, FLAGS.workdir, steps=FLAGS.rerank_steps,
         batch_size=FLAGS.rerank_batch_size, crop_size=crop,
         learning_rate=FLAGS.rerank_learning_rate, seed=FLAGS.seed,
+        fine_tune_batch_norm=FLAGS.rerank_fine_tune_batch_norm,
     )  # fmt: skip
 
 

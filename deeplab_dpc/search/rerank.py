@@ -62,9 +62,17 @@ def rerank_slots(candidates):
 
 def make_rerank_objective(
     cache, info, dataset_dir, workdir, *, steps, batch_size, crop_size,
-    learning_rate, seed, weight_decay=4e-5,
+    learning_rate, seed, weight_decay=4e-5, fine_tune_batch_norm=True,
 ):  # fmt: skip
-    """evaluate(spec, trial) for `study.run_worker`: fine-tune, then val mIoU."""
+    """evaluate(spec, trial) for `study.run_worker`: fine-tune, then val mIoU.
+
+    `fine_tune_batch_norm=False` keeps every batch norm in inference mode (its
+    gamma and beta still train), as DeepLab recommends for small batches and
+    as a backbone imported with folded batch norm (gamma 1, mean 0, var 1)
+    needs: in training mode its layers would normalise by batch statistics
+    that the folded weights were never scaled for, and the pretrained
+    function would be lost at the first step.
+    """
     from deeplab_dpc.evaluation import evaluator
     from deeplab_dpc.model import model_config
     from deeplab_dpc.search import proxy
@@ -87,7 +95,8 @@ def make_rerank_objective(
             train_crop_size=crop_size, train_batch_size=batch_size,
             training_number_of_steps=steps, base_learning_rate=learning_rate,
             weight_decay=weight_decay, tf_initial_checkpoint=cache.info["checkpoint"],
-            initialize_last_layer=False, seed=seed, save_interval_secs=600,
+            initialize_last_layer=False, fine_tune_batch_norm=fine_tune_batch_norm,
+            seed=seed, save_interval_secs=600,
             save_summaries_secs=1e9, log_steps=max(1, steps // 5),
             max_checkpoints_to_keep=1,
         )  # fmt: skip
