@@ -138,3 +138,34 @@ def test_default_command_completes_the_main_job(tmp_path):
         assert (out / name).exists(), name
     spec_lib.load_spec(out / "best.json")
     assert str(out) in result.stdout
+
+
+@pytest.mark.parametrize("fine_tune", [True, False])
+def test_rerank_passes_its_batch_norm_mode_to_the_trainer(
+    tmp_path, monkeypatch, fine_tune
+):
+    from deeplab_dpc.data import registry
+    from deeplab_dpc.evaluation import evaluator
+    from deeplab_dpc.training import trainer
+
+    seen = {}
+    monkeypatch.setattr(
+        trainer, "train", lambda cfg, opts, info: seen.update(cfg=cfg, opts=opts)
+    )
+    monkeypatch.setattr(evaluator, "evaluate", lambda *a, **k: {"miou": 0.25})
+
+    class Cache:
+        backbone = {"model_variant": "mobilenet_v2", "output_stride": 16,
+                    "depth_multiplier": 0.5}  # fmt: skip
+        info = {"checkpoint": "ckpt-0"}
+
+    evaluate = rerank.make_rerank_objective(
+        Cache(), registry.get_dataset_info("camvid"), "data", str(tmp_path),
+        steps=10, batch_size=2, crop_size=[65, 65], learning_rate=0.01, seed=0,
+        fine_tune_batch_norm=fine_tune,
+    )  # fmt: skip
+    result = evaluate(spec_lib.TOP1, None)
+    assert result["value"] == 0.25
+    assert seen["opts"]["fine_tune_batch_norm"] is fine_tune
+    assert seen["opts"]["tf_initial_checkpoint"] == "ckpt-0"
+    assert seen["cfg"]["num_classes"] == 11 and seen["cfg"]["head"] == "dpc"
