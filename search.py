@@ -82,7 +82,11 @@ flags.DEFINE_integer("rerank_batch_size", 8, "Fine-tuning batch size.")
 flags.DEFINE_float("rerank_learning_rate", 0.02, "Fine-tuning base learning rate.")
 flags.DEFINE_boolean(
     "rerank_fine_tune_batch_norm", True,
-    "Batch norm in training mode while re-ranking (false for folded-BN imports).",
+    "Batch norm in training mode while re-ranking (else frozen).",
+)  # fmt: skip
+flags.DEFINE_boolean(
+    "rerank_freeze_backbone_batch_norm", False,
+    "Backbone batch norm frozen while re-ranking (folded-BN imports).",
 )  # fmt: skip
 flags.DEFINE_integer("seed", 0, "Seed of the cache, the policies and the trainers.")
 
@@ -163,6 +167,7 @@ def _rerank_objective(cache, info, dataset_dir, crop):
         batch_size=FLAGS.rerank_batch_size, crop_size=crop,
         learning_rate=FLAGS.rerank_learning_rate, seed=FLAGS.seed,
         fine_tune_batch_norm=FLAGS.rerank_fine_tune_batch_norm,
+        freeze_backbone_batch_norm=FLAGS.rerank_freeze_backbone_batch_norm,
     )  # fmt: skip
 
 

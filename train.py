@@ -31,6 +31,10 @@ flags.DEFINE_float("slow_start_learning_rate", 1e-4, "Slow-start rate.")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 flags.DEFINE_float("weight_decay", 4e-5, "L2 weight decay of conv kernels.")
 flags.DEFINE_boolean("fine_tune_batch_norm", True, "Train batch norm (else frozen).")
+flags.DEFINE_boolean(
+    "freeze_backbone_batch_norm", False,
+    "Backbone batch norm frozen, head's as --fine_tune_batch_norm (folded-BN imports).",
+)  # fmt: skip
 flags.DEFINE_float("min_scale_factor", 0.5, "Minimum random scale.")
 flags.DEFINE_float("max_scale_factor", 2.0, "Maximum random scale.")
 flags.DEFINE_float("scale_factor_step_size", 0.25, "Random scale step (0: any).")
@@ -82,6 +86,7 @@ def main(argv):
         momentum=FLAGS.momentum,
         weight_decay=FLAGS.weight_decay,
         fine_tune_batch_norm=FLAGS.fine_tune_batch_norm,
+        freeze_backbone_batch_norm=FLAGS.freeze_backbone_batch_norm,
         min_scale_factor=FLAGS.min_scale_factor,
         max_scale_factor=FLAGS.max_scale_factor,
         scale_factor_step_size=FLAGS.scale_factor_step_size,

@@ -162,10 +162,11 @@ def test_rerank_passes_its_batch_norm_mode_to_the_trainer(
     evaluate = rerank.make_rerank_objective(
         Cache(), registry.get_dataset_info("camvid"), "data", str(tmp_path),
         steps=10, batch_size=2, crop_size=[65, 65], learning_rate=0.01, seed=0,
-        fine_tune_batch_norm=fine_tune,
+        fine_tune_batch_norm=fine_tune, freeze_backbone_batch_norm=not fine_tune,
     )  # fmt: skip
     result = evaluate(spec_lib.TOP1, None)
     assert result["value"] == 0.25
     assert seen["opts"]["fine_tune_batch_norm"] is fine_tune
+    assert seen["opts"]["freeze_backbone_batch_norm"] is not fine_tune
     assert seen["opts"]["tf_initial_checkpoint"] == "ckpt-0"
     assert seen["cfg"]["num_classes"] == 11 and seen["cfg"]["head"] == "dpc"

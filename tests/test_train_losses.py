@@ -119,3 +119,35 @@ def test_trainer_seed_fixes_the_initial_weights(tmp_path):
     first, again, other = head_kernel(0, "a"), head_kernel(0, "b"), head_kernel(1, "c")
     np.testing.assert_array_equal(first, again)
     assert np.abs(first - other).max() > 1e-3
+
+
+def test_frozen_backbone_batch_norm_keeps_its_statistics_and_the_head_learns(tmp_path):
+    from deeplab_dpc import common
+    from deeplab_dpc.data import registry
+    from deeplab_dpc.model import model_config
+    from deeplab_dpc.training import options as options_lib
+    from deeplab_dpc.training.trainer import Trainer
+
+    info = registry.get_dataset_info("synthetic")
+    cfg = model_config(
+        "mobilenet_v2", 5, head="aspp", depth_multiplier=0.35, batch_norm_decay=0.5
+    )
+    opts = options_lib.train_options(str(tmp_path), freeze_backbone_batch_norm=True)
+    model = Trainer(cfg, opts, info).model
+
+    def bn_layers(name):
+        layers = model.get_layer(name)._flatten_layers(recursive=True)
+        return [bn for bn in layers if isinstance(bn, keras.layers.BatchNormalization)]
+
+    backbone, head = bn_layers(common.BACKBONE), bn_layers(common.HEAD)
+    assert backbone and head
+    assert not any(bn.trainable for bn in backbone) and all(bn.trainable for bn in head)
+    trainable = {id(v) for v in model.trainable_variables}
+    assert all(id(bn.gamma) not in trainable for bn in backbone)
+    assert all(id(bn.gamma) in trainable for bn in head)
+    before = [bn.moving_mean.numpy().copy() for bn in backbone + head]
+    images = tf.random.uniform([2, 65, 65, 3], -1.0, 1.0, seed=1)
+    model(images, training=True)
+    after = [bn.moving_mean.numpy() for bn in backbone + head]
+    moved = [not np.array_equal(b, a) for b, a in zip(before, after)]
+    assert not any(moved[: len(backbone)]) and all(moved[len(backbone) :])

@@ -22,6 +22,11 @@ Deviations from DeepLab, all deliberate:
   written beside the checkpoints, so eval, vis and export need no model flags.
 - A non-finite loss stops training (`NonFiniteLossError`) with the step, the
   learning rate, and the last good checkpoint; nothing is saved after it.
+- `freeze_backbone_batch_norm` (new): the backbone's batch norm stays in
+  inference mode with gamma and beta fixed while the head's follows
+  `fine_tune_batch_norm`; DeepLab has only the all-or-nothing switch, which
+  for a folded-BN import either discards the pretrained function (training
+  mode) or leaves the fresh head unnormalised (frozen).
 - `seed` seeds the weight initialisation too (`keras.utils.set_random_seed`),
   not only the input pipeline.
 - SIGTERM saves a checkpoint at the current step and stops (single worker).
@@ -56,6 +61,24 @@ PRECISION_POLICIES = {
 }
 
 
+def freeze_batch_norm(layer):
+    """Puts every BatchNormalization inside `layer` in inference mode, fixed.
+
+    Keras 3 runs a BatchNormalization with `trainable=False` in inference
+    mode even when called with `training=True`, and leaves its gamma and beta
+    out of the trainable weights. For a backbone imported with folded batch
+    norm (gamma 1, beta = bias, mean 0, var 1) this keeps the pretrained
+    function while the head's batch norm still learns from batch statistics.
+    Returns the number of layers frozen.
+    """
+    frozen = 0
+    for sub in layer._flatten_layers(include_self=True, recursive=True):
+        if isinstance(sub, keras.layers.BatchNormalization):
+            sub.trainable = False
+            frozen += 1
+    return frozen
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or Inf; the message names the step and the likely causes."""
 
@@ -86,6 +109,8 @@ class Trainer:
             keras.utils.set_random_seed(options["seed"])
         with self.strategy.scope():
             self.model = model_lib.build_model(model_cfg)
+            if options.get("freeze_backbone_batch_norm"):
+                freeze_batch_norm(self.model.get_layer(common.BACKBONE))
             self.schedule = schedules.DeepLabSchedule(**options["schedule"])
             optimizer = keras.optimizers.SGD(
                 learning_rate=self.schedule, momentum=options["momentum"]
@@ -110,8 +135,10 @@ class Trainer:
         logging.info(
             "Strategy %s: %d replicas, %d images per replica, batch norm %s",
             options["distribution_strategy"], self.replicas, self.per_replica_batch,
-            "synchronized across replicas" if self.sync_bn
-            else ("fine-tuned" if options["fine_tune_batch_norm"] else "frozen"),
+            ("synchronized across replicas" if self.sync_bn
+             else ("fine-tuned" if options["fine_tune_batch_norm"] else "frozen"))
+            + (" (backbone's frozen)" if options.get("freeze_backbone_batch_norm")
+               else ""),
         )  # fmt: skip
         self.checkpoint = tf.train.Checkpoint(
             model=self.model,
