@@ -88,6 +88,10 @@ flags.DEFINE_boolean(
     "rerank_freeze_backbone_batch_norm", False,
     "Backbone batch norm frozen while re-ranking (folded-BN imports).",
 )  # fmt: skip
+flags.DEFINE_float(
+    "rerank_last_layer_gradient_multiplier", 1.0,
+    "Re-ranking: gradient multiplier of the cell and logits (DeepLab's flag).",
+)  # fmt: skip
 flags.DEFINE_integer("seed", 0, "Seed of the cache, the policies and the trainers.")
 
 NEEDS_STORAGE = ("create", "run", "rerank", "report")
@@ -168,6 +172,7 @@ def _rerank_objective(cache, info, dataset_dir, crop):
         learning_rate=FLAGS.rerank_learning_rate, seed=FLAGS.seed,
         fine_tune_batch_norm=FLAGS.rerank_fine_tune_batch_norm,
         freeze_backbone_batch_norm=FLAGS.rerank_freeze_backbone_batch_norm,
+        last_layer_gradient_multiplier=FLAGS.rerank_last_layer_gradient_multiplier,
     )  # fmt: skip
 
 

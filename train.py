@@ -29,6 +29,9 @@ flags.DEFINE_integer("learning_rate_decay_step", 2000, "Step policy period.")
 flags.DEFINE_integer("slow_start_step", 0, "Steps at the slow-start rate.")
 flags.DEFINE_float("slow_start_learning_rate", 1e-4, "Slow-start rate.")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_float(
+    "last_layer_gradient_multiplier", 1.0, "Gradient multiplier of the last layers."
+)
 flags.DEFINE_float("weight_decay", 4e-5, "L2 weight decay of conv kernels.")
 flags.DEFINE_boolean("fine_tune_batch_norm", True, "Train batch norm (else frozen).")
 flags.DEFINE_boolean(
@@ -87,6 +90,7 @@ def main(argv):
         weight_decay=FLAGS.weight_decay,
         fine_tune_batch_norm=FLAGS.fine_tune_batch_norm,
         freeze_backbone_batch_norm=FLAGS.freeze_backbone_batch_norm,
+        last_layer_gradient_multiplier=FLAGS.last_layer_gradient_multiplier,
         min_scale_factor=FLAGS.min_scale_factor,
         max_scale_factor=FLAGS.max_scale_factor,
         scale_factor_step_size=FLAGS.scale_factor_step_size,

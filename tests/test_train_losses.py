@@ -151,3 +151,44 @@ def test_frozen_backbone_batch_norm_keeps_its_statistics_and_the_head_learns(tmp
     after = [bn.moving_mean.numpy() for bn in backbone + head]
     moved = [not np.array_equal(b, a) for b, a in zip(before, after)]
     assert not any(moved[: len(backbone)]) and all(moved[len(backbone) :])
+
+
+def test_last_layer_gradient_multiplier_scales_the_head_and_logits_only(tmp_path):
+    from deeplab_dpc import common
+    from deeplab_dpc.data import registry
+    from deeplab_dpc.model import model_config
+    from deeplab_dpc.training import options as options_lib
+    from deeplab_dpc.training.trainer import Trainer
+
+    info = registry.get_dataset_info("synthetic")
+    cfg = model_config("mobilenet_v2", 5, head="aspp", depth_multiplier=0.35)
+    batch = {
+        common.IMAGE: tf.random.uniform([2, 33, 33, 3], -1.0, 1.0, seed=2),
+        common.LABEL: tf.random.uniform([2, 33, 33, 1], 0, 5, tf.int32, seed=3),
+    }
+
+    def grads(name, multiplier, logits_only=False):
+        opts = options_lib.train_options(
+            str(tmp_path / name), fine_tune_batch_norm=False, seed=0,
+            last_layer_gradient_multiplier=multiplier,
+            last_layers_contain_logits_only=logits_only,
+        )  # fmt: skip
+        trainer = Trainer(cfg, opts, info)
+        names = [v.path for v in trainer.model.trainable_variables]
+        return names, trainer.model, [g.numpy() for g in trainer._gradients(batch)[2]]
+
+    names, model, one = grads("one", 1.0)
+    _, _, ten = grads("ten", 10.0)
+    _, _, logits_only = grads("logits", 10.0, logits_only=True)
+    last = {id(v) for n in ("head", "logits") for v in model.get_layer(n).weights}
+    in_last = [id(v) in last for v in model.trainable_variables]
+    logits = {id(v) for v in model.get_layer("logits").weights}
+    assert any(in_last) and not all(in_last)
+    for i, (a, b, c) in enumerate(zip(one, ten, logits_only)):
+        np.testing.assert_allclose(
+            b, a * (10.0 if in_last[i] else 1.0), rtol=1e-4, atol=1e-7
+        )
+        is_logits = id(model.trainable_variables[i]) in logits
+        np.testing.assert_allclose(
+            c, a * (10.0 if is_logits else 1.0), rtol=1e-4, atol=1e-7
+        )

@@ -63,7 +63,7 @@ def rerank_slots(candidates):
 def make_rerank_objective(
     cache, info, dataset_dir, workdir, *, steps, batch_size, crop_size,
     learning_rate, seed, weight_decay=4e-5, fine_tune_batch_norm=True,
-    freeze_backbone_batch_norm=False,
+    freeze_backbone_batch_norm=False, last_layer_gradient_multiplier=1.0,
 ):  # fmt: skip
     """evaluate(spec, trial) for `study.run_worker`: fine-tune, then val mIoU.
 
@@ -74,7 +74,9 @@ def make_rerank_objective(
     that the folded weights were never scaled for, and the pretrained
     function would be lost at the first step. `freeze_backbone_batch_norm`
     freezes the backbone's alone (the head's follows `fine_tune_batch_norm`):
-    what `g3doc/camvid.md` uses for the imported MobileNetV2.
+    what `g3doc/camvid.md` uses for the imported MobileNetV2, with
+    `last_layer_gradient_multiplier` (DeepLab's flag) giving the fresh cell
+    and logits a larger learning rate than the pretrained backbone.
     """
     from deeplab_dpc.evaluation import evaluator
     from deeplab_dpc.model import model_config
@@ -100,6 +102,7 @@ def make_rerank_objective(
             weight_decay=weight_decay, tf_initial_checkpoint=cache.info["checkpoint"],
             initialize_last_layer=False, fine_tune_batch_norm=fine_tune_batch_norm,
             freeze_backbone_batch_norm=freeze_backbone_batch_norm,
+            last_layer_gradient_multiplier=last_layer_gradient_multiplier,
             seed=seed, save_interval_secs=600,
             save_summaries_secs=1e9, log_steps=max(1, steps // 5),
             max_checkpoints_to_keep=1,

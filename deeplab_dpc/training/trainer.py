@@ -79,6 +79,26 @@ def freeze_batch_norm(layer):
     return frozen
 
 
+def gradient_multipliers(model, multiplier, logits_only):
+    """One factor per trainable variable: DeepLab's `last_layer_gradient_multiplier`.
+
+    The last layers are DeepLab's: the logits alone with `logits_only`, else
+    the head (ASPP or DPC), the decoder and the logits; their gradients are
+    multiplied by `multiplier`, which with momentum SGD is a learning rate
+    `multiplier` times larger for them than for the backbone.
+    """
+    names = (
+        [common.LOGITS] if logits_only else [common.HEAD, common.DECODER, common.LOGITS]
+    )
+    last = set()
+    for layer in model.layers:
+        if layer.name in names:
+            last.update(id(v) for v in layer.trainable_variables)
+    return [
+        float(multiplier) if id(v) in last else 1.0 for v in model.trainable_variables
+    ]
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or Inf; the message names the step and the likely causes."""
 
@@ -124,6 +144,11 @@ class Trainer:
                 0, dtype=tf.int64, name="data_position", trainable=False
             )
         self.kernels = losses.decayed_kernels(self.model)
+        self.gradient_multipliers = gradient_multipliers(
+            self.model,
+            options.get("last_layer_gradient_multiplier", 1.0),
+            options["last_layers_contain_logits_only"],
+        )
         self.sync_bn = options["fine_tune_batch_norm"] and self.replicas > 1
         distribute.set_synchronized_batch_norm(self.model, self.sync_bn)
         if self.sync_bn and options["jit_compile"] and not self._is_tpu():
@@ -263,6 +288,10 @@ class Trainer:
             if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
                 scaled = self.optimizer.scale_loss(scaled)
         grads = tape.gradient(scaled, variables)
+        grads = [
+            g if m == 1.0 or g is None else g * m
+            for g, m in zip(grads, self.gradient_multipliers)
+        ]
         return ce / self.replicas, total / self.replicas, grads
 
     def make_train_step(self):
