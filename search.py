@@ -77,6 +77,10 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer("max_retry", 3, "Retries of a trial whose worker died.")
 flags.DEFINE_integer("rerank_top_k", 2, "Cells to re-rank end to end (paper: 50).")
+flags.DEFINE_enum(
+    "rerank_selection", "top", ["top", "spread"],
+    "Cells to re-rank: the top K, or K spread evenly over the proxy ranking.",
+)  # fmt: skip
 flags.DEFINE_integer("rerank_steps", 150, "Fine-tuning steps per re-ranked cell.")
 flags.DEFINE_integer("rerank_batch_size", 8, "Fine-tuning batch size.")
 flags.DEFINE_float("rerank_learning_rate", 0.02, "Fine-tuning base learning rate.")
@@ -244,7 +248,12 @@ def main(argv):
     if "rerank" in stages:
         rerank_fn = _rerank_objective(cache, info, FLAGS.dataset_dir, crop)
         pipeline.stage_rerank(
-            storage, FLAGS.study_name, FLAGS.rerank_top_k, rerank_fn, FLAGS.seed
+            storage,
+            FLAGS.study_name,
+            FLAGS.rerank_top_k,
+            rerank_fn,
+            FLAGS.seed,
+            FLAGS.rerank_selection,
         )
     if "report" in stages:
         _report(storage, os.path.join(FLAGS.workdir, "report"))

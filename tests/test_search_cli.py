@@ -170,3 +170,23 @@ def test_rerank_passes_its_batch_norm_mode_to_the_trainer(
     assert seen["opts"]["freeze_backbone_batch_norm"] is not fine_tune
     assert seen["opts"]["tf_initial_checkpoint"] == "ckpt-0"
     assert seen["cfg"]["num_classes"] == 11 and seen["cfg"]["head"] == "dpc"
+
+
+def test_spread_selection_takes_evenly_spaced_ranks_best_and_worst(tmp_path):
+    storage = study_lib.open_storage(study_lib.default_storage_url(tmp_path))
+    space = spaces.get_space("aspp_subsets")
+    search = study_lib.create_study(storage, "s", [(i, {}) for i in range(31)], {})
+    study_lib.run_worker(
+        search, storage, _score, samplers.get_sampler("random", space), 0, 0.05
+    )
+    ranked = rerank.top_candidates(search, 31)
+    assert len({c.key for c in ranked}) == 31
+    assert [c.score for c in ranked] == sorted((c.score for c in ranked), reverse=True)
+    spread = rerank.top_candidates(search, 8, "spread")
+    # round(i * 30 / 7) for i = 0..7
+    assert [ranked.index(c) for c in spread] == [0, 4, 9, 13, 17, 21, 26, 30]
+    assert rerank.top_candidates(search, 8) == ranked[:8]
+    assert rerank.top_candidates(search, 40, "spread") == ranked
+    assert rerank.top_candidates(search, 1, "spread") == ranked[:1]
+    with pytest.raises(ValueError, match="must be one of"):
+        rerank.top_candidates(search, 3, "bottom")

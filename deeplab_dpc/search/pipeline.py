@@ -221,10 +221,14 @@ def get_space_and_sampler(space_name, num_branches, sampler_name, **sampler_opti
 # === rerank ================================================================
 
 
-def stage_rerank(storage, study_name, top_k, objective, seed=0):
-    """Re-ranks the top `top_k` cells; returns (pairs, rho)."""
+def stage_rerank(storage, study_name, top_k, objective, seed=0, selection="top"):
+    """Re-ranks `top_k` cells (`rerank.top_candidates`); returns (pairs, rho).
+
+    Cells re-ranked by an earlier run (another `top_k` or `selection`) are kept
+    and count in the pairs; only the missing ones are trained.
+    """
     search = study_lib.load_study(storage, study_name, {})
-    candidates = rerank.top_candidates(search, top_k)
+    candidates = rerank.top_candidates(search, top_k, selection)
     if not candidates:
         raise SearchError(f"study {study_name!r} has no completed trial to re-rank")
     name = rerank.rerank_study_name(study_name)

@@ -37,11 +37,28 @@ def rerank_study_name(study_name):
     return study_name + RERANK_SUFFIX
 
 
-def top_candidates(search_study, k):
-    """The best `k` distinct cells of the search by proxy score: Scored tuples."""
+SELECTIONS = ("top", "spread")
+
+
+def top_candidates(search_study, k, selection="top"):
+    """`k` distinct cells of the search by proxy score: Scored tuples.
+
+    `top`: the best `k` (the paper's re-ranking). `spread`: `k` cells at evenly
+    spaced ranks from the best to the worst (a fidelity check over the whole
+    proxy ranking, not only its top, which has little spread of scores).
+    """
+    if selection not in SELECTIONS:
+        raise ValueError(
+            f"rerank selection must be one of {SELECTIONS}, got {selection!r}"
+        )
     history = study_lib.scored_history(search_study)
     history.sort(key=lambda s: (-s.score, s.number))
-    return history[:k]
+    if selection == "top" or k >= len(history):
+        return history[:k]
+    if k == 1:
+        return history[:1]
+    ranks = sorted({round(i * (len(history) - 1) / (k - 1)) for i in range(k)})
+    return [history[r] for r in ranks]
 
 
 def rerank_slots(candidates):
