@@ -89,13 +89,20 @@ def _score(spec, trial):
     return {"value": value, "user_attrs": {"params": 1000 * len(spec), "madds": 10**6}}
 
 
-def test_report_writes_leaderboard_best_json_and_figures(tmp_path):
+def _random_search(tmp_path, num_trials):
+    """(storage, study): `num_trials` random ASPP subsets scored by `_score`."""
     storage = study_lib.open_storage(study_lib.default_storage_url(tmp_path))
     space = spaces.get_space("aspp_subsets")
-    search = study_lib.create_study(storage, "s", [(i, {}) for i in range(8)], {})
+    slots = [(i, {}) for i in range(num_trials)]
+    search = study_lib.create_study(storage, "s", slots, {})
     study_lib.run_worker(
         search, storage, _score, samplers.get_sampler("random", space), 0, 0.05
     )
+    return storage, search
+
+
+def test_report_writes_leaderboard_best_json_and_figures(tmp_path):
+    storage, search = _random_search(tmp_path, 8)
     top = rerank.top_candidates(search, 3)
     reranked = study_lib.create_study(storage, "s.rerank", rerank.rerank_slots(top), {})
     # Re-rank score: fewer branches is better here, so the winner is not proxy rank 1.
@@ -173,12 +180,7 @@ def test_rerank_passes_its_batch_norm_mode_to_the_trainer(
 
 
 def test_spread_selection_takes_evenly_spaced_ranks_best_and_worst(tmp_path):
-    storage = study_lib.open_storage(study_lib.default_storage_url(tmp_path))
-    space = spaces.get_space("aspp_subsets")
-    search = study_lib.create_study(storage, "s", [(i, {}) for i in range(31)], {})
-    study_lib.run_worker(
-        search, storage, _score, samplers.get_sampler("random", space), 0, 0.05
-    )
+    _, search = _random_search(tmp_path, 31)
     ranked = rerank.top_candidates(search, 31)
     assert len({c.key for c in ranked}) == 31
     assert [c.score for c in ranked] == sorted((c.score for c in ranked), reverse=True)
