@@ -5,8 +5,8 @@
 
 The model is rebuilt from the checkpoint's model_config.json (model flags are
 ignored, except --output_stride: `--output_stride=8` evaluates a model trained
-at 16 at 8, as in DeepLab) and the dataset comes from its train_config.json unless --dataset is
-given. Results: a table in the log, eval_logdir/results.json, TensorBoard.
+at 16 at 8, as in DeepLab) and the dataset comes from its train_config.json
+unless --dataset is given. Results: a table in the log, eval_logdir/results.json, TensorBoard.
 See g3doc/evaluation.md.
 """
 

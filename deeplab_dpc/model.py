@@ -30,6 +30,14 @@ class ModelConfigError(ValueError):
     """A model configuration that cannot be built; the message names the field."""
 
 
+def check_output_stride(output_stride):
+    """ModelConfigError unless `output_stride` is 8, 16 or 32."""
+    if output_stride not in (8, 16, 32):
+        raise ModelConfigError(
+            f"output_stride: must be 8, 16 or 32, got {output_stride}"
+        )
+
+
 def model_config(
     model_variant="mobilenet_v2",
     num_classes=21,
@@ -66,10 +74,7 @@ def model_config(
         )
     if head not in HEADS:
         raise ModelConfigError(f"head: unknown {head!r}; known: {', '.join(HEADS)}")
-    if output_stride not in (8, 16, 32):
-        raise ModelConfigError(
-            f"output_stride: must be 8, 16 or 32, got {output_stride}"
-        )
+    check_output_stride(output_stride)
     if decoder_output_stride not in (None, 4):
         raise ModelConfigError(
             f"decoder_output_stride: must be None or 4, got {decoder_output_stride}"

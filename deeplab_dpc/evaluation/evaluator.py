@@ -34,7 +34,12 @@ from absl import logging
 
 from deeplab_dpc import checkpoints, common, inference
 from deeplab_dpc.evaluation import metrics
-from deeplab_dpc.model import build_model, load_config, save_config
+from deeplab_dpc.model import (
+    build_model,
+    check_output_stride,
+    load_config,
+    save_config,
+)
 from deeplab_dpc.training import summaries
 from deeplab_dpc.training.options import load_train_config
 
@@ -97,8 +102,7 @@ def load_model_for(checkpoint_path, info, output_stride=None):
     config = checkpoints.read_checkpoint_config(checkpoint_path)
     _check_config_classes(checkpoint_path, config, info)
     if output_stride is not None:
-        if int(output_stride) not in (8, 16, 32):
-            raise ValueError(f"output_stride: must be 8, 16 or 32, got {output_stride}")
+        check_output_stride(int(output_stride))
         config = dict(config, output_stride=int(output_stride))
     return build_model(config), config
 
