@@ -9,12 +9,12 @@ The flags follow the original DeepLab's `export_model.py`. The model
 architecture comes from the checkpoint's `model_config.json`; `--num_classes`
 only checks it and `--output_stride` may change it (atrous rates follow).
 `--crop_size` fixes the TFLite input; the SavedModel takes any size. See
-g3doc/export.md and `deeplab_dpc/export.py`.
+g3doc/export.md and `deeplab_dpc/export/`.
 """
 
-import sys
-
 from absl import app, flags
+
+from deeplab_dpc import errors
 
 FLAGS = flags.FLAGS
 
@@ -42,10 +42,7 @@ flags.DEFINE_integer("num_representative_images", 100, "Images for int8 calibrat
 
 
 def _fail(message):
-    print(f"export_model: error: {message}", file=sys.stderr)
-    if "tensorflow" in sys.modules:  # no restore warnings after the error line
-        sys.modules["tensorflow"].get_logger().setLevel("ERROR")
-    sys.exit(2)
+    errors.fail(message, "export_model")
 
 
 def parse_flags(argv):
@@ -59,13 +56,13 @@ def parse_flags(argv):
 def main(argv):
     if len(argv) > 1:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    from deeplab_dpc import export
     from deeplab_dpc.checkpoints import CheckpointError, ModelConfigError
+    from deeplab_dpc.export import saved_model
 
     if FLAGS.quantize != "none" and not FLAGS.tflite_output:
         _fail("--quantize applies to the TFLite model: give --tflite_output")
     try:
-        config = export.export_model(
+        config = saved_model.export_model(
             FLAGS.checkpoint_path,
             FLAGS.export_path,
             inference_scales=FLAGS.inference_scales,

@@ -13,11 +13,11 @@ once, then `--stages=run` on each machine with the same `--storage`
 (`postgresql://user:pass@host/db`) and `--cache_dir`. See g3doc/search.md.
 """
 
-import json
 import os
 
 from absl import flags, logging
 
+from deeplab_dpc import artefacts
 from deeplab_dpc import flags as dpc_flags
 
 FLAGS = flags.FLAGS
@@ -103,7 +103,7 @@ NEEDS_CACHE = ("create", "run", "rerank")
 
 
 def _stages():
-    from deeplab_dpc.search.pipeline import STAGES
+    from deeplab_dpc.search.stages import STAGES
 
     stages = [s.strip() for s in FLAGS.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
@@ -124,13 +124,13 @@ def _crop_size(info):
 
 
 def _checkpoint(info, dataset_dir, crop):
-    from deeplab_dpc.search import pipeline
+    from deeplab_dpc.search import stages as stages_lib
 
     if FLAGS.tf_initial_checkpoint:
         return FLAGS.tf_initial_checkpoint
     if info.name != "synthetic":
         raise ValueError(f"--tf_initial_checkpoint: needed for dataset {info.name}")
-    return pipeline.pretrain_backbone(
+    return stages_lib.pretrain_backbone(
         FLAGS.workdir, info, dataset_dir, model_variant=FLAGS.model_variant,
         output_stride=FLAGS.output_stride, depth_multiplier=FLAGS.depth_multiplier or 0.5,
         steps=FLAGS.pretrain_steps, batch_size=FLAGS.proxy_batch_size, crop_size=crop,
@@ -140,16 +140,16 @@ def _checkpoint(info, dataset_dir, crop):
 
 def _cache(stages, info, dataset_dir, crop):
     from deeplab_dpc.search import cache as cache_lib
-    from deeplab_dpc.search import pipeline
+    from deeplab_dpc.search import stages as stages_lib
 
     cache_dir = FLAGS.cache_dir or os.path.join(FLAGS.workdir, "cache")
     checkpoint = FLAGS.tf_initial_checkpoint
-    want = pipeline.expected_backbone(
+    want = stages_lib.expected_backbone(
         FLAGS.model_variant, FLAGS.output_stride, FLAGS.depth_multiplier, checkpoint
     )
     if "cache" not in stages:
         return cache_lib.open_cache(cache_dir, expected_backbone=want)
-    return pipeline.stage_cache(
+    return stages_lib.stage_cache(
         cache_dir, _checkpoint(info, dataset_dir, crop), info, dataset_dir,
         crop_size=crop, want=want, train_passes=FLAGS.cache_train_passes,
         batch_size=FLAGS.proxy_batch_size, dtype=FLAGS.cache_dtype, seed=FLAGS.seed,
@@ -157,9 +157,9 @@ def _cache(stages, info, dataset_dir, crop):
 
 
 def _proxy_objective(cache):
-    from deeplab_dpc.search import pipeline
+    from deeplab_dpc.search import stages as stages_lib
 
-    return pipeline.make_proxy_objective(
+    return stages_lib.make_proxy_objective(
         cache, steps=FLAGS.proxy_steps, batch_size=FLAGS.proxy_batch_size,
         learning_rate=FLAGS.proxy_learning_rate, seed=FLAGS.seed,
         jit_compile=FLAGS.jit_compile, eval_every=FLAGS.proxy_eval_every,
@@ -184,8 +184,9 @@ def _write_config(stages):
     names = [f.name for f in FLAGS.get_flags_for_module(__name__)]
     config = {n: FLAGS[n].value for n in names} | {"stages_run": stages}
     os.makedirs(FLAGS.workdir, exist_ok=True)
-    with open(os.path.join(FLAGS.workdir, "search_config.json"), "w") as f:
-        json.dump(config, f, indent=2)
+    artefacts.write_json(
+        config, os.path.join(FLAGS.workdir, "search_config.json"), sort_keys=False
+    )
 
 
 def _report(storage, out_dir):
@@ -214,16 +215,16 @@ def _report(storage, out_dir):
 def main(argv):
     del argv
     from deeplab_dpc.data import registry
-    from deeplab_dpc.search import pipeline
+    from deeplab_dpc.search import stages as stages_lib
     from deeplab_dpc.search import study as study_lib
 
     stages = _stages()
-    space, sampler = pipeline.get_space_and_sampler(
+    space, sampler = stages_lib.get_space_and_sampler(
         FLAGS.space, FLAGS.num_branches, FLAGS.sampler,
         near_best_prob=FLAGS.near_best_prob, top_k=FLAGS.near_best_top_k,
         population=FLAGS.evolution_population, sample_size=FLAGS.evolution_sample_size,
     )  # fmt: skip
-    pipeline.make_pruner(FLAGS.pruner)
+    stages_lib.make_pruner(FLAGS.pruner)
     info = registry.get_dataset_info(FLAGS.dataset)
     crop = _crop_size(info)
     storage = None
@@ -237,17 +238,17 @@ def main(argv):
     if any(s in ("cache",) + NEEDS_CACHE for s in stages):
         cache = _cache(stages, info, FLAGS.dataset_dir, crop)
     if "create" in stages:
-        pipeline.stage_create(
+        stages_lib.stage_create(
             storage, FLAGS.study_name, FLAGS.num_trials, cache, space, FLAGS.seed
         )
     if "run" in stages:
-        pipeline.stage_run(
+        stages_lib.stage_run(
             storage, FLAGS.study_name, cache, space, sampler, _proxy_objective(cache),
             pruner=FLAGS.pruner, seed=FLAGS.seed, num_trials=FLAGS.num_trials,
         )  # fmt: skip
     if "rerank" in stages:
         rerank_fn = _rerank_objective(cache, info, FLAGS.dataset_dir, crop)
-        pipeline.stage_rerank(
+        stages_lib.stage_rerank(
             storage,
             FLAGS.study_name,
             FLAGS.rerank_top_k,

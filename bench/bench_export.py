@@ -38,7 +38,9 @@ from tensorflow.python.framework.convert_to_constants import (
     convert_variables_to_constants_v2,
 )
 
-from deeplab_dpc import checkpoints, export, export_tflite, spec
+from deeplab_dpc import checkpoints, spec
+from deeplab_dpc.export import saved_model as export
+from deeplab_dpc.export import tflite as export_tflite
 from deeplab_dpc.model import build_model, model_config
 
 REPO = Path(__file__).resolve().parents[1]

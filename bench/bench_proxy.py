@@ -30,7 +30,6 @@ from absl import app, flags
 
 from deeplab_dpc import common
 from deeplab_dpc import spec as spec_lib
-from deeplab_dpc.backbones import FEATURES
 from deeplab_dpc.checkpoints import restore_model, write_model_checkpoint
 from deeplab_dpc.data import registry
 from deeplab_dpc.data.pipeline import build_dataset
@@ -70,7 +69,7 @@ def _on_the_fly(spec, backbone, info, num_classes, crop, output_stride):
     """Seconds of one candidate trained with the frozen backbone run per batch."""
     start = time.perf_counter()
     keras.utils.set_random_seed(0)
-    channels = backbone.output[FEATURES].shape[-1]
+    channels = backbone.output[common.FEATURES].shape[-1]
     model = proxy.build_proxy_model(
         spec,
         channels,
@@ -86,7 +85,7 @@ def _on_the_fly(spec, backbone, info, num_classes, crop, output_stride):
 
     @tf.function
     def step(images, labels):
-        features = tf.stop_gradient(backbone(images, training=False)[FEATURES])
+        features = tf.stop_gradient(backbone(images, training=False)[common.FEATURES])
         with tf.GradientTape() as tape:
             logits = model(features, training=True)
             loss = proxy.segmentation_loss(logits, labels[..., 0], info.ignore_label)
@@ -102,7 +101,7 @@ def _on_the_fly(spec, backbone, info, num_classes, crop, output_stride):
 
     @tf.function
     def counts(images, labels):
-        logits = model(backbone(images, training=False)[FEATURES], training=False)
+        logits = model(backbone(images, training=False)[common.FEATURES], training=False)
         return proxy.confusion_matrix(
             logits, labels[..., 0], num_classes, info.ignore_label
         )

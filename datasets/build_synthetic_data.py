@@ -14,6 +14,7 @@ import sys
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from deeplab_dpc import errors  # noqa: E402
 from deeplab_dpc.data import registry, synthetic  # noqa: E402
 
 _INFO = registry.DATASETS["synthetic"]
@@ -45,8 +46,7 @@ def main(argv):
             seed=FLAGS.seed, image_size=image_size, num_shards=FLAGS.num_shards,
         )  # fmt: skip
     except (ValueError, OSError) as e:
-        print(f"build_synthetic_data: {e}", file=sys.stderr)
-        sys.exit(2)
+        errors.fail(e, "build_synthetic_data")
     print(f"synthetic dataset in {path}")
 
 

@@ -6,10 +6,9 @@ every converter has the same output, sharding, worker, strictness and
 each script adds its own source-layout flags and names its `sources` builder.
 """
 
-import sys
-
 from absl import flags
 
+from deeplab_dpc import errors
 from deeplab_dpc.data import convert
 
 
@@ -43,5 +42,4 @@ def run(prog, build_fn, root, **layout):
             **layout,
         )
     except (convert.ConversionError, FileNotFoundError, ValueError) as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        sys.exit(2)
+        errors.fail(e, prog)

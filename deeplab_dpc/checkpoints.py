@@ -14,12 +14,11 @@ fills a temporary directory that it renames into place.
 
 import os
 import shutil
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
-from deeplab_dpc import common, naming
+from deeplab_dpc import artefacts, common, naming
 from deeplab_dpc.model import ModelConfigError, build_model, load_config, save_config
 
 
@@ -43,7 +42,7 @@ def resolve_checkpoint(path):
 
 def config_path_for(path):
     directory = path if os.path.isdir(path) else os.path.dirname(path)
-    return os.path.join(directory, common.MODEL_CONFIG_FILENAME)
+    return os.path.join(directory, artefacts.MODEL_CONFIG)
 
 
 def read_checkpoint_config(path):
@@ -51,7 +50,7 @@ def read_checkpoint_config(path):
     config_path = config_path_for(path)
     if not os.path.exists(config_path):
         raise CheckpointError(
-            f"{path}: no {common.MODEL_CONFIG_FILENAME} beside the checkpoint"
+            f"{path}: no {artefacts.MODEL_CONFIG} beside the checkpoint"
         )
     return load_config(config_path)
 
@@ -76,19 +75,16 @@ def restore_model(path, model=None, config=None):
 def write_model_checkpoint(model, config, directory):
     """Writes `model` and its config into `directory` atomically; returns the prefix."""
     directory = os.path.abspath(directory)
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".tmp_{os.path.basename(directory)}_")
-    os.chmod(tmp, 0o755)  # mkdtemp creates 0700; checkpoints are meant to be shared
+    tmp = artefacts.make_staging_dir(
+        os.path.dirname(directory), f".tmp_{os.path.basename(directory)}_"
+    )
     try:
         manager = tf.train.CheckpointManager(
             tf.train.Checkpoint(model=model), tmp, max_to_keep=1
         )
         manager.save(checkpoint_number=0)
-        save_config(config, os.path.join(tmp, common.MODEL_CONFIG_FILENAME))
-        if os.path.exists(directory):
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)  # the state file holds relative paths
+        save_config(config, artefacts.model_config_path(tmp))
+        artefacts.install_dir(tmp, directory)  # the state file holds relative paths
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp)

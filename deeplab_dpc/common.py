@@ -14,8 +14,6 @@ WIDTH = "width"  # int32
 
 # --- Prediction keys (what models and evaluators return) --------------------
 SEMANTIC_LOGITS = "semantic_logits"
-SEMANTIC_PROBS = "semantic_probs"
-SEMANTIC_PRED = "semantic_pred"
 
 # --- TFRecord feature keys (the original DeepLab format, unchanged) ---------
 KEY_IMAGE_ENCODED = "image/encoded"
@@ -38,5 +36,12 @@ HEAD = "head"
 DECODER = "decoder"
 LOGITS = "logits"
 
-# Name of the JSON file that every checkpoint / export / search result carries.
-MODEL_CONFIG_FILENAME = "model_config.json"
+# Endpoints of every backbone (the dict its Keras model returns).
+FEATURES = "features"  # the head's input, at the output stride
+LOW_LEVEL = "low_level"  # stride 4, the decoder's input
+
+# --- Geometry ----------------------------------------------------------------
+OUTPUT_STRIDES = (8, 16, 32)  # what the backbones, heads and configs support
+# Eval and export pad images to k * PAD_MULTIPLE + 1 (the largest output
+# stride), so that DeepLab's sizes such as 513 and 769 align exactly.
+PAD_MULTIPLE = 32

@@ -15,9 +15,9 @@ Deviations from DeepLab:
 - A bad flag value or user error prints one line and exits with code 2.
 """
 
-import sys
-
 from absl import app, flags
+
+from deeplab_dpc import errors
 
 FLAGS = flags.FLAGS
 
@@ -37,12 +37,18 @@ SYNTHETIC_DEFAULTS = {
 }
 
 
+def define_model_variant_flag():
+    """`--model_variant`, one of the registered backbones (`backbones.MODEL_VARIANTS`)."""
+    from deeplab_dpc.backbones import MODEL_VARIANTS
+
+    flags.DEFINE_enum(
+        "model_variant", "mobilenet_v2", list(MODEL_VARIANTS), "Backbone."
+    )
+
+
 def define_model_flags():
     """Model and dataset flags (DeepLab's common.py), shared by all entry points."""
-    flags.DEFINE_enum(
-        "model_variant", "mobilenet_v2", ["mobilenet_v2", "xception_65", "xception_71"],
-        "Backbone.",
-    )  # fmt: skip
+    define_model_variant_flag()
     flags.DEFINE_float("depth_multiplier", 1.0, "MobileNetV2 width multiplier.")
     flags.DEFINE_integer("output_stride", 16, "Backbone output stride: 8, 16 or 32.")
     flags.DEFINE_multi_string(
@@ -71,6 +77,49 @@ def define_model_flags():
     flags.DEFINE_string(
         "dataset_info_json", None, "JSON (file or text) with custom dataset facts."
     )
+
+
+_DEFINERS = {
+    "string": flags.DEFINE_string,
+    "integer": flags.DEFINE_integer,
+    "float": flags.DEFINE_float,
+    "boolean": flags.DEFINE_boolean,
+    "multi_int": flags.DEFINE_multi_string,  # "h,w" or repeated, parsed by option_values
+    "multi_float": flags.DEFINE_multi_string,
+}
+
+
+def define_option_flags(table):
+    """One flag per row (name, kind, default, help) of an options table.
+
+    Rows of kind "model" are flags of `define_model_flags`; ("enum", choices)
+    is an enum flag; multi kinds take "a,b" or the repeated form.
+    """
+    for name, kind, default, help_text in table:
+        if kind == "model":
+            continue
+        if isinstance(kind, tuple):
+            flags.DEFINE_enum(name, default, list(kind[1]), help_text)
+        elif kind.startswith("multi_"):
+            flags.DEFINE_multi_string(name, [str(v) for v in default or ()], help_text)
+        else:
+            _DEFINERS[kind](name, default, help_text)
+
+
+def option_values(table):
+    """{name: value} of the flags of an options table, synthetic defaults applied.
+
+    Multi kinds are parsed ("a,b" or repeated; an empty multi_float is None).
+    """
+    values = {}
+    for name, kind, _, _ in table:
+        raw = value(name)
+        if kind == "multi_int":
+            raw = multi_values(raw, int, name)
+        elif kind == "multi_float":
+            raw = multi_values(raw, float, name) or None
+        values[name] = raw
+    return values
 
 
 def multi_values(values, cast, name):
@@ -109,36 +158,61 @@ def dataset_info():
     return registry.get_dataset_info(FLAGS.dataset, FLAGS.dataset_info_json)
 
 
-def model_config(num_classes):
-    """`model.model_config` from the model flags (DPC head when a spec is given)."""
-    rates = multi_values(FLAGS.atrous_rates, int, "atrous_rates")
-    spec = FLAGS.dpc_spec or None
-    if spec is not None and rates:
-        raise ValueError("--atrous_rates set the ASPP head; drop them or --dpc_spec")
+# Model flags whose value is the `model.model_config` argument of the same
+# name; a tool passes those it defines. A new model option (a backbone's own
+# flag) is one entry here and one flag definition.
+MODEL_CONFIG_FLAGS = (
+    "output_stride", "decoder_output_stride", "depth_multiplier",
+    "batch_norm_decay", "upsample_logits", "dataset",
+)  # fmt: skip
+
+
+def atrous_rates_from_flag(flag_values):
+    """`--atrous_rates`: None when not given (the head default 6, 12, 18), else a
+    list of ints, empty for `--atrous_rates=` (ASPP-lite); repeated or comma form."""
+    if not flag_values["atrous_rates"].present:
+        return None
+    return multi_values(flag_values.atrous_rates, int, "atrous_rates")
+
+
+def model_config_from_flags(flag_values, num_classes, **overrides):
+    """`model.model_config` from the model flags of `flag_values`: the one translation.
+
+    Used by train.py, search.py, `tools.model_stats` and `tools.import_weights`.
+    The head is `--head` where a tool defines it, else DPC when `--dpc_spec` is
+    given and ASPP otherwise. `overrides` replace flag values (the synthetic
+    defaults). Flags a tool does not define take `model_config`'s defaults.
+    """
     from deeplab_dpc import model
 
+    def get(name):
+        if name in overrides:
+            return overrides[name]
+        return flag_values[name].value if name in flag_values else None
+
+    spec = get("dpc_spec") or None
+    rates = atrous_rates_from_flag(flag_values)
+    head = get("head")
+    if head is None:
+        if spec is not None and rates:
+            raise ValueError(
+                "--atrous_rates set the ASPP head; drop them or --dpc_spec"
+            )
+        head = "dpc" if spec else "aspp"
+    kwargs = {n: get(n) for n in MODEL_CONFIG_FLAGS if get(n) is not None}
     return model.model_config(
-        FLAGS.model_variant,
-        num_classes,
-        head="dpc" if spec else "aspp",
-        dpc_spec=spec,
-        output_stride=FLAGS.output_stride,
-        # Not given: the head default (6, 12, 18); given empty: ASPP-lite.
-        atrous_rates=rates if is_set("atrous_rates") else None,
-        decoder_output_stride=FLAGS.decoder_output_stride,
-        depth_multiplier=value("depth_multiplier"),
-        batch_norm_decay=value("batch_norm_decay"),
-        upsample_logits=FLAGS.upsample_logits,
-        dataset=FLAGS.dataset,
-    )
+        get("model_variant"), num_classes, head=head, dpc_spec=spec,
+        atrous_rates=rates, **kwargs,
+    )  # fmt: skip
 
 
-def fail(message):
-    """One line on stderr, exit code 2."""
-    prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv else "deeplab_dpc"
-    first = str(message).strip().splitlines()[0] if str(message).strip() else ""
-    print(f"{prog}: error: {first or type(message).__name__}", file=sys.stderr)
-    sys.exit(2)
+def model_config(num_classes):
+    """The model config of the entry points' flags (synthetic defaults applied)."""
+    synthetic = {n: value(n) for n in ("depth_multiplier", "batch_norm_decay")}
+    return model_config_from_flags(FLAGS, num_classes, **synthetic)
+
+
+fail = errors.fail  # one line on stderr, exit code 2
 
 
 def _parse_flags(argv):
@@ -166,10 +240,10 @@ def dataset_for_checkpoint(checkpoint_path):
     Flags the user set win; the rest come from the checkpoint's
     train_config.json, so `python eval.py` evaluates on the training dataset.
     """
+    from deeplab_dpc import artefacts
     from deeplab_dpc.data import registry
-    from deeplab_dpc.training.options import load_train_config
 
-    trained = load_train_config(checkpoint_path) or {}
+    trained = artefacts.read_train_config(checkpoint_path) or {}
     name = FLAGS.dataset if is_set("dataset") else trained.get("dataset", FLAGS.dataset)
     info = registry.get_dataset_info(name, FLAGS.dataset_info_json)
     same = name == trained.get("dataset")

@@ -6,8 +6,8 @@ the input size, softmax probabilities are averaged over scales and, with
 `add_flipped_images`, over left-right flips. The model must output logits at
 its input size (`upsample_logits=True`, the default).
 
-Deviation: DeepLab resizes a scaled image to `scale_dimension(n, s) =
-int((n - 1) * s + 1)`, so that align_corners sizes stay aligned; we do the same.
+A scaled image is resized to DeepLab's `scale_dimension(n, s) =
+int((n - 1) * s + 1)`, so that align_corners sizes stay aligned.
 """
 
 import tensorflow as tf

@@ -11,13 +11,11 @@ Top-level layers: `backbone` (a nested model), `head` (DensePredictionCell or
 ASPP), optional `decoder`, `logits` (`logits/semantic`), and `upsample`.
 """
 
-import json
-
 import keras
 
-from deeplab_dpc import common
+from deeplab_dpc import artefacts, common
 from deeplab_dpc import spec as spec_lib
-from deeplab_dpc.backbones import FEATURES, LOW_LEVEL, MODEL_VARIANTS, build_backbone
+from deeplab_dpc.backbones import MODEL_VARIANTS, build_backbone
 from deeplab_dpc.layers import ASPP, DEFAULT_ATROUS_RATES, Decoder, DensePredictionCell
 from deeplab_dpc.layers.conv import Logits
 from deeplab_dpc.layers.resize import ResizeLike
@@ -32,7 +30,7 @@ class ModelConfigError(ValueError):
 
 def check_output_stride(output_stride):
     """ModelConfigError unless `output_stride` is 8, 16 or 32."""
-    if output_stride not in (8, 16, 32):
+    if output_stride not in common.OUTPUT_STRIDES:
         raise ModelConfigError(
             f"output_stride: must be 8, 16 or 32, got {output_stride}"
         )
@@ -146,12 +144,12 @@ def build_model(config):
     )
     image = keras.Input(shape=(None, None, 3), name=common.IMAGE)
     endpoints = backbone(image)
-    x = build_head(config)(endpoints[FEATURES])
+    x = build_head(config)(endpoints[common.FEATURES])
     if config["decoder_output_stride"] is not None:
         bn = {}
         if config["batch_norm_decay"] is not None:
             bn["bn_momentum"] = config["batch_norm_decay"]
-        x = Decoder(name=common.DECODER, **bn)([x, endpoints[LOW_LEVEL]])
+        x = Decoder(name=common.DECODER, **bn)([x, endpoints[common.LOW_LEVEL]])
     logits = Logits(config["num_classes"], name=common.LOGITS)(x)
     if config["upsample_logits"]:
         logits = ResizeLike(name="upsample")([logits, image])
@@ -164,31 +162,13 @@ def build_deeplab(model_variant, num_classes, head="dpc", **kwargs):
 
 
 def save_config(config, path):
-    """Writes a model config as JSON atomically (temp file, then rename)."""
-    import os
-    import tempfile
-
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_config_")
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; configs are meant to be read
-    with os.fdopen(fd, "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Writes a model config as JSON atomically (see `artefacts.write_json`)."""
+    artefacts.write_json(config, path)
 
 
 def load_config(path):
     """Reads a model config JSON and validates it by re-running `model_config`."""
-    try:
-        with open(path) as f:
-            raw = json.load(f)
-    except FileNotFoundError as e:
-        raise ModelConfigError(f"{path}: no model config here") from e
-    except json.JSONDecodeError as e:
-        raise ModelConfigError(
-            f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
-        ) from e
+    raw = artefacts.read_json(path, ModelConfigError, what="model config")
     fields = {k: v for k, v in raw.items() if k != "version"}
     try:
         return model_config(**fields)

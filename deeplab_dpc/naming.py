@@ -16,8 +16,6 @@ import collections
 
 import keras
 
-from deeplab_dpc.backbones.xception import ROOT_SCOPES
-
 Unit = collections.namedtuple("Unit", ["path", "layer", "conv", "bn"])
 
 _CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
@@ -62,24 +60,25 @@ def top_level(path):
     return path.split("/", 1)[0]
 
 
-_BACKBONE_SCOPES = {
-    "mobilenet_v2": "MobilenetV2",
-    "xception_65": "xception_65",
-    "xception_71": "xception_71",
-}
-
-
 def deeplab_scope(model, path, model_variant, head):
-    """The original DeepLab variable scope for the unit at `path` of `model`."""
+    """The original DeepLab variable scope for the unit at `path` of `model`.
+
+    The tables live beside the layers they name: a layer's own scope is its
+    `deeplab_scope` attribute where its Keras name cannot be DeepLab's (Keras
+    forbids "/"), and the backbone model's `deeplab_scope` is the network's.
+    """
     parts = path.split("/")
     module, rest = parts[0], parts[1:]
     if module == "backbone":
-        layer = model.get_layer("backbone").get_layer(rest[0])
-        first = getattr(layer, "deeplab_scope", None) or ROOT_SCOPES.get(
-            rest[0], rest[0]
-        )
-        rest = [first] + rest[1:]
-        prefix = _BACKBONE_SCOPES[model_variant]
+        backbone = model.get_layer("backbone")
+        layer = backbone.get_layer(rest[0])
+        rest = [getattr(layer, "deeplab_scope", None) or rest[0]] + rest[1:]
+        prefix = getattr(backbone, "deeplab_scope", None)
+        if prefix is None:  # e.g. a model deserialised from JSON
+            raise ValueError(
+                "the backbone carries no deeplab_scope: build the model with "
+                "deeplab_dpc.model.build_model"
+            )
     elif module == "head":
         prefix = "dense_prediction_cell" if head == "dpc" else ""
     elif module == "decoder":

@@ -43,9 +43,10 @@ import itertools
 import json
 import math
 import os
-import secrets
 
 import numpy as np
+
+from deeplab_dpc import artefacts
 
 # --- Spec vocabulary (the original DeepLab key strings) ---------------------
 OP = "op"
@@ -277,29 +278,8 @@ def dump_spec(spec):
 
 
 def save_spec(spec, path):
-    """Writes `dump_spec(spec)` to `path` atomically (temp file + os.replace).
-
-    The temp file lives in the target's folder (so os.replace is atomic) and is
-    created with the usual umask-based permissions, not mkstemp's 0600.
-    """
-    text = dump_spec(spec)
-    path = os.fspath(path)
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(
-        directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp"
-    )
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Writes `dump_spec(spec)` to `path` atomically (see `artefacts.write_text`)."""
+    artefacts.write_text(dump_spec(spec), path)
 
 
 # === The search space ======================================================

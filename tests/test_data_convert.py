@@ -119,7 +119,7 @@ def test_camvid_script_runs_and_fails_with_exit_code_2(camvid_root, tmp_path):
     assert (
         failed.stderr.strip()
         .splitlines()[-1]
-        .startswith("build_camvid_data: CamVid image")
+        .startswith("build_camvid_data: error: CamVid image")
     )
 
 

@@ -1,4 +1,4 @@
-"""Tests for export_model.py, deeplab_dpc.export(_tflite) and tools/predict.py.
+"""Tests for export_model.py, deeplab_dpc.export and tools/predict.py.
 
 As a client would use them: export a small model through the command line,
 load the SavedModel in a fresh Python process (without deeplab_dpc), call
@@ -25,12 +25,12 @@ from PIL import Image
 from deeplab_dpc import (
     checkpoints,
     common,
-    export,
-    export_tflite,
     inference,
     naming,
     spec,
 )
+from deeplab_dpc.export import saved_model as export
+from deeplab_dpc.export import tflite as export_tflite
 from deeplab_dpc.model import build_model, model_config, save_config
 from deeplab_dpc.tools import predict
 

@@ -8,7 +8,7 @@ import pytest
 
 from deeplab_dpc import spec
 from deeplab_dpc.model import build_deeplab
-from deeplab_dpc.tools.model_stats import compute_stats, summarize
+from deeplab_dpc.model_stats import compute_stats, summarize
 
 
 @pytest.fixture(scope="module")

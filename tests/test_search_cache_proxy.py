@@ -8,7 +8,6 @@ import tensorflow as tf
 
 from deeplab_dpc import common
 from deeplab_dpc import spec as spec_lib
-from deeplab_dpc.backbones import FEATURES
 from deeplab_dpc.checkpoints import write_model_checkpoint
 from deeplab_dpc.data import registry, synthetic
 from deeplab_dpc.data.pipeline import build_dataset
@@ -53,7 +52,7 @@ def test_cached_features_equal_the_backbone_output(tiny):
     expected_f, expected_l = [], []
     for batch in val:
         expected_f.append(
-            backbone(batch[common.IMAGE], training=False)[FEATURES].numpy()
+            backbone(batch[common.IMAGE], training=False)[common.FEATURES].numpy()
         )
         expected_l.append(batch[common.LABEL].numpy()[..., 0])
     features, labels = cache.load_split("val")
@@ -71,7 +70,7 @@ def test_cached_features_equal_the_backbone_output(tiny):
     first, _ = cache.read_shard(cache.shards("train")[0])
     np.testing.assert_allclose(
         first[:2],
-        backbone(batch[common.IMAGE], training=False)[FEATURES].numpy(),
+        backbone(batch[common.IMAGE], training=False)[common.FEATURES].numpy(),
         atol=1e-5,
     )
 
@@ -101,9 +100,9 @@ def test_cache_of_another_backbone_is_refused(tiny):
 
 def test_cache_of_the_given_checkpoint_passes_its_own_check(tiny):
     # search.py with --tf_initial_checkpoint asks for the checkpoint's sha1 too.
-    from deeplab_dpc.search import pipeline
+    from deeplab_dpc.search import stages
 
-    want = pipeline.expected_backbone("mobilenet_v2", 16, 0.35, tiny["checkpoint"])
+    want = stages.expected_backbone("mobilenet_v2", 16, 0.35, tiny["checkpoint"])
     assert len(want["checkpoint_sha1"]) == 40
     cache = _write(tiny, "with_sha1", expected_backbone=want)
     assert cache.info["checkpoint_sha1"] == want["checkpoint_sha1"]

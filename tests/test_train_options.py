@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from deeplab_dpc import artefacts
 from deeplab_dpc import flags as dpc_flags
 from deeplab_dpc.training import options
 
@@ -46,10 +47,10 @@ def test_bad_options_name_the_option(tmp_path, kwargs, message):
 
 
 def test_load_train_config_from_dir_or_prefix(tmp_path):
-    assert options.load_train_config(str(tmp_path)) is None
-    (tmp_path / options.TRAIN_CONFIG_FILENAME).write_text('{"dataset": "camvid"}')
-    assert options.load_train_config(str(tmp_path))["dataset"] == "camvid"
-    assert options.load_train_config(str(tmp_path / "ckpt-3"))["dataset"] == "camvid"
+    assert artefacts.read_train_config(str(tmp_path)) is None
+    (tmp_path / artefacts.TRAIN_CONFIG).write_text('{"dataset": "camvid"}')
+    assert artefacts.read_train_config(str(tmp_path))["dataset"] == "camvid"
+    assert artefacts.read_train_config(str(tmp_path / "ckpt-3"))["dataset"] == "camvid"
 
 
 def test_model_flags_empty_atrous_rates_mean_aspp_lite_and_dataset_is_recorded():

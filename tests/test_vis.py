@@ -5,38 +5,38 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplab_dpc import checkpoints
+from deeplab_dpc import checkpoints, colormaps
 from deeplab_dpc.data import registry, synthetic
-from deeplab_dpc.evaluation import visualize, visualizer
+from deeplab_dpc.evaluation import visualizer
 from deeplab_dpc.model import build_model, model_config
 
 
 def test_palettes_have_the_datasets_colours():
-    pascal = visualize.get_colormap("pascal")
+    pascal = colormaps.get_colormap("pascal")
     assert pascal.shape == (256, 3) and pascal.dtype == np.uint8
     assert tuple(pascal[1]) == (128, 0, 0) and tuple(pascal[15]) == (192, 128, 128)
-    assert tuple(visualize.get_colormap("cityscapes")[0]) == (128, 64, 128)
-    assert tuple(visualize.get_colormap("cityscapes")[18]) == (119, 11, 32)
-    ade = visualize.get_colormap("ade20k")
+    assert tuple(colormaps.get_colormap("cityscapes")[0]) == (128, 64, 128)
+    assert tuple(colormaps.get_colormap("cityscapes")[18]) == (119, 11, 32)
+    ade = colormaps.get_colormap("ade20k")
     assert tuple(ade[1]) == (120, 120, 120) and tuple(ade[150]) == (92, 0, 255)
-    assert tuple(visualize.get_colormap("camvid")[0]) == (128, 128, 128)
+    assert tuple(colormaps.get_colormap("camvid")[0]) == (128, 128, 128)
     info = registry.get_dataset_info("synthetic")
-    assert tuple(visualize.get_colormap("dataset", info)[1]) == tuple(info.colormap[1])
+    assert tuple(colormaps.get_colormap("dataset", info)[1]) == tuple(info.colormap[1])
     with pytest.raises(ValueError, match="unknown 'voc'"):
-        visualize.get_colormap("voc")
+        colormaps.get_colormap("voc")
 
 
 def test_colorize_and_side_by_side():
-    palette = visualize.get_colormap("pascal")
+    palette = colormaps.get_colormap("pascal")
     label = np.array([[0, 1], [2, 255]])
-    rgb = visualize.colorize(label, palette)
+    rgb = colormaps.colorize(label, palette)
     assert rgb.shape == (2, 2, 3)
     assert tuple(rgb[0, 1]) == (128, 0, 0) and tuple(rgb[1, 1]) == tuple(palette[255])
     with pytest.raises(ValueError):
-        visualize.colorize(np.array([[300]]), palette)
-    panel = visualize.side_by_side(rgb, rgb, rgb, gap=4)
+        colormaps.colorize(np.array([[300]]), palette)
+    panel = colormaps.side_by_side(rgb, rgb, rgb, gap=4)
     assert panel.shape == (2, 2 * 3 + 8, 3) and (panel[:, 2:6] == 255).all()
-    image = visualize.to_uint8_image(np.array([[[-1.0, 0.0, 1.0]]]))
+    image = colormaps.to_uint8_image(np.array([[[-1.0, 0.0, 1.0]]]))
     assert image.tolist() == [[[0, 128, 255]]]
 
 
@@ -70,7 +70,7 @@ def test_visualizer_writes_panels_and_raw_predictions(tmp_path):
         Image.open(tmp_path / "vis" / "raw_segmentation_results" / f"{name}.png")
     )
     colored = np.asarray(Image.open(out / f"{name}_prediction.png"))
-    palette = visualize.get_colormap("dataset", info)
+    palette = colormaps.get_colormap("dataset", info)
     assert raw.shape == (65, 65) and raw.max() < 5
     np.testing.assert_array_equal(palette[raw], colored)
     np.testing.assert_array_equal(panel[:, -65:], colored)

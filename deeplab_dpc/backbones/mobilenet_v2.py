@@ -14,6 +14,7 @@ SAME padding, as slim's MobileNetV2 training scope.
 
 import keras
 
+from deeplab_dpc import common
 from deeplab_dpc.backbones.stride import StrideTracker
 from deeplab_dpc.layers.conv import ConvBN
 
@@ -33,6 +34,7 @@ BLOCKS = (
 )
 STEM_CHANNELS = 32
 LOW_LEVEL_BLOCK = "expanded_conv_2"
+DEEPLAB_SCOPE = "MobilenetV2"  # the variable scope of DeepLab's MobileNetV2
 
 
 def scaled_depth(channels, depth_multiplier, min_depth=8):
@@ -124,7 +126,7 @@ class InvertedResidual(keras.layers.Layer):
 
 # === Functional Model ===
 def mobilenet_v2(output_stride=16, depth_multiplier=1.0, bn_momentum=BN_MOMENTUM):
-    """Returns a Keras model: image [-1, 1] -> {"features", "low_level"}."""
+    """Returns a Keras model: image [-1, 1] -> {common.FEATURES, common.LOW_LEVEL}."""
     tracker = StrideTracker(output_stride)
     bn = dict(bn_momentum=bn_momentum, bn_epsilon=BN_EPSILON)
     image = keras.Input(shape=(None, None, 3), name="image")
@@ -145,4 +147,8 @@ def mobilenet_v2(output_stride=16, depth_multiplier=1.0, bn_momentum=BN_MOMENTUM
             if name == LOW_LEVEL_BLOCK:
                 low_level = depthwise
             channels, index = out, index + 1
-    return keras.Model(image, {"features": x, "low_level": low_level}, name="backbone")
+    model = keras.Model(
+        image, {common.FEATURES: x, common.LOW_LEVEL: low_level}, name=common.BACKBONE
+    )
+    model.deeplab_scope = DEEPLAB_SCOPE
+    return model

@@ -7,12 +7,14 @@ multiplied by the stride it skipped (slim's `mobilenet_base` and
 current rate.
 """
 
+from deeplab_dpc import common
+
 
 class StrideTracker:
     """Hands out (stride, rate) for each layer in order."""
 
     def __init__(self, output_stride):
-        if output_stride not in (8, 16, 32):
+        if output_stride not in common.OUTPUT_STRIDES:
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         self.output_stride = output_stride
         self.current_stride = 1

@@ -18,6 +18,7 @@ its `deeplab_scope` attribute for the weight importer.
 import keras
 import tensorflow as tf
 
+from deeplab_dpc import common
 from deeplab_dpc.backbones.stride import StrideTracker
 from deeplab_dpc.layers.conv import ConvBN, SeparableConvBN
 
@@ -161,7 +162,7 @@ class XceptionModule(keras.layers.Layer):
 
 # === Functional Model ===
 def xception(variant="xception_65", output_stride=16, bn_momentum=BN_MOMENTUM):
-    """Returns a Keras model: image [-1, 1] -> {"features", "low_level"}."""
+    """Returns a Keras model: image [-1, 1] -> {common.FEATURES, common.LOW_LEVEL}."""
     if variant not in VARIANTS:
         raise ValueError(
             f"unknown Xception variant {variant!r}; known: {sorted(VARIANTS)}"
@@ -171,7 +172,7 @@ def xception(variant="xception_65", output_stride=16, bn_momentum=BN_MOMENTUM):
     bn = dict(bn_momentum=bn_momentum, bn_epsilon=BN_EPSILON)
     image = keras.Input(shape=(None, None, 3), name="image")
     strides, rate = tracker.next(2)
-    x = ConvBN(
+    root = ConvBN(
         32,
         3,
         strides=strides,
@@ -179,9 +180,13 @@ def xception(variant="xception_65", output_stride=16, bn_momentum=BN_MOMENTUM):
         explicit_padding=True,
         name=ROOT_NAMES[0],
         **bn,
-    )(image)
+    )
+    root.deeplab_scope = ROOT_SCOPES[ROOT_NAMES[0]]
+    x = root(image)
     strides, rate = tracker.next(1)
-    x = ConvBN(64, 3, strides=strides, rate=rate, name=ROOT_NAMES[1], **bn)(x)
+    root = ConvBN(64, 3, strides=strides, rate=rate, name=ROOT_NAMES[1], **bn)
+    root.deeplab_scope = ROOT_SCOPES[ROOT_NAMES[1]]
+    x = root(x)
     low_level = None
     for scope, depths, skip, act, units, stride in blocks:
         for u in range(units):
@@ -199,4 +204,8 @@ def xception(variant="xception_65", output_stride=16, bn_momentum=BN_MOMENTUM):
             )(x)
             if unit_scope == low_level_unit:
                 low_level = mid
-    return keras.Model(image, {"features": x, "low_level": low_level}, name="backbone")
+    model = keras.Model(
+        image, {common.FEATURES: x, common.LOW_LEVEL: low_level}, name=common.BACKBONE
+    )
+    model.deeplab_scope = variant  # DeepLab's scope is the variant's name
+    return model

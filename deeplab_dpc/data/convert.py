@@ -18,7 +18,6 @@ image becomes one `tf.train.Example` (see `records.py`) in one of
 """
 
 import io
-import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from deeplab_dpc import artefacts
 from deeplab_dpc.data import records
 
 
@@ -157,7 +157,7 @@ def convert_item(item, info, label_fn=None, read_label_fn=read_label):
 
 def _write_one_shard(items, path, convert_fn, strict, stop):
     """Writes one shard under its temporary name; returns (tmp, written, errors)."""
-    tmp = records.temporary_path(path)
+    tmp = artefacts.temporary_path(path)
     written, errors = 0, []
     with tf.io.TFRecordWriter(tmp) as writer:
         for item in items:
@@ -209,7 +209,7 @@ def convert_split(
         if not complete:  # also on Ctrl-C: no temporaries left behind
             _remove_temporaries(paths)
     for (tmp, _, _), path in zip(results, paths):
-        os.replace(tmp, path)
+        artefacts.commit(tmp, path)
     records.remove_stale_shards(output_dir, split, paths)
     errors = [error for _, _, errs in results for error in errs]
     written = sum(count for _, count, _ in results)
@@ -220,21 +220,18 @@ def convert_split(
 
 def _remove_temporaries(paths):
     for path in paths:
-        tmp = records.temporary_path(path)
+        tmp = artefacts.temporary_path(path)
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
 def _write_summary(output_dir, summary):
     """`conversion_<split>.json` next to the shards: what was written and skipped."""
-    path = os.path.join(output_dir, f"conversion_{summary.split}.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(
-            summary._asdict()
-            | {"shards": [os.path.basename(p) for p in summary.shards]},
-            f,
-            indent=2,
-        )
+    artefacts.write_json(
+        summary._asdict() | {"shards": [os.path.basename(p) for p in summary.shards]},
+        artefacts.conversion_summary_path(output_dir, summary.split),
+        sort_keys=False,
+    )
 
 
 def limit_items(items, max_images):

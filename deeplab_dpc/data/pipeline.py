@@ -259,7 +259,7 @@ def build_dataset(
     tfds_manual_dir=None,
     shard=None,
     bad_record_counter=None,
-    pad_multiple=32,
+    pad_multiple=common.PAD_MULTIPLE,
     include_original_image=False,
 ):
     """Batched samples of `split`: dicts keyed by `common.IMAGE`, `LABEL`, ...

@@ -40,7 +40,7 @@ def normalize_image(image):
     return tf.cast(image, tf.float32) / 127.5 - 1.0
 
 
-def eval_pad_size(height, width, multiple=32):
+def eval_pad_size(height, width, multiple=common.PAD_MULTIPLE):
     """Smallest `k * multiple + 1` >= each side (DeepLab's 513/769-style sizes)."""
 
     def pad(size):
@@ -280,7 +280,7 @@ def preprocess_eval(
     ignore_label=common.DEFAULT_IGNORE_LABEL,
     min_resize_value=None,
     max_resize_value=None,
-    pad_multiple=32,
+    pad_multiple=common.PAD_MULTIPLE,
     mean_pixel=common.MEAN_PIXEL,
     include_original_image=False,
 ):

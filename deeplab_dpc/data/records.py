@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from deeplab_dpc import common
+from deeplab_dpc import artefacts, common
 
 SHARD_TEMPLATE = "{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
 IMAGE_FORMATS = ("jpeg", "png")
@@ -89,15 +89,9 @@ def encode_png(array, compress_level=6):
     return buffer.getvalue()
 
 
-def temporary_path(path):
-    """Hidden name a shard is written under before its rename (never matches the glob)."""
-    directory, name = os.path.split(path)
-    return os.path.join(directory, f".tmp.{name}.{os.getpid()}")
-
-
 def write_shard(path, serialized_examples):
     """Writes one shard atomically (temporary name, then rename); returns its count."""
-    tmp = temporary_path(path)
+    tmp = artefacts.temporary_path(path)
     count = 0
     try:
         with tf.io.TFRecordWriter(tmp) as writer:
@@ -106,10 +100,9 @@ def write_shard(path, serialized_examples):
                     example = example.SerializeToString()
                 writer.write(example)
                 count += 1
-        os.replace(tmp, path)
+        artefacts.commit(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        artefacts.remove_quietly(tmp)
     return count
 
 

@@ -10,8 +10,9 @@ Deviations from DeepLab:
 - `camvid` is the 11-class SegNet split; its void id 11 is written as 255 by
   our converter, so the records use the common ignore label.
 - `ade20k` keeps DeepLab's convention (151 classes, class 0 = "other" is the
-  ignore label); its colour map is the PASCAL bit-interleaved palette rather
-  than ADE20K's hand-picked one (the colours only serve visualisation).
+  ignore label). Its registry colours (`--colormap_type=dataset`) are the
+  PASCAL bit-interleaved palette; DeepLab's own ADE20K palette is
+  `--colormap_type=ade20k` (`colormaps.py`). Colours serve visualisation only.
 - `synthetic` is our own generated default dataset (see `synthetic.py`).
 """
 
@@ -309,9 +310,3 @@ def resolve_split(info, split):
     raise ValueError(
         f"dataset {info.name!r} has no split {split!r}; known splits: {', '.join(known)}"
     )
-
-
-def label_colormap(info, size=256):
-    """The colour map padded to `size` entries (ignore label in black)."""
-    colors = list(info.colormap) + [(0, 0, 0)] * (size - len(info.colormap))
-    return colors[:size]

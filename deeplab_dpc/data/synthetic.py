@@ -26,18 +26,17 @@ DPC) to get all four object classes right.
 Images and labels are stored losslessly as PNG in the common record format.
 """
 
-import json
 import os
 import shutil
-import tempfile
 
 import numpy as np
 
+from deeplab_dpc import artefacts
 from deeplab_dpc.data import records, registry
 
 INFO = registry.DATASETS["synthetic"]
 DEFAULT_IMAGE_SIZE = INFO.default_crop_size  # (129, 129): 4 * 32 + 1
-META_FILENAME = "synthetic_info.json"
+META_FILENAME = artefacts.SYNTHETIC_INFO
 GENERATOR_VERSION = 1
 ROAD, FIELD = 0, 1
 BOX, FIGURE = 0, 1
@@ -177,9 +176,7 @@ def generate_synthetic_dataset(
         "class_names": list(INFO.class_names),
     }
     meta_path = os.path.join(output_dir, META_FILENAME)
-    with open(meta_path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2)
-    os.replace(meta_path + ".tmp", meta_path)
+    artefacts.write_json(meta, meta_path, sort_keys=False)
     return output_dir
 
 
@@ -200,12 +197,7 @@ def ensure_synthetic_dataset(dataset_dir, **kwargs):
     dataset_dir = os.path.abspath(dataset_dir)
     if _is_complete(dataset_dir):
         return dataset_dir
-    parent = os.path.dirname(dataset_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".synthetic-tmp-", dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the dataset is not
+    tmp = artefacts.make_staging_dir(os.path.dirname(dataset_dir), ".synthetic-tmp-")
     try:
         generate_synthetic_dataset(tmp, **kwargs)
         try:

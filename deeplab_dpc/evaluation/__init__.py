@@ -1,1 +1,5 @@
-"""Evaluation: streaming confusion matrix and mIoU, the evaluator, visualisation."""
+"""Evaluation: the evaluator (mIoU of checkpoints) and the visualizer (vis.py).
+
+The metrics (`deeplab_dpc.metrics`) and colour maps (`deeplab_dpc.colormaps`)
+live below training and evaluation, which both use them.
+"""

@@ -25,25 +25,18 @@ Deviations from DeepLab:
   directory holds no `train_config.json` (an imported or exported model).
 """
 
-import json
 import os
 import re
 
 import tensorflow as tf
 from absl import logging
 
-from deeplab_dpc import checkpoints, common, inference
-from deeplab_dpc.evaluation import metrics
+from deeplab_dpc import artefacts, checkpoints, common, inference, metrics, summaries
 from deeplab_dpc.model import (
     build_model,
     check_output_stride,
     load_config,
-    save_config,
 )
-from deeplab_dpc.training import summaries
-from deeplab_dpc.training.options import load_train_config
-
-RESULTS_FILENAME = "results.json"
 
 
 def checkpoint_step(prefix):
@@ -62,7 +55,7 @@ def watch_checkpoints(checkpoint_path, max_number, interval_secs):
         return
     if max_number != 0:
         checkpoints.resolve_checkpoint(checkpoint_path)  # fails early if empty
-    train_cfg = load_train_config(checkpoint_path)
+    train_cfg = artefacts.read_train_config(checkpoint_path)
     final_step = train_cfg["training_number_of_steps"] if train_cfg else None
     count = 0
     for prefix in tf.train.checkpoints_iterator(
@@ -175,7 +168,7 @@ def format_table(results):
 def write_results(results, eval_logdir, writer):
     """results.json (atomically) and TensorBoard scalars."""
     os.makedirs(eval_logdir, exist_ok=True)
-    save_config(results, os.path.join(eval_logdir, RESULTS_FILENAME))
+    artefacts.write_json(results, artefacts.results_path(eval_logdir))
     step = results["step"]
     with writer.as_default(step=step):
         summaries.write_scalar("miou", results["miou"], step)
@@ -233,9 +226,3 @@ def evaluate(
     if writer is not None:
         writer.close()
     return results
-
-
-def load_results(eval_logdir):
-    """The results.json of an eval_logdir."""
-    with open(os.path.join(eval_logdir, RESULTS_FILENAME)) as f:
-        return json.load(f)

@@ -19,8 +19,9 @@ import os
 import numpy as np
 from absl import logging
 
+from deeplab_dpc import colormaps
 from deeplab_dpc.data import registry
-from deeplab_dpc.evaluation import evaluator, visualize
+from deeplab_dpc.evaluation import evaluator
 
 SEGMENTATION_DIR = "segmentation_results"
 RAW_DIR = "raw_segmentation_results"
@@ -60,17 +61,17 @@ def visualize_checkpoint(model, config, prefix, dataset, colormap, options):
         if options["max_images"] and index >= options["max_images"]:
             break
         base = _safe_name(name, index)
-        rgb = visualize.to_uint8_image(image)
-        colored = visualize.colorize(pred, colormap)
-        visualize.save_png(rgb, os.path.join(out_dir, f"{base}_image.png"))
-        visualize.save_png(colored, os.path.join(out_dir, f"{base}_prediction.png"))
-        panel = visualize.side_by_side(
-            rgb, visualize.colorize(label, colormap), colored
+        rgb = colormaps.to_uint8_image(image)
+        colored = colormaps.colorize(pred, colormap)
+        colormaps.save_png(rgb, os.path.join(out_dir, f"{base}_image.png"))
+        colormaps.save_png(colored, os.path.join(out_dir, f"{base}_prediction.png"))
+        panel = colormaps.side_by_side(
+            rgb, colormaps.colorize(label, colormap), colored
         )
-        visualize.save_png(panel, os.path.join(out_dir, f"{base}_panel.png"))
+        colormaps.save_png(panel, os.path.join(out_dir, f"{base}_panel.png"))
         if options["also_save_raw_predictions"]:
             raw = options["raw_id_map"][pred]
-            visualize.save_png(raw, os.path.join(raw_dir, f"{base}.png"))
+            colormaps.save_png(raw, os.path.join(raw_dir, f"{base}.png"))
         count += 1
     return count
 
@@ -95,7 +96,7 @@ def visualize_checkpoints(
     """Visualises checkpoints as they come; returns the number of images written."""
     from deeplab_dpc.data import pipeline
 
-    colormap = visualize.get_colormap(colormap_type, info)
+    colormap = colormaps.get_colormap(colormap_type, info)
     evaluator.check_classes(checkpoint_path, info)
     if info.num_classes > len(colormap):
         raise ValueError(f"{info.num_classes} classes do not fit a 256-colour palette")

@@ -9,9 +9,9 @@ space of 31 ASPP subsets to measure the proxy's fidelity.
 
 Modules: `spaces` (full space and ASPP subsets), `samplers` (search
 policies), `cache` (backbone feature cache), `proxy` (cached-feature
-trainer), `study` (Optuna storage, heartbeat, trial slots, dedup),
-`finetune` (end-to-end training and evaluation), `rerank`, `report`,
-`pipeline` (the stages that `search.py` runs).
+trainer), `study` (Optuna storage, heartbeat, trial slots, dedup), `rerank`
+(end-to-end fine-tuning and evaluation of the top cells), `report`,
+`stages` (the stages that `search.py` runs).
 """
 
 

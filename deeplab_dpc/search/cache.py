@@ -31,13 +31,12 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 
 import numpy as np
 
-from deeplab_dpc import common
+from deeplab_dpc import artefacts, common
 
-CACHE_INFO_FILENAME = "cache_info.json"
+CACHE_INFO_FILENAME = artefacts.CACHE_INFO
 CACHE_VERSION = 1
 FEATURES_SUFFIX = ".features.npy"
 LABELS_SUFFIX = ".labels.npy"
@@ -138,22 +137,17 @@ def _feature_fn(model):
     """The backbone's features as one compiled function (one trace for all sizes)."""
     import tensorflow as tf
 
-    from deeplab_dpc.backbones import FEATURES
-
     backbone = model.get_layer(common.BACKBONE)
     return tf.function(
-        lambda x: backbone(x, training=False)[FEATURES],
+        lambda x: backbone(x, training=False)[common.FEATURES],
         input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
     )
 
 
 def _install(tmp, cache_dir, info):
     """Writes the info file last, then renames the filled directory into place."""
-    with open(os.path.join(tmp, CACHE_INFO_FILENAME), "w") as f:
-        json.dump(info, f, indent=2, sort_keys=True)
-    if os.path.isdir(cache_dir):
-        shutil.rmtree(cache_dir)  # incomplete (no info file): see _existing
-    os.replace(tmp, cache_dir)
+    artefacts.write_json(info, os.path.join(tmp, CACHE_INFO_FILENAME))
+    artefacts.install_dir(tmp, cache_dir)  # one there is incomplete: see _existing
 
 
 def write_feature_cache(
@@ -201,8 +195,7 @@ def write_feature_cache(
     )  # fmt: skip
     val = build_dataset(dataset_dir, val_split, dataset_info, is_training=False)
     parent = os.path.dirname(os.path.abspath(cache_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp_cache_")
+    tmp = artefacts.make_staging_dir(parent, ".tmp_cache_")
     try:
         feature_fn = _feature_fn(model)
         info["splits"] = {
@@ -248,8 +241,7 @@ def write_cache_from_arrays(cache_dir, splits, info, shard_size=256):
             stop = start + shard_size
             writer.add(np.asarray(features[start:stop]), np.asarray(labels[start:stop]))
         info["splits"][split] = writer.close()
-    with open(os.path.join(cache_dir, CACHE_INFO_FILENAME), "w") as f:
-        json.dump(info, f, indent=2, sort_keys=True)
+    artefacts.write_json(info, os.path.join(cache_dir, CACHE_INFO_FILENAME))
     return open_cache(cache_dir)
 
 

@@ -30,10 +30,11 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab_dpc import common
-from deeplab_dpc.evaluation.metrics import mean_iou
 from deeplab_dpc.layers import DensePredictionCell
 from deeplab_dpc.layers.conv import Logits
 from deeplab_dpc.layers.resize import resize_bilinear
+from deeplab_dpc.metrics import mean_iou
+from deeplab_dpc.training import losses
 
 DEFAULT_MEMORY_LIMIT_BYTES = 4 << 30
 POLY_POWER = 0.9
@@ -56,22 +57,18 @@ def build_proxy_model(spec, feature_channels, num_classes, output_stride, bn_mom
 
 
 def segmentation_loss(logits, labels, ignore_label):
-    """Mean softmax cross-entropy over labelled pixels; logits resized to labels."""
-    labels = tf.cast(labels, tf.int32)
-    logits = resize_bilinear(logits, tf.shape(labels)[1:3])
-    valid = tf.not_equal(labels, ignore_label)
-    safe = tf.where(valid, labels, tf.zeros_like(labels))
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(safe, logits)
-    weights = tf.cast(valid, losses.dtype)
-    return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+    """The training loss (`training.losses.softmax_cross_entropy`, logits resized
+    to the labels) for the cache's [B, H, W] labels."""
+    labels = tf.cast(labels, tf.int32)[..., None]
+    return losses.softmax_cross_entropy(logits, labels, logits.shape[-1], ignore_label)
 
 
 def confusion_matrix(logits, labels, num_classes, ignore_label):
     """[classes, classes] counts (row: label, column: prediction), ignore skipped.
 
-    The in-graph twin of `evaluation.metrics.confusion_matrix` (which is numpy),
+    The in-graph twin of `metrics.confusion_matrix` (which is numpy),
     so that a batch's counts come out of one compiled call; the mIoU of the
-    summed counts is `evaluation.metrics.mean_iou`.
+    summed counts is `metrics.mean_iou`.
     """
     labels = tf.cast(labels, tf.int32)
     logits = resize_bilinear(logits, tf.shape(labels)[1:3])
@@ -236,12 +233,11 @@ def train_proxy(
 def cell_cost(spec, feature_channels, output_stride, crop_size):
     """(params, multiply-adds) of the cell's convs for one `crop_size` image.
 
-    Counted by `deeplab_dpc.tools.model_stats` on a stand-in model whose
+    Counted by `deeplab_dpc.model_stats` on a stand-in model whose
     "backbone" (average pooling + a dense layer, no convs) gives features of
     the real shape, so only the cell's own units (`head/...`) are counted.
     """
-    from deeplab_dpc import naming
-    from deeplab_dpc.tools import model_stats
+    from deeplab_dpc import model_stats, naming
 
     image = keras.Input((None, None, 3))
     x = keras.layers.AveragePooling2D(output_stride, output_stride, padding="same")(

@@ -15,7 +15,7 @@ Outputs in `out_dir`:
 """
 
 import csv
-import json
+import io
 import os
 
 import matplotlib
@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
+from deeplab_dpc import artefacts  # noqa: E402
 from deeplab_dpc import spec as spec_lib  # noqa: E402
 from deeplab_dpc.search import SearchError, rerank  # noqa: E402
 from deeplab_dpc.search import study as study_lib  # noqa: E402
@@ -76,17 +77,19 @@ def _fmt(value, digits=4):
 
 
 def write_leaderboard(rows, out_dir):
-    with open(os.path.join(out_dir, "leaderboard.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        for row in rows:
-            writer.writerow(["" if row[c] is None else row[c] for c in COLUMNS])
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow(["" if row[c] is None else row[c] for c in COLUMNS])
+    artefacts.write_text(table.getvalue(), os.path.join(out_dir, "leaderboard.csv"))
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
         cells = [_fmt(row[c], 1 if c == "seconds" else 4) for c in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
-    with open(os.path.join(out_dir, "leaderboard.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    artefacts.write_text(
+        "\n".join(lines) + "\n", os.path.join(out_dir, "leaderboard.md")
+    )
 
 
 def pick_best(rows):
@@ -240,6 +243,7 @@ def write_report(search_study, rerank_study, out_dir, extra=None):
         ),
         **(extra or {}),
     }
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    artefacts.write_json(
+        summary, os.path.join(out_dir, "summary.json"), sort_keys=False
+    )
     return summary

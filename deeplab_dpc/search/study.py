@@ -61,7 +61,7 @@ REUSED_FROM = "reused_from"
 ERROR = "error"
 INTERRUPTED = "interrupted"
 SECONDS = "seconds"
-READY = "slots"  # study attr: number of slots, set once they all exist
+SLOT_COUNT = "slots"  # study attr: number of slots, set once they all exist
 
 DEFAULT_HEARTBEAT_INTERVAL = 10
 DEFAULT_GRACE_PERIOD = 60
@@ -205,8 +205,8 @@ def create_study(storage, study_name, slots, attrs, seed=0, wait_seconds=120):
                 state=TrialState.WAITING, user_attrs={SLOT: slot, **prefill}
             )
             _retrying(study.add_trial, trial)
-    if study.user_attrs.get(READY) != len(present | {s for s, _ in slots}):
-        study.set_user_attr(READY, len(present | {s for s, _ in slots}))
+    if study.user_attrs.get(SLOT_COUNT) != len(present | {s for s, _ in slots}):
+        study.set_user_attr(SLOT_COUNT, len(present | {s for s, _ in slots}))
     return study
 
 
@@ -222,7 +222,7 @@ def load_study(storage, study_name, attrs, pruner=None, wait_seconds=120):
             f"no study {study_name!r} in the storage; create it first (stage 'create')"
         ) from None
     deadline = time.time() + wait_seconds
-    while READY not in study.user_attrs:
+    while SLOT_COUNT not in study.user_attrs:
         if time.time() > deadline:
             raise StudyError(
                 f"study {study_name!r} exists but its slots were never completed"

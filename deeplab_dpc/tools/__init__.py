@@ -1,1 +1,5 @@
-"""Command-line tools: model statistics, weight import, prediction."""
+"""Command-line tools: model statistics, weight import, prediction.
+
+The libraries they drive live below (`deeplab_dpc.model_stats`,
+`deeplab_dpc.export`, ...); nothing in the package imports a tool.
+"""

@@ -36,18 +36,15 @@ re-estimates them, and with a small batch keep batch norm frozen.
 
 import collections
 import hashlib
-import json
 import os
-import sys
-import tempfile
 
 import numpy as np
 
-from deeplab_dpc import common, naming
+from deeplab_dpc import artefacts, common, errors, naming
 from deeplab_dpc.tools import weight_sources
 from deeplab_dpc.tools.weight_sources import BATCH_NORM_LEAVES, WeightSourceError
 
-REPORT_FILENAME = "import_report.json"
+REPORT_FILENAME = artefacts.IMPORT_REPORT
 
 _HINTS = {
     common.BACKBONE: "is --model_variant / --depth_multiplier that of the source?",
@@ -332,22 +329,13 @@ def _check_output(output):
         return
     ours = os.path.isdir(output) and (
         not os.listdir(output)
-        or os.path.exists(os.path.join(output, common.MODEL_CONFIG_FILENAME))
+        or os.path.exists(os.path.join(output, artefacts.MODEL_CONFIG))
     )
     if not ours:
         raise WeightImportError(
             f"{output}: exists and is not a checkpoint directory of ours; "
             "choose another --output"
         )
-
-
-def _write_json(data, path):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp_report_")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def import_weights(
@@ -374,7 +362,7 @@ def import_weights(
         "backbone_only": bool(backbone_only),
     }
     prefix = write_model_checkpoint(model, config, output)
-    _write_json(report, os.path.join(output, REPORT_FILENAME))
+    artefacts.write_json(report, os.path.join(output, REPORT_FILENAME), indent=1)
     return report, prefix
 
 
@@ -383,11 +371,12 @@ def import_weights(
 
 def parse_atrous_rates(values):
     """`--atrous_rates` values -> None (absent: (6, 12, 18)) or a list; "" -> []."""
+    from deeplab_dpc.flags import multi_values
+
     if values is None:
         return None
-    parts = [p.strip() for v in values for p in str(v).split(",")]
     try:
-        return [int(p) for p in parts if p]
+        return multi_values(values, int, "atrous_rates")
     except ValueError as e:
         raise WeightImportError(
             f"--atrous_rates: expected integers such as 6,12,18 (or empty), got {values}"
@@ -396,19 +385,10 @@ def parse_atrous_rates(values):
 
 def config_from_flags(f):
     """The model config that the flags describe (raises ModelConfigError)."""
-    from deeplab_dpc.model import model_config
+    from deeplab_dpc.flags import model_config_from_flags
 
-    head = f.head or ("dpc" if f.dpc_spec else "aspp")
-    return model_config(
-        f.model_variant,
-        f.num_classes,
-        head=head,
-        dpc_spec=f.dpc_spec,
-        output_stride=f.output_stride,
-        atrous_rates=parse_atrous_rates(f.atrous_rates),
-        decoder_output_stride=f.decoder_output_stride,
-        depth_multiplier=f.depth_multiplier,
-    )
+    parse_atrous_rates(f.atrous_rates)  # this tool's message for a bad rate
+    return model_config_from_flags(f, f.num_classes)
 
 
 def _user_errors():
@@ -442,26 +422,22 @@ def main(argv):
             f.source, config, f.output, f.initialize_last_layer, f.backbone_only
         )
     except user_errors as e:
-        message = " ".join(str(e).split())
-        print(f"import_weights: error: {message}", file=sys.stderr)
-        sys.exit(2)
+        errors.fail(e, "import_weights")
     for line in format_report(report):
         print(line)
-    print(f"wrote {prefix} (+ {common.MODEL_CONFIG_FILENAME}, {REPORT_FILENAME})")
+    print(f"wrote {prefix} (+ {artefacts.MODEL_CONFIG}, {REPORT_FILENAME})")
 
 
 def define_flags():
     from absl import flags
 
-    from deeplab_dpc.backbones import MODEL_VARIANTS
+    from deeplab_dpc.flags import define_model_variant_flag
 
     flags.DEFINE_string(
         "source", None, "Official weights: a .tflite file or a TF1 model.ckpt prefix."
     )
     flags.DEFINE_string("output", None, "Checkpoint directory to write (atomically).")
-    flags.DEFINE_enum(
-        "model_variant", "mobilenet_v2", list(MODEL_VARIANTS), "Backbone."
-    )
+    define_model_variant_flag()
     flags.DEFINE_float("depth_multiplier", 1.0, "MobileNetV2 width multiplier.")
     flags.DEFINE_integer("output_stride", 16, "Backbone output stride: 8, 16 or 32.")
     flags.DEFINE_enum(

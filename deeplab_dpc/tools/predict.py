@@ -26,8 +26,9 @@ import tensorflow as tf
 from absl import app, flags
 from PIL import Image
 
-from deeplab_dpc import export, export_tflite
+from deeplab_dpc import errors
 from deeplab_dpc.data import registry
+from deeplab_dpc.export import saved_model, tflite
 
 DEFAULT_OVERLAY_ALPHA = 0.5
 
@@ -38,12 +39,12 @@ class SavedModelPredictor:
     def __init__(self, path):
         loaded = tf.saved_model.load(path)
         self._loaded = loaded  # keeps the variables alive
-        self._serve = loaded.signatures[export.SIGNATURE_ENCODED]
+        self._serve = loaded.signatures[saved_model.SIGNATURE_ENCODED]
         self.config = json.loads(loaded.deeplab_config.numpy().decode("utf-8"))
 
     def __call__(self, encoded, image):
-        outputs = self._serve(**{export.INPUT_ENCODED: tf.constant([encoded])})
-        return outputs[export.OUTPUT_PREDICTIONS][0].numpy()
+        outputs = self._serve(**{saved_model.INPUT_ENCODED: tf.constant([encoded])})
+        return outputs[saved_model.OUTPUT_PREDICTIONS][0].numpy()
 
 
 class TFLitePredictor:
@@ -57,10 +58,10 @@ class TFLitePredictor:
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
         self.crop_size = tuple(int(v) for v in self._input["shape"][1:3])
-        self.config = export_tflite.read_config(path)
+        self.config = tflite.read_config(path)
 
     def __call__(self, encoded, image):
-        inputs, (h, w) = export_tflite.prepare_input(image, self.crop_size)
+        inputs, (h, w) = tflite.prepare_input(image, self.crop_size)
         self._interpreter.set_tensor(self._input["index"], inputs.numpy())
         self._interpreter.invoke()
         labels = self._interpreter.get_tensor(self._output["index"])[0, :h, :w]
@@ -129,7 +130,7 @@ def predict_files(predictor, paths, output_dir, alpha=DEFAULT_OVERLAY_ALPHA):
         try:
             with open(path, "rb") as f:
                 encoded = f.read()
-            image = export.decode_image(tf.constant(encoded)).numpy()
+            image = saved_model.decode_image(tf.constant(encoded)).numpy()
             labels = predictor(encoded, image)
         except (OSError, tf.errors.OpError) as e:
             message = getattr(e, "message", None) or str(e)
@@ -176,9 +177,7 @@ def main(argv):
         paths = expand_images(FLAGS.images)
         predictor = load_predictor(FLAGS.model)
     except (ValueError, OSError, tf.errors.OpError) as e:
-        message = getattr(e, "message", None) or str(e)
-        print(f"predict: error: {message.strip().splitlines()[0]}", file=sys.stderr)
-        sys.exit(2)
+        errors.fail(e, "predict")
     failed = predict_files(predictor, paths, FLAGS.output_dir, FLAGS.overlay_alpha)
     for path, message in failed.items():
         print(f"predict: skipped {path}: {message}", file=sys.stderr)

@@ -3,7 +3,8 @@
 Mirrors `model.model_config`: `train_options(...)` takes DeepLab's training
 flags as explicit arguments, checks them and returns a plain dict, which the
 trainer saves as `train_config.json` beside the checkpoints. Eval and vis read
-it back (`load_train_config`) to find the dataset a checkpoint was trained on.
+it back (`artefacts.read_train_config`) to find the dataset a checkpoint was
+trained on.
 
 Defaults are DeepLab's `train.py` defaults. Errors are `TrainOptionsError`
 (a ValueError) with one line naming the option. This module imports no
@@ -15,9 +16,8 @@ import os
 
 from absl import logging
 
-from deeplab_dpc import common
+from deeplab_dpc import artefacts
 
-TRAIN_CONFIG_FILENAME = "train_config.json"
 LEARNING_POLICIES = ("poly", "step", "cosine")
 STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")
 MIN_CROP_SIZE = 33  # 32x downsampling in the backbone needs at least 1 + 32 pixels
@@ -110,103 +110,127 @@ def _check_values(
         )
 
 
-def train_options(
-    train_logdir,
-    dataset_dir=None,
-    train_split="train",
-    train_crop_size=(513, 513),
-    train_batch_size=8,
-    training_number_of_steps=30000,
-    learning_policy="poly",
-    base_learning_rate=1e-4,
-    learning_power=0.9,
-    end_learning_rate=0.0,
-    learning_rate_decay_factor=0.1,
-    learning_rate_decay_step=2000,
-    slow_start_step=0,
-    slow_start_learning_rate=1e-4,
-    momentum=0.9,
-    weight_decay=4e-5,
-    fine_tune_batch_norm=True,
-    freeze_backbone_batch_norm=False,
-    last_layer_gradient_multiplier=1.0,
-    min_scale_factor=0.5,
-    max_scale_factor=2.0,
-    scale_factor_step_size=0.25,
-    tf_initial_checkpoint=None,
-    initialize_last_layer=True,
-    last_layers_contain_logits_only=False,
-    label_weights=None,
-    save_interval_secs=1200,
-    save_summaries_secs=600,
-    log_steps=10,
-    max_checkpoints_to_keep=5,
-    seed=0,
-    skip_bad_records=False,
-    dataset="synthetic",
-    dataset_source="tfrecord",
-    tfds_data_dir=None,
-    tfds_manual_dir=None,
-    distribution_strategy="one_device",
-    tpu=None,
-    mixed_precision=None,
-    jit_compile=False,
-):
-    """Validates DeepLab's training options and returns them as a dict."""
+# The training options, once: (name, kind, default, help). train.py defines
+# one flag per row (kind: the flag type; "model": a flag of
+# `flags.define_model_flags`, shared with eval and vis) and passes them all to
+# `train_options`, whose defaults are the table's. Defaults are DeepLab's.
+TRAIN_OPTIONS = (
+    ("train_logdir", "string", "runs/train", "Checkpoints and summaries."),
+    ("dataset", "model", "synthetic", "Dataset name (registry)."),
+    ("dataset_dir", "model", None, "Directory of the TFRecord shards."),
+    ("dataset_source", "model", "tfrecord", "Where samples come from."),
+    ("tfds_data_dir", "model", None, "TFDS data directory."),
+    ("tfds_manual_dir", "model", None, "TFDS manual download directory."),
+    ("train_split", "string", "train", "Split to train on."),
+    ("train_crop_size", "multi_int", (513, 513), "Crop height,width."),
+    ("train_batch_size", "integer", 8, "Global batch size (all replicas)."),
+    ("training_number_of_steps", "integer", 30000, "Steps to train."),
+    ("learning_policy", ("enum", LEARNING_POLICIES), "poly", "LR policy."),
+    ("base_learning_rate", "float", 1e-4, "Base learning rate."),
+    ("learning_power", "float", 0.9, "Power of the poly policy."),
+    ("end_learning_rate", "float", 0.0, "Final rate of poly and cosine."),
+    ("learning_rate_decay_factor", "float", 0.1, "Step policy factor."),
+    ("learning_rate_decay_step", "integer", 2000, "Step policy period."),
+    ("slow_start_step", "integer", 0, "Steps at the slow-start rate."),
+    ("slow_start_learning_rate", "float", 1e-4, "Slow-start rate."),
+    ("momentum", "float", 0.9, "SGD momentum."),
+    ("weight_decay", "float", 4e-5, "L2 weight decay of conv kernels."),
+    ("fine_tune_batch_norm", "boolean", True, "Train batch norm (else frozen)."),
+    ("freeze_backbone_batch_norm", "boolean", False,
+     "Backbone batch norm frozen, head's as --fine_tune_batch_norm (folded-BN imports)."),
+    ("last_layer_gradient_multiplier", "float", 1.0,
+     "Gradient multiplier of the last layers."),
+    ("min_scale_factor", "float", 0.5, "Minimum random scale."),
+    ("max_scale_factor", "float", 2.0, "Maximum random scale."),
+    ("scale_factor_step_size", "float", 0.25, "Random scale step (0: any)."),
+    ("tf_initial_checkpoint", "string", None, "Checkpoint to start from."),
+    ("initialize_last_layer", "boolean", True, "Also load the last layers."),
+    ("last_layers_contain_logits_only", "boolean", False, "Last layers = logits only."),
+    ("label_weights", "multi_float", None, "Per-class loss weights."),
+    ("save_interval_secs", "float", 1200, "Seconds between checkpoints."),
+    ("save_summaries_secs", "float", 600, "Seconds between summaries."),
+    ("log_steps", "integer", 10, "Steps between progress lines."),
+    ("max_checkpoints_to_keep", "integer", 5, "Checkpoints kept."),
+    ("seed", "integer", 0,
+     "Seed of the input pipeline and of the weights not restored (exact resume needs one)."),
+    ("skip_bad_records", "boolean", False, "Skip unreadable records."),
+    ("distribution_strategy", ("enum", STRATEGIES), "one_device", "tf.distribute strategy."),
+    ("tpu", "string", None, "TPU name or grpc address (strategy tpu)."),
+    ("mixed_precision", ("enum", MIXED_PRECISION[1:]), None, "Mixed precision."),
+    ("jit_compile", "boolean", False, "Compile the train step with XLA."),
+)  # fmt: skip
+DEFAULTS = {name: default for name, _, default, _ in TRAIN_OPTIONS}
+
+
+def train_options(train_logdir, **options):
+    """Validates DeepLab's training options and returns them as a dict.
+
+    `options`: any names of `TRAIN_OPTIONS` (the others take its defaults).
+    """
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise TypeError(f"train_options: unknown options {', '.join(unknown)}")
+    o = {**DEFAULTS, **options}
     _check_values(
-        train_logdir, train_batch_size, training_number_of_steps,
-        base_learning_rate, momentum, weight_decay, log_steps,
-        max_checkpoints_to_keep, distribution_strategy, tpu, mixed_precision,
+        train_logdir, o["train_batch_size"], o["training_number_of_steps"],
+        o["base_learning_rate"], o["momentum"], o["weight_decay"], o["log_steps"],
+        o["max_checkpoints_to_keep"], o["distribution_strategy"], o["tpu"], o["mixed_precision"],
     )  # fmt: skip
-    _check_scales(min_scale_factor, max_scale_factor, scale_factor_step_size)
+    _check_scales(
+        o["min_scale_factor"], o["max_scale_factor"], o["scale_factor_step_size"]
+    )
     schedule = {
-        "learning_policy": learning_policy,
-        "base_learning_rate": float(base_learning_rate),
-        "training_number_of_steps": int(training_number_of_steps),
-        "learning_power": float(learning_power),
-        "end_learning_rate": float(end_learning_rate),
-        "learning_rate_decay_factor": float(learning_rate_decay_factor),
-        "learning_rate_decay_step": int(learning_rate_decay_step),
-        "slow_start_step": int(slow_start_step),
-        "slow_start_learning_rate": float(slow_start_learning_rate),
+        "learning_policy": o["learning_policy"],
+        "base_learning_rate": float(o["base_learning_rate"]),
+        "training_number_of_steps": int(o["training_number_of_steps"]),
+        "learning_power": float(o["learning_power"]),
+        "end_learning_rate": float(o["end_learning_rate"]),
+        "learning_rate_decay_factor": float(o["learning_rate_decay_factor"]),
+        "learning_rate_decay_step": int(o["learning_rate_decay_step"]),
+        "slow_start_step": int(o["slow_start_step"]),
+        "slow_start_learning_rate": float(o["slow_start_learning_rate"]),
     }
-    check_schedule(learning_policy, training_number_of_steps, learning_rate_decay_step)
+    check_schedule(
+        o["learning_policy"],
+        o["training_number_of_steps"],
+        o["learning_rate_decay_step"],
+    )
     return {
         "train_logdir": os.path.abspath(train_logdir),
-        "dataset": dataset,
-        "dataset_dir": os.path.abspath(dataset_dir) if dataset_dir else None,
-        "dataset_source": dataset_source,
-        "tfds_data_dir": tfds_data_dir,
-        "tfds_manual_dir": tfds_manual_dir,
-        "train_split": train_split,
-        "train_crop_size": _check_crop(train_crop_size),
-        "train_batch_size": int(train_batch_size),
-        "training_number_of_steps": int(training_number_of_steps),
+        "dataset": o["dataset"],
+        "dataset_dir": os.path.abspath(o["dataset_dir"]) if o["dataset_dir"] else None,
+        "dataset_source": o["dataset_source"],
+        "tfds_data_dir": o["tfds_data_dir"],
+        "tfds_manual_dir": o["tfds_manual_dir"],
+        "train_split": o["train_split"],
+        "train_crop_size": _check_crop(o["train_crop_size"]),
+        "train_batch_size": int(o["train_batch_size"]),
+        "training_number_of_steps": int(o["training_number_of_steps"]),
         "schedule": schedule,
-        "momentum": float(momentum),
-        "weight_decay": float(weight_decay),
-        "fine_tune_batch_norm": bool(fine_tune_batch_norm),
-        "freeze_backbone_batch_norm": bool(freeze_backbone_batch_norm),
-        "last_layer_gradient_multiplier": float(last_layer_gradient_multiplier),
-        "min_scale_factor": float(min_scale_factor),
-        "max_scale_factor": float(max_scale_factor),
-        "scale_factor_step_size": float(scale_factor_step_size),
-        "tf_initial_checkpoint": tf_initial_checkpoint or None,
-        "initialize_last_layer": bool(initialize_last_layer),
-        "last_layers_contain_logits_only": bool(last_layers_contain_logits_only),
+        "momentum": float(o["momentum"]),
+        "weight_decay": float(o["weight_decay"]),
+        "fine_tune_batch_norm": bool(o["fine_tune_batch_norm"]),
+        "freeze_backbone_batch_norm": bool(o["freeze_backbone_batch_norm"]),
+        "last_layer_gradient_multiplier": float(o["last_layer_gradient_multiplier"]),
+        "min_scale_factor": float(o["min_scale_factor"]),
+        "max_scale_factor": float(o["max_scale_factor"]),
+        "scale_factor_step_size": float(o["scale_factor_step_size"]),
+        "tf_initial_checkpoint": o["tf_initial_checkpoint"] or None,
+        "initialize_last_layer": bool(o["initialize_last_layer"]),
+        "last_layers_contain_logits_only": bool(o["last_layers_contain_logits_only"]),
         "label_weights": None
-        if label_weights is None
-        else [float(w) for w in label_weights],
-        "save_interval_secs": float(save_interval_secs),
-        "save_summaries_secs": float(save_summaries_secs),
-        "log_steps": int(log_steps),
-        "max_checkpoints_to_keep": int(max_checkpoints_to_keep),
-        "seed": None if seed is None else int(seed),
-        "skip_bad_records": bool(skip_bad_records),
-        "distribution_strategy": distribution_strategy,
-        "tpu": tpu or None,
-        "mixed_precision": mixed_precision or None,
-        "jit_compile": bool(jit_compile),
+        if o["label_weights"] is None
+        else [float(w) for w in o["label_weights"]],
+        "save_interval_secs": float(o["save_interval_secs"]),
+        "save_summaries_secs": float(o["save_summaries_secs"]),
+        "log_steps": int(o["log_steps"]),
+        "max_checkpoints_to_keep": int(o["max_checkpoints_to_keep"]),
+        "seed": None if o["seed"] is None else int(o["seed"]),
+        "skip_bad_records": bool(o["skip_bad_records"]),
+        "distribution_strategy": o["distribution_strategy"],
+        "tpu": o["tpu"] or None,
+        "mixed_precision": o["mixed_precision"] or None,
+        "jit_compile": bool(o["jit_compile"]),
     }
 
 
@@ -225,17 +249,6 @@ def check_options_for(model_cfg, options, info):
         )
 
 
-def load_train_config(directory):
-    """The train_config.json of a train_logdir (or a checkpoint prefix), or None."""
-    if directory and not os.path.isdir(directory):
-        directory = os.path.dirname(directory)
-    path = os.path.join(directory or ".", TRAIN_CONFIG_FILENAME)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 def _as_json(obj):
     return json.loads(json.dumps(obj))
 
@@ -250,9 +263,7 @@ def check_resume_options(train_logdir, model_cfg, options):
     if not tf.train.latest_checkpoint(train_logdir):
         return
 
-    stored = _as_json(
-        load_config(os.path.join(train_logdir, common.MODEL_CONFIG_FILENAME))
-    )
+    stored = _as_json(load_config(artefacts.model_config_path(train_logdir)))
     current = _as_json(model_cfg)
     changed = sorted(k for k in current if stored.get(k) != current.get(k))
     if changed:
@@ -260,7 +271,7 @@ def check_resume_options(train_logdir, model_cfg, options):
             f"{train_logdir} holds checkpoints of another model ({', '.join(changed)} "
             "differ); use the same model flags to resume or a new --train_logdir"
         )
-    previous = load_train_config(train_logdir) or {}
+    previous = artefacts.read_train_config(train_logdir) or {}
     options = _as_json(options)
     for key in sorted(options):
         if key in previous and previous[key] != options[key]:

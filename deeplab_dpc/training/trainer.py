@@ -44,11 +44,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from deeplab_dpc import checkpoints, common
+from deeplab_dpc import artefacts, checkpoints, common, summaries
 from deeplab_dpc import model as model_lib
-from deeplab_dpc.training import distribute, losses, schedules, summaries
+from deeplab_dpc.training import distribute, losses, schedules
 from deeplab_dpc.training.options import (
-    TRAIN_CONFIG_FILENAME,
     TrainOptionsError,
     check_options_for,
     check_resume_options,
@@ -101,10 +100,6 @@ def gradient_multipliers(model, multiplier, logits_only):
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or Inf; the message names the step and the likely causes."""
-
-
-def _atomic_json(obj, path):
-    model_lib.save_config(obj, path)
 
 
 class Trainer:
@@ -194,10 +189,8 @@ class Trainer:
         if not self.is_chief:
             return
         os.makedirs(self.logdir, exist_ok=True)
-        model_lib.save_config(
-            self.cfg, os.path.join(self.logdir, common.MODEL_CONFIG_FILENAME)
-        )
-        _atomic_json(self.opts, os.path.join(self.logdir, TRAIN_CONFIG_FILENAME))
+        artefacts.write_json(self.cfg, artefacts.model_config_path(self.logdir))
+        artefacts.write_json(self.opts, artefacts.train_config_path(self.logdir))
 
     def restore_or_initialize(self):
         """Resumes from the latest checkpoint in train_logdir, else initialises."""

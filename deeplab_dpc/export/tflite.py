@@ -35,7 +35,7 @@ from tensorflow.python.framework.convert_to_constants import (
     convert_variables_to_constants_v2,
 )
 
-from deeplab_dpc import common, export, inference
+from deeplab_dpc import artefacts, common, inference
 from deeplab_dpc.data import preprocess
 
 TFLITE_INPUT = "normalized_image"
@@ -214,8 +214,8 @@ def convert(
 
 def write(content, config, info, path):
     """Writes the TFLite file and its `<file>.json` config, each atomically."""
-    export.write_file_atomically(content, path)
-    export.write_json({**config, "tflite": info}, sidecar_path(path))
+    artefacts.write_bytes(content, path)
+    artefacts.write_json({**config, "tflite": info}, sidecar_path(path))
 
 
 def read_config(path):

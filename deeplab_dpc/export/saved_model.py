@@ -43,8 +43,9 @@ import tempfile
 
 import tensorflow as tf
 
-from deeplab_dpc import checkpoints, common, inference
+from deeplab_dpc import artefacts, checkpoints, common, inference
 from deeplab_dpc.data import preprocess, registry
+from deeplab_dpc.export import tflite
 from deeplab_dpc.model import ModelConfigError, model_config
 
 # --- Serving vocabulary (the original DeepLab tensor names) -----------------
@@ -57,7 +58,7 @@ SIGNATURE_ENCODED = "serve_encoded"
 CONFIG_ASSET = "deeplab_config.json"
 EXPORT_FORMAT_VERSION = 1
 
-PAD_MULTIPLE = 32  # pad to k * 32 + 1, as eval does
+PAD_MULTIPLE = common.PAD_MULTIPLE  # pad to k * 32 + 1, as eval does
 DEFAULT_MAX_PIXELS = 4096 * 4096  # per request (batch * H * W); 0: no limit
 
 
@@ -242,32 +243,6 @@ class DeepLabServingModule(tf.Module):
         }
 
 
-def write_file_atomically(content, path):
-    """Writes bytes to a temporary file beside `path`, then renames it into place.
-
-    The file gets the usual permissions (0666 less the umask), not mkstemp's 0600.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_export_")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_json(data, path):
-    """Writes JSON atomically (see `write_file_atomically`)."""
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    write_file_atomically(text.encode("utf-8"), path)
-
-
 def check_export_path(path):
     """Refuses to overwrite anything but an earlier SavedModel export."""
     if not os.path.exists(path):
@@ -286,23 +261,11 @@ def save_serving_model(model, config, directory):
     staging = tempfile.mkdtemp(prefix="deeplab_config_")
     try:
         config_path = os.path.join(staging, CONFIG_ASSET)
-        write_json(config, config_path)
+        artefacts.write_json(config, config_path)
         module = DeepLabServingModule(model, config, config_path)
         tf.saved_model.save(module, directory, signatures=module.signatures())
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def replace_directory(staged, path):
-    """Moves the finished `staged` directory to `path`, replacing an old export."""
-    path = os.path.abspath(path)
-    if not os.path.exists(path):
-        os.replace(staged, path)
-        return
-    old = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=".old_export_")
-    os.replace(path, old)  # rename onto an empty directory replaces it
-    os.replace(staged, path)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_export_model(checkpoint_path, output_stride=None, num_classes=None):
@@ -330,15 +293,13 @@ def load_export_model(checkpoint_path, output_stride=None, num_classes=None):
 
 def _check_outputs(export_path, tflite_output, tflite_options, dataset):
     """Validates output paths and TFLite options before any slow work."""
-    from deeplab_dpc import export_tflite  # imports this module
-
     if not export_path and not tflite_output:
         raise ValueError("nothing to do: give export_path and/or tflite_output")
     if export_path:
         check_export_path(export_path)
     if tflite_output:
-        export_tflite.check_output_path(tflite_output)
-        return export_tflite.check_options(tflite_options, dataset)
+        tflite.check_output_path(tflite_output)
+        return tflite.check_options(tflite_options, dataset)
     return None
 
 
@@ -382,12 +343,10 @@ def export_keras_model(
 ):
     """Exports a Keras model built from the model `config`; returns the export config.
 
-    `tflite_options` are keyword arguments of `export_tflite.convert` (crop
+    `tflite_options` are keyword arguments of `tflite.convert` (crop
     size, quantisation, representative data). Both outputs are finished in
     temporary places first and renamed only when everything succeeded.
     """
-    from deeplab_dpc import export_tflite  # imports this module
-
     tflite_options = _check_outputs(export_path, tflite_output, tflite_options, dataset)
     resolved = export_config(
         config, checkpoint, inference_scales, add_flipped_images, dataset, max_pixels
@@ -402,14 +361,14 @@ def export_keras_model(
             os.rmdir(staged)  # tf.saved_model.save creates it
             save_serving_model(model, resolved, staged)
         if tflite_output:
-            tflite, tflite_info = export_tflite.convert(
+            content, tflite_info = tflite.convert(
                 model, resolved, dataset=dataset, **tflite_options
             )
         if export_path:
-            replace_directory(staged, export_path)
+            artefacts.install_dir(staged, export_path)
             staged = None
         if tflite_output:
-            export_tflite.write(tflite, resolved, tflite_info, tflite_output)
+            tflite.write(content, resolved, tflite_info, tflite_output)
     finally:
         if staged and os.path.exists(staged):
             shutil.rmtree(staged, ignore_errors=True)

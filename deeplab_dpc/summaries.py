@@ -22,8 +22,7 @@ import tensorflow as tf
 from absl import logging
 from tensorflow.core.framework import summary_pb2
 
-from deeplab_dpc import common
-from deeplab_dpc.evaluation import metrics, visualize
+from deeplab_dpc import colormaps, common, metrics
 from deeplab_dpc.layers.resize import resize_bilinear
 
 MAX_SAMPLE_IMAGES = 3
@@ -49,7 +48,7 @@ def write_images(name, images, step):
     """TensorBoard images from uint8 RGB arrays of one size (needs a default writer)."""
     height, width = images[0].shape[:2]
     blobs = [str(width).encode(), str(height).encode()]
-    blobs += [visualize.encode_png(image) for image in images]
+    blobs += [colormaps.encode_png(image) for image in images]
     return tf.summary.write(
         name,
         tf.constant(blobs),
@@ -96,7 +95,7 @@ class SummaryWriter:
     def __init__(self, logdir, is_chief, info):
         self.info = info
         self.writer = tf.summary.create_file_writer(logdir) if is_chief else None
-        self.colormap = visualize.get_colormap("dataset", info)
+        self.colormap = colormaps.get_colormap("dataset", info)
 
     def scalars(self, step, loss, total_loss, learning_rate, images_per_sec):
         if self.writer is None:
@@ -128,10 +127,10 @@ class SummaryWriter:
         )
         stream.update(labels, preds)
         panels = [
-            visualize.side_by_side(
-                visualize.to_uint8_image(image),
-                visualize.colorize(label, self.colormap),
-                visualize.colorize(pred, self.colormap),
+            colormaps.side_by_side(
+                colormaps.to_uint8_image(image),
+                colormaps.colorize(label, self.colormap),
+                colormaps.colorize(pred, self.colormap),
             )
             for image, label, pred in zip(images.numpy(), labels, preds)
         ]
