@@ -58,22 +58,29 @@ def test_model_flags_empty_atrous_rates_mean_aspp_lite_and_dataset_is_recorded()
     import subprocess
     import sys
 
+    # One process parses the three command lines in turn (a fresh parse each).
     code = (
-        "import sys\n"
+        "import json, sys\n"
         "from absl import flags\n"
         "from deeplab_dpc import flags as f\n"
         "f.define_model_flags()\n"
-        "flags.FLAGS(sys.argv)\n"
-        "c = f.model_config(5)\n"
-        "print(c['head'], c['atrous_rates'], c['dataset'])\n"
+        "for args in json.loads(sys.argv[1]):\n"
+        "    flags.FLAGS.unparse_flags()\n"
+        "    flags.FLAGS(['prog', *args])\n"
+        "    c = f.model_config(5)\n"
+        "    print(' '.join(args), '|', c['head'], c['atrous_rates'], c['dataset'])\n"
     )
+    arg_lists = [[], ["--atrous_rates="], ["--atrous_rates=6,12", "--dataset=camvid"]]
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(arg_lists)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-1000:]
     runs = {}
-    for args in ([], ["--atrous_rates="], ["--atrous_rates=6,12", "--dataset=camvid"]):
-        out = subprocess.run(
-            [sys.executable, "-c", code, *args], capture_output=True, text=True
-        )
-        assert out.returncode == 0, out.stderr[-1000:]
-        runs[" ".join(args)] = out.stdout.split()
+    for line in out.stdout.strip().splitlines():
+        args, _, result = line.partition(" | ")
+        runs[args.strip()] = result.split()
+    assert len(runs) == 3, out.stdout
     assert runs[""] == ["aspp", "[6,", "12,", "18]", "synthetic"]
     assert runs["--atrous_rates="] == ["aspp", "[]", "synthetic"]
     assert runs["--atrous_rates=6,12 --dataset=camvid"] == [

@@ -8,31 +8,19 @@ attribute (`naming.deeplab_scope`).
 
 A new backbone is one module here and one entry in `_BUILDERS`: the variant
 list (`MODEL_VARIANTS`, the `--model_variant` choices of every command line)
-is the keys of that table.
+is the keys of that table. Importing this package loads no TensorFlow (the
+builder module is imported when a backbone is built), so command lines can
+list the variants and fail on a bad flag in a second.
 """
 
-from deeplab_dpc.backbones.mobilenet_v2 import mobilenet_v2
-from deeplab_dpc.backbones.xception import xception
-from deeplab_dpc.common import FEATURES, LOW_LEVEL  # noqa: F401  (the endpoint keys)
+import importlib
 
-
-def _mobilenet_v2(model_variant, output_stride, depth_multiplier, bn):
-    return mobilenet_v2(output_stride, depth_multiplier, **bn)
-
-
-def _xception(model_variant, output_stride, depth_multiplier, bn):
-    if depth_multiplier != 1.0:
-        raise ValueError(
-            f"{model_variant} has no depth multiplier (got {depth_multiplier})"
-        )
-    return xception(model_variant, output_stride, **bn)
-
-
-# model_variant -> builder(model_variant, output_stride, depth_multiplier, bn kwargs)
+# model_variant -> (module, function(model_variant, output_stride,
+# depth_multiplier, bn kwargs) -> Keras model).
 _BUILDERS = {
-    "mobilenet_v2": _mobilenet_v2,
-    "xception_65": _xception,
-    "xception_71": _xception,
+    "mobilenet_v2": ("deeplab_dpc.backbones.mobilenet_v2", "build"),
+    "xception_65": ("deeplab_dpc.backbones.xception", "build"),
+    "xception_71": ("deeplab_dpc.backbones.xception", "build"),
 }
 MODEL_VARIANTS = tuple(_BUILDERS)
 
@@ -46,4 +34,6 @@ def build_backbone(
             f"unknown model_variant {model_variant!r}; known: {', '.join(MODEL_VARIANTS)}"
         )
     bn = {} if batch_norm_decay is None else {"bn_momentum": batch_norm_decay}
-    return _BUILDERS[model_variant](model_variant, output_stride, depth_multiplier, bn)
+    module, function = _BUILDERS[model_variant]
+    build = getattr(importlib.import_module(module), function)
+    return build(model_variant, output_stride, depth_multiplier, bn)

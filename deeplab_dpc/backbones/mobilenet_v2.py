@@ -152,3 +152,8 @@ def mobilenet_v2(output_stride=16, depth_multiplier=1.0, bn_momentum=BN_MOMENTUM
     )
     model.deeplab_scope = DEEPLAB_SCOPE
     return model
+
+
+def build(model_variant, output_stride, depth_multiplier, bn):
+    """The `backbones.build_backbone` entry of this network."""
+    return mobilenet_v2(output_stride, depth_multiplier, **bn)

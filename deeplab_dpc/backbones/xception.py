@@ -209,3 +209,12 @@ def xception(variant="xception_65", output_stride=16, bn_momentum=BN_MOMENTUM):
     )
     model.deeplab_scope = variant  # DeepLab's scope is the variant's name
     return model
+
+
+def build(model_variant, output_stride, depth_multiplier, bn):
+    """The `backbones.build_backbone` entry of the Xception variants."""
+    if depth_multiplier != 1.0:
+        raise ValueError(
+            f"{model_variant} has no depth multiplier (got {depth_multiplier})"
+        )
+    return xception(model_variant, output_stride, **bn)
