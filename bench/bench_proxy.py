@@ -101,7 +101,9 @@ def _on_the_fly(spec, backbone, info, num_classes, crop, output_stride):
 
     @tf.function
     def counts(images, labels):
-        logits = model(backbone(images, training=False)[common.FEATURES], training=False)
+        logits = model(
+            backbone(images, training=False)[common.FEATURES], training=False
+        )
         return proxy.confusion_matrix(
             logits, labels[..., 0], num_classes, info.ignore_label
         )

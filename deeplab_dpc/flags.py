@@ -183,7 +183,6 @@ def model_config_from_flags(flag_values, num_classes, **overrides):
     given and ASPP otherwise. `overrides` replace flag values (the synthetic
     defaults). Flags a tool does not define take `model_config`'s defaults.
     """
-    from deeplab_dpc import model
 
     def get(name):
         if name in overrides:
@@ -199,7 +198,13 @@ def model_config_from_flags(flag_values, num_classes, **overrides):
                 "--atrous_rates set the ASPP head; drop them or --dpc_spec"
             )
         head = "dpc" if spec else "aspp"
+    if head == "dpc" and isinstance(spec, str):
+        from deeplab_dpc import spec as spec_lib
+
+        spec_lib.load_spec(spec)  # a bad spec fails here, before TensorFlow loads
     kwargs = {n: get(n) for n in MODEL_CONFIG_FLAGS if get(n) is not None}
+    from deeplab_dpc import model  # TensorFlow loads here
+
     return model.model_config(
         get("model_variant"), num_classes, head=head, dpc_spec=spec,
         atrous_rates=rates, **kwargs,

@@ -142,9 +142,9 @@ def test_the_layer_order_is_the_one_in_architecture_md():
         pytest.fail("g3doc/architecture.md is missing")
     text = open(path, encoding="utf-8").read()
     start = text.index("<!-- layers -->")
-    rows = [
-        line for line in text[start:].splitlines()[1:] if line.startswith("| ")
-    ][2:]  # skip the header and the rule
+    rows = [line for line in text[start:].splitlines()[1:] if line.startswith("| ")][
+        2:
+    ]  # skip the header and the rule
     documented = []
     for row in rows:
         cell = row.split("|")[2]

@@ -12,7 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from deeplab_dpc import spec as spec_lib
-from deeplab_dpc.search import samplers, spaces
+from deeplab_dpc.search import samplers, spaces, stages
 from deeplab_dpc.search import study as study_lib
 from deeplab_dpc.search.cache import write_cache_from_arrays
 
@@ -161,7 +161,7 @@ def _wait_for_running_trial_of(study, pid, timeout):
 
 def test_killed_worker_loses_and_duplicates_nothing(tmp_path):
     """Two search.py workers on one SQLite study; one is SIGKILLed mid-trial."""
-    _tiny_cache(tmp_path / "cache")
+    cache = _tiny_cache(tmp_path / "cache")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     command = [
         sys.executable, os.path.join(REPO, "search.py"), f"--workdir={tmp_path}",
@@ -169,8 +169,10 @@ def test_killed_worker_loses_and_duplicates_nothing(tmp_path):
         "--proxy_batch_size=4", "--heartbeat_interval=1", "--grace_period=3",
         "--near_best_top_k=2",
     ]  # fmt: skip
-    subprocess.run(
-        command + ["--stages=create"], env=env, check=True, capture_output=True
+    # The study as `search.py --stages=create` makes it (its default space,
+    # seed and study name), created here: the workers are the point.
+    stages.stage_create(
+        _storage(tmp_path), "dpc_search", 4, cache, spaces.get_space("full", 5), 0
     )
     workers = [
         subprocess.Popen(

@@ -77,7 +77,7 @@ def test_model_flags_empty_atrous_rates_mean_aspp_lite_and_dataset_is_recorded()
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-1000:]
     runs = {}
-    for line in out.stdout.strip().splitlines():
+    for line in out.stdout.splitlines():
         args, _, result = line.partition(" | ")
         runs[args.strip()] = result.split()
     assert len(runs) == 3, out.stdout

@@ -10,13 +10,10 @@ import json
 
 from deeplab_dpc import errors
 from deeplab_dpc import flags as dpc_flags
-from deeplab_dpc.model_stats import compute_stats, format_table, summarize
 
 
 def main(argv):
     from absl import flags
-
-    from deeplab_dpc.model import build_model
 
     del argv
     f = flags.FLAGS
@@ -28,6 +25,9 @@ def main(argv):
                 f"--crop_size: expected H,W with positive sizes, got {','.join(f.crop_size)}"
             )
         config = dpc_flags.model_config_from_flags(f, f.num_classes)
+    from deeplab_dpc.model import build_model  # TensorFlow loads here
+    from deeplab_dpc.model_stats import compute_stats, format_table, summarize
+
     rows = compute_stats(build_model(config), crop)
     if f.json:
         print(json.dumps(rows, indent=1))
