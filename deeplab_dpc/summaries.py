@@ -1,4 +1,8 @@
-"""Progress lines and TensorBoard summaries of a training run.
+"""TensorBoard summaries (`write_scalar`, `write_images`) and training progress lines.
+
+Below training, evaluation and search, which all write through it without
+importing each other (the evaluator writes `miou`, `pixel_accuracy` and
+`iou/<class>` with `write_scalar`).
 
 DeepLab logged `global step N: loss = x (s/step)` through slim and wrote
 summaries of the losses, the learning rate and (optionally) images. Here:
