@@ -7,10 +7,15 @@ map for decode and preprocessing (`preprocess.py`), batch, prefetch.
 Deviations from DeepLab:
 - Bad data is named: a truncated or corrupt shard and an undecodable record
   raise an error naming the shard and the record index; with
-  `skip_bad_records=True` they are skipped, logged and counted (in an
-  optional `bad_record_counter` tf.Variable) instead. Each record is decoded
-  in a one-element dataset with `ignore_errors`, which is how a failure is
-  turned into a flag without stopping the pipeline.
+  `skip_bad_records=True` exactly the bad record is skipped, logged and
+  counted (in an optional `bad_record_counter` tf.Variable) and reading goes
+  on with the rest of the shard. `TFRecordDataset` reads clean shards (and
+  a corrupt one up to its first bad record); it drops the rest of a shard
+  after a bad record, so that rest is read by `record_reader.iter_frames`, a
+  Python generator that checks both CRCs and resynchronises on the next
+  valid header (one Python call per record, for corrupt shards only). Each
+  record is decoded in a one-element dataset with `ignore_errors`, which is
+  how a failure is turned into a flag without stopping the pipeline.
 - Seeded randomness: with `seed` set, file and record shuffles and every
   augmentation are reproducible (`deterministic=True` also fixes the order
   of parallel reads).
@@ -26,7 +31,7 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab_dpc import common
-from deeplab_dpc.data import preprocess, records, registry
+from deeplab_dpc.data import preprocess, record_reader, records, registry
 
 AUTOTUNE = tf.data.AUTOTUNE
 SHUFFLE_BUFFER = 100  # records, as in DeepLab's data_generator
@@ -51,24 +56,62 @@ def find_shards(dataset_dir, split):
     return files
 
 
-def _check_shards(files, skip_bad_records, counter):
-    """Header scan of every shard: a truncated one is reported before reading."""
-    counts = []
+def _check_shards(files, skip_bad_records):
+    """Header scan of every shard: framing problems named before reading.
+
+    Returns `(counts, broken)`: records before the first framing problem of
+    each shard, and whether it has one. Strict, a broken shard is an error
+    here; skipping, its rest is read by `record_reader.iter_frames`.
+    """
+    counts, broken = [], []
     for path in files:
-        count, problem = records.scan_shard(path)
-        if problem is not None:
-            message = f"bad shard {path}: record {count} is unreadable ({problem})"
+        count, kind, detail = record_reader.scan_headers(path)
+        if kind is not None:
+            text = record_reader.KIND_TEXT[kind]
+            message = (
+                f"bad shard {path}: record {count} is unreadable ({text}, {detail})"
+            )
             if not skip_bad_records:
                 raise ValueError(message + "; use --skip_bad_records to skip it")
-            logging.warning("%s; skipping the rest of the shard", message)
-            if counter is not None:
-                counter.assign_add(1)
+            logging.warning("%s; skipping it and reading on", message)
         counts.append(count)
-    return counts
+        broken.append(kind is not None)
+    return counts, broken
 
 
-def _read_shard(path, expected, skip_bad_records, counter):
-    """(shard, index, record) of one shard; a read error is named or counted."""
+_FRAME_SIGNATURE = (
+    tf.TensorSpec([], tf.int64),
+    tf.TensorSpec([], tf.string),
+    tf.TensorSpec([], tf.bool),
+    tf.TensorSpec([], tf.string),
+)
+
+
+def _frames_from(path, start_index, skip_bad_records):
+    """(index, record, ok, message) of `path` from `start_index` on, in Python.
+
+    Strict, it stops after the first bad record (which then stops the run).
+    """
+    path = path.decode() if isinstance(path, bytes) else str(path)
+    for frame in record_reader.iter_frames(path, int(start_index)):
+        if frame.kind is None:
+            yield frame.index, frame.data, True, ""
+        else:
+            yield frame.index, b"", False, record_reader.describe(path, frame)
+            if not skip_bad_records:
+                return
+
+
+def _read_shard(path, expected, broken, skip_bad_records, counter):
+    """(shard, index, record) of one shard; a bad record is named or skipped.
+
+    The records are read by `TFRecordDataset` up to the first bad one (all
+    of them for a clean shard); TensorFlow drops the rest of a shard after a
+    bad record, so when fewer than `expected` records came (or the header
+    scan found the framing `broken`) the rest is read from there on by
+    `record_reader.iter_frames` (a Python generator), which names each bad
+    record, skips it and goes on.
+    """
     reads = tf.data.TFRecordDataset(path).enumerate().ignore_errors()
     reads = reads.map(lambda i, r: (i, r, False))
     end = tf.data.Dataset.from_tensors(
@@ -77,23 +120,36 @@ def _read_shard(path, expected, skip_bad_records, counter):
 
     def step(count, element):
         index, record, is_end = element
-        ok = tf.logical_or(tf.logical_not(is_end), tf.equal(count, expected))
-        message = tf.strings.join(
-            [
-                "bad record: shard ", path, " record ", tf.strings.as_string(count),
-                " is corrupt (read ", tf.strings.as_string(count), " of ",
-                tf.strings.as_string(expected), " records)",
-            ]
-        )  # fmt: skip
-        report = _report_bad(ok, message, skip_bad_records, counter)
-        with tf.control_dependencies([report]):
-            count = count + tf.cast(tf.logical_not(is_end), tf.int64)
-        return count, (path, index, record, is_end)
+        next_count = count + tf.cast(tf.logical_not(is_end), tf.int64)
+        return next_count, (index, record, is_end, count)
 
-    reads = reads.concatenate(end).scan(tf.constant(0, tf.int64), step)
-    return reads.filter(lambda p, i, r, is_end: tf.logical_not(is_end)).map(
-        lambda p, i, r, is_end: (p, i, r)
-    )
+    def rest(count):
+        return tf.data.Dataset.from_generator(
+            _frames_from,
+            args=(path, count, skip_bad_records),
+            output_signature=_FRAME_SIGNATURE,
+        )
+
+    def expand(index, record, is_end, count):
+        this = tf.data.Dataset.from_tensors((index, record, True, "")).filter(
+            lambda *_: tf.logical_not(is_end)
+        )
+        needs_rest = tf.logical_and(
+            is_end, tf.logical_or(broken, tf.less(count, expected))
+        )
+        tail = tf.data.Dataset.from_tensors(count).filter(lambda _: needs_rest)
+        return this.concatenate(tail.flat_map(rest))
+
+    frames = reads.concatenate(end).scan(tf.constant(0, tf.int64), step)
+    frames = frames.flat_map(expand)
+
+    def check(index, record, ok, message):
+        with tf.control_dependencies(
+            [_report_bad(ok, message, skip_bad_records, counter)]
+        ):
+            return tf.identity(ok)
+
+    return frames.filter(check).map(lambda i, r, ok, m: (path, i, r))
 
 
 def _report_bad(ok, message, skip_bad_records, counter):
@@ -165,15 +221,17 @@ def _decode_records(record_ds, info, deterministic, skip_bad_records, counter):
 def _record_samples(files, info, opts):
     """Decoded samples from TFRecord shards (before augmentation)."""
     counter = opts["bad_record_counter"]
-    counts = _check_shards(files, opts["skip_bad_records"], counter)
-    file_ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(counts, tf.int64)))
+    counts, broken = _check_shards(files, opts["skip_bad_records"])
+    file_ds = tf.data.Dataset.from_tensor_slices(
+        (files, tf.constant(counts, tf.int64), tf.constant(broken, tf.bool))
+    )
     if opts["is_training"]:
         file_ds = file_ds.shuffle(
             len(files), seed=opts["seed"], reshuffle_each_iteration=True
         )
     file_ds = _repeat(file_ds, opts["repeat"])
     record_ds = file_ds.interleave(
-        lambda f, n: _read_shard(f, n, opts["skip_bad_records"], counter),
+        lambda f, n, b: _read_shard(f, n, b, opts["skip_bad_records"], counter),
         cycle_length=max(1, min(opts["num_readers"], len(files))),
         num_parallel_calls=AUTOTUNE,
         deterministic=opts["deterministic"],
