@@ -181,7 +181,10 @@ def _decode_records(record_ds, info, deterministic, skip_bad_records, counter):
 
     def decode_or_flag(path, index, record):
         good = tf.data.Dataset.from_tensors(record).map(
-            lambda r: (preprocess.decode_example(r, info.ignore_label), True)
+            lambda r: (
+                preprocess.decode_example(r, info.ignore_label, info.num_classes),
+                True,
+            )
         )
         bad = tf.data.Dataset.from_tensors((_placeholder_sample(), False))
         flagged = good.ignore_errors().concatenate(bad).take(1)
@@ -200,7 +203,7 @@ def _decode_records(record_ds, info, deterministic, skip_bad_records, counter):
             [
                 "bad record: shard ", path, " record ", tf.strings.as_string(index),
                 ": image or label cannot be decoded, label not single-channel, "
-                "or label size differs from image size",
+                "label size differs from image size or class id out of range",
             ]
         )  # fmt: skip
         with tf.control_dependencies(
