@@ -36,6 +36,7 @@ from deeplab_dpc.data import preprocess, record_reader, records, registry
 AUTOTUNE = tf.data.AUTOTUNE
 SHUFFLE_BUFFER = 100  # records, as in DeepLab's data_generator
 DECODE_CYCLE = 16  # parallel one-record decode datasets
+RECORD_BLOCK = 64  # records of a shard passed on at a time
 
 
 def default_dataset_dir(info):
@@ -79,88 +80,97 @@ def _check_shards(files, skip_bad_records):
     return counts, broken
 
 
-_FRAME_SIGNATURE = (
-    tf.TensorSpec([], tf.int64),
-    tf.TensorSpec([], tf.string),
-    tf.TensorSpec([], tf.bool),
-    tf.TensorSpec([], tf.string),
-)
+def _rest_of_shard(path, start_index, skip_bad_records):
+    """Records of `path` from `start_index` on, read in Python (for tf.py_function).
 
-
-def _frames_from(path, start_index, skip_bad_records):
-    """(index, record, ok, message) of `path` from `start_index` on, in Python.
-
-    Strict, it stops after the first bad record (which then stops the run).
+    Returns (index, record, ok, message) arrays; strict, they end at the
+    first bad record.
     """
-    path = path.decode() if isinstance(path, bytes) else str(path)
-    for frame in record_reader.iter_frames(path, int(start_index)):
+    path = path.numpy().decode()
+    rows = []
+    for frame in record_reader.iter_frames(path, int(start_index.numpy())):
         if frame.kind is None:
-            yield frame.index, frame.data, True, ""
+            rows.append((frame.index, frame.data, True, b""))
         else:
-            yield frame.index, b"", False, record_reader.describe(path, frame)
-            if not skip_bad_records:
-                return
+            rows.append((frame.index, b"", False, record_reader.describe(path, frame)))
+            if not bool(skip_bad_records.numpy()):
+                break
+    index, record, ok, message = zip(*rows) if rows else ([], [], [], [])
+    return (
+        tf.constant(index, tf.int64),
+        tf.constant(record, tf.string),
+        tf.constant(ok, tf.bool),
+        tf.constant(message, tf.string),
+    )
 
 
 def _read_shard(path, expected, broken, skip_bad_records, counter):
     """(shard, index, record) of one shard; a bad record is named or skipped.
 
     The records are read by `TFRecordDataset` up to the first bad one (all
-    of them for a clean shard); TensorFlow drops the rest of a shard after a
-    bad record, so when fewer than `expected` records came (or the header
-    scan found the framing `broken`) the rest is read from there on by
-    `record_reader.iter_frames` (a Python generator), which names each bad
-    record, skips it and goes on.
+    of them for a clean shard), in blocks of RECORD_BLOCK (no Python and no
+    dataset per record). TensorFlow drops the rest of a shard after a bad
+    record, so when fewer than `expected` records came (or the header scan
+    found the framing `broken`) the rest is read from there on by
+    `record_reader.iter_frames` (Python, in one `tf.py_function` call that
+    holds the rest of that shard in memory), which names each bad record,
+    skips it and goes on.
     """
     reads = tf.data.TFRecordDataset(path).enumerate().ignore_errors()
-    reads = reads.map(lambda i, r: (i, r, False))
+    reads = reads.batch(RECORD_BLOCK).map(lambda i, r: (i, r, False))
     end = tf.data.Dataset.from_tensors(
-        (tf.constant(-1, tf.int64), tf.constant(""), True)
+        (tf.zeros([0], tf.int64), tf.zeros([0], tf.string), True)
     )
 
-    def step(count, element):
-        index, record, is_end = element
-        next_count = count + tf.cast(tf.logical_not(is_end), tf.int64)
-        return next_count, (index, record, is_end, count)
+    def step(count, block):
+        index, record, is_end = block
+        next_count = count + tf.size(index, out_type=tf.int64)
+        return next_count, (index, record, is_end, next_count)
 
-    def rest(count):
-        return tf.data.Dataset.from_generator(
-            _frames_from,
-            args=(path, count, skip_bad_records),
-            output_signature=_FRAME_SIGNATURE,
+    def read_rest(count):
+        index, record, ok, message = tf.py_function(
+            _rest_of_shard,
+            [path, count, skip_bad_records],
+            [tf.int64, tf.string, tf.bool, tf.string],
         )
+        for t in (index, record, ok, message):
+            t.set_shape([None])
+        report = _report_bad(
+            tf.reduce_all(ok),
+            tf.strings.reduce_join(
+                tf.boolean_mask(message, tf.logical_not(ok)), separator="; "
+            ),
+            skip_bad_records,
+            counter,
+            tf.reduce_sum(tf.cast(tf.logical_not(ok), tf.int64)),
+        )
+        with tf.control_dependencies([report]):
+            return tf.boolean_mask(index, ok), tf.boolean_mask(record, ok)
 
-    def expand(index, record, is_end, count):
-        this = tf.data.Dataset.from_tensors((index, record, True, "")).filter(
-            lambda *_: tf.logical_not(is_end)
-        )
+    def with_rest(index, record, is_end, count):
         needs_rest = tf.logical_and(
             is_end, tf.logical_or(broken, tf.less(count, expected))
         )
-        tail = tf.data.Dataset.from_tensors(count).filter(lambda _: needs_rest)
-        return this.concatenate(tail.flat_map(rest))
+        index, record = tf.cond(
+            needs_rest, lambda: read_rest(count), lambda: (index, record)
+        )
+        return tf.fill(tf.shape(index), path), index, record
 
-    frames = reads.concatenate(end).scan(tf.constant(0, tf.int64), step)
-    frames = frames.flat_map(expand)
-
-    def check(index, record, ok, message):
-        with tf.control_dependencies(
-            [_report_bad(ok, message, skip_bad_records, counter)]
-        ):
-            return tf.identity(ok)
-
-    return frames.filter(check).map(lambda i, r, ok, m: (path, i, r))
+    blocks = reads.concatenate(end).scan(tf.constant(0, tf.int64), step)
+    return blocks.map(with_rest).flat_map(
+        lambda *block: tf.data.Dataset.from_tensor_slices(block)
+    )
 
 
-def _report_bad(ok, message, skip_bad_records, counter):
-    """Raises (strict) or logs and counts (skip) when `ok` is false."""
+def _report_bad(ok, message, skip_bad_records, counter, num_bad=1):
+    """Raises (strict) or logs and counts `num_bad` (skip) when `ok` is false."""
     if not skip_bad_records:
         return tf.debugging.Assert(ok, [message, " (use --skip_bad_records to skip)"])
 
     def warn():
         tf.print("WARNING: skipping", message, output_stream=sys.stderr)
         if counter is not None:
-            counter.assign_add(1)
+            counter.assign_add(tf.cast(num_bad, counter.dtype))
         return tf.constant(True)
 
     return tf.cond(ok, lambda: tf.constant(True), warn)
