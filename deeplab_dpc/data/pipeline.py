@@ -48,8 +48,13 @@ def find_shards(dataset_dir, split):
     """The sorted shard files of `split`; FileNotFoundError naming dir and glob."""
     pattern = f"{split}-*"
     if not tf.io.gfile.isdir(dataset_dir):
+        problem = (
+            "is not a directory"
+            if tf.io.gfile.exists(dataset_dir)
+            else "does not exist"
+        )
         raise FileNotFoundError(
-            f"dataset directory {dataset_dir} does not exist (looking for {pattern})"
+            f"dataset directory {dataset_dir} {problem} (looking for {pattern})"
         )
     files = records.list_shards(dataset_dir, split)
     if not files:
@@ -66,7 +71,11 @@ def _check_shards(files, skip_bad_records):
     """
     counts, broken = [], []
     for path in files:
-        count, kind, detail = record_reader.scan_headers(path)
+        try:
+            count, kind, detail = record_reader.scan_headers(path)
+        except tf.errors.OpError as e:  # a directory, a broken link, no permission
+            reason = (e.message or type(e).__name__).strip().splitlines()[0]
+            raise ValueError(f"shard {path} cannot be read: {reason}") from None
         if kind is not None:
             text = record_reader.KIND_TEXT[kind]
             message = (
@@ -77,6 +86,12 @@ def _check_shards(files, skip_bad_records):
             logging.warning("%s; skipping it and reading on", message)
         counts.append(count)
         broken.append(kind is not None)
+    if files and not any(counts) and not any(broken):
+        raise ValueError(
+            f"no records in the {len(files)} shards {files[0]}, ... (all empty)"
+            if len(files) > 1
+            else f"no records in shard {files[0]} (empty file)"
+        )
     return counts, broken
 
 
