@@ -251,6 +251,10 @@ def test_check_records_cli_exit_codes(tmp_path):
     assert lines[-1].endswith(
         "3 bad (truncated: 1, bad_length_crc: 1, bad_data_crc: 1)"
     )
+
+
+@pytest.mark.slow
+def test_check_records_cli_bad_input_exits_2(tmp_path):
     missing = _cli(f"--dataset_dir={tmp_path / 'nope'}")
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0

@@ -110,7 +110,7 @@ def _run_folders(tmp_path, n, seed):
     problems = []
     for case in range(n):
         path, error, culprit, kinds = make_folder(str(tmp_path), rng, case)
-        problem = check_folder(path, error, culprit, full_build=case % 25 == 0)
+        problem = check_folder(path, error, culprit, full_build=case % 50 == 0)
         if problem:
             problems.append(f"{case} {kinds}: {problem}")
     assert not problems, f"{len(problems)} of {n}: " + "; ".join(problems[:4])
@@ -275,7 +275,7 @@ def _run_weights(small_checkpoint, tmp_path, seed, n):
 
 
 def test_checkpoint_files_fuzzed(small_checkpoint, tmp_path):
-    _run_weights(small_checkpoint, tmp_path, seed=14, n=30)
+    _run_weights(small_checkpoint, tmp_path, seed=14, n=24)
 
 
 @pytest.mark.slow
