@@ -86,6 +86,13 @@ def find_shards(dataset_dir, split=None):
     return sorted(shards)
 
 
+def _tf_reason(error):
+    """TensorFlow's message without its function-node prefix and op suffix."""
+    text = (getattr(error, "message", None) or str(error)).strip().split("\n")[0]
+    text = re.sub(r"^\{\{[^}]*\}\}\s*", "", text)
+    return re.sub(r"\s*\[Op:\w+\]$", "", text) or type(error).__name__
+
+
 def _feature(example, key, kind):
     feature = example.features.feature.get(key)
     if feature is None:
@@ -107,7 +114,7 @@ def check_example(data, num_classes=None, ignore_label=common.DEFAULT_IGNORE_LAB
     try:
         image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     except (tf.errors.OpError, ValueError) as e:
-        return UNDECODABLE_IMAGE, (getattr(e, "message", None) or str(e)).split("\n")[0]
+        return UNDECODABLE_IMAGE, _tf_reason(e)
     height, width = int(image.shape[0]), int(image.shape[1])
     for key, size in (
         (common.KEY_IMAGE_HEIGHT, height),
@@ -122,7 +129,7 @@ def check_example(data, num_classes=None, ignore_label=common.DEFAULT_IGNORE_LAB
     try:
         label = tf.io.decode_png(label_bytes, channels=0).numpy()
     except (tf.errors.OpError, ValueError) as e:
-        return UNDECODABLE_LABEL, (getattr(e, "message", None) or str(e)).split("\n")[0]
+        return UNDECODABLE_LABEL, _tf_reason(e)
     if label.shape != (height, width, 1):
         return WRONG_LABEL_SIZE, f"label {label.shape}, image {height}x{width}"
     if num_classes is not None:
