@@ -281,3 +281,50 @@ def test_checkpoint_files_fuzzed(small_checkpoint, tmp_path):
 @pytest.mark.slow
 def test_checkpoint_files_fuzzed_more(small_checkpoint, tmp_path):
     _run_weights(small_checkpoint, tmp_path, seed=15, n=150)
+
+
+# === Entry points ==========================================================
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _train(tmp_path, *flags):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "train.py"),
+         f"--train_logdir={tmp_path / 'logdir'}", "--training_number_of_steps=1",
+         f"--dataset_dir={tmp_path / 'data'}", *flags],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+
+
+def _one_error_line(result, program, culprit):
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"{program}: error: ")
+    assert culprit in errors[0], errors[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "text",
+    ["[" * 100000 + "]" * 100000, '[{"op": "conv", "kernel": NaN, "input": -1}]'],
+)
+def test_train_with_a_pathological_spec_exits_2(tmp_path, text):
+    spec_file = tmp_path / "bad spec.json"
+    spec_file.write_text(text)
+    result = _train(tmp_path, f"--dpc_spec={spec_file}")
+    _one_error_line(result, "train.py", str(spec_file))
+    assert not (tmp_path / "logdir" / "model_config.json").exists()
+
+
+@pytest.mark.slow
+def test_train_from_a_damaged_initial_checkpoint_exits_2(small_checkpoint, tmp_path):
+    base, _, _, _ = small_checkpoint
+    damaged = _copy(base, tmp_path, "damaged")
+    _damage(damaged, "ckpt-0.index", "truncate", 40)
+    result = _train(tmp_path, f"--tf_initial_checkpoint={damaged}")
+    _one_error_line(result, "train.py", damaged)
