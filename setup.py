@@ -26,6 +26,7 @@ setuptools.setup(
         "scipy>=1.10,<2",
         "tqdm>=4.60,<5",
         "tensorboard>=2.16,<2.22",
+        "google-crc32c>=1.5,<2",
     ],
     extras_require={
         "test": ["pytest>=8,<10", "ruff>=0.5"],

@@ -26,10 +26,29 @@ class CheckpointError(ValueError):
     """A checkpoint path that cannot be used; the message says which and why."""
 
 
+def _reason(error):
+    """The first line of an exception's message, printable, with its class."""
+    text = getattr(error, "message", None) or str(error) or ""
+    lines = text.strip().splitlines()
+    first = (
+        "".join(c if c.isprintable() else repr(c)[1:-1] for c in lines[0])
+        if lines
+        else ""
+    )
+    if len(first) > 200:
+        first = first[:197] + "..."
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
 def resolve_checkpoint(path):
     """Returns the checkpoint prefix for a directory (latest) or a prefix."""
     if path and os.path.isdir(path):
-        prefix = tf.train.latest_checkpoint(path)
+        try:
+            prefix = tf.train.latest_checkpoint(path)
+        except Exception as e:  # a damaged `checkpoint` state file
+            raise CheckpointError(
+                f"{path}: unreadable checkpoint state file ({_reason(e)})"
+            ) from None
         if prefix is None:
             raise CheckpointError(f"{path}: no checkpoint in this directory")
         return prefix
@@ -52,7 +71,12 @@ def read_checkpoint_config(path):
         raise CheckpointError(
             f"{path}: no {artefacts.MODEL_CONFIG} beside the checkpoint"
         )
-    return load_config(config_path)
+    try:
+        return load_config(config_path)
+    except Exception as e:  # model.load_config lets some bad values through
+        raise CheckpointError(
+            f"{config_path}: not a usable model config ({_reason(e)})"
+        ) from None
 
 
 def restore_model(path, model=None, config=None):
@@ -67,8 +91,12 @@ def restore_model(path, model=None, config=None):
         status.expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError) as e:  # TF raises ValueError on shapes
         raise CheckpointError(
-            f"{prefix}: does not match the model: {str(e).splitlines()[0]}"
-        ) from e
+            f"{prefix}: does not match the model ({_reason(e)})"
+        ) from None
+    except Exception as e:  # damaged or missing files: OpError, IndexError, ...
+        raise CheckpointError(
+            f"{prefix}: cannot be read, damaged or incomplete ({_reason(e)})"
+        ) from None
     return model, config, prefix
 
 

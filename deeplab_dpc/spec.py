@@ -71,8 +71,24 @@ _FIELDS = {
 }
 
 
+# A spec file larger than this is refused before it is parsed (the paper's
+# 5-branch cells take about 300 bytes; 1 MiB holds over 10^4 branches).
+MAX_SPEC_BYTES = 1 << 20
+# Largest kernel, rate or grid accepted outside the paper's space (far beyond
+# any feature map; it keeps absurd values out of models and messages).
+MAX_OUTSIDE_VALUE = 100_000
+
+
+def _one_line(text):
+    """`text` with control characters and lone surrogates escaped: one printable line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 class SpecError(ValueError):
     """An invalid spec; the message is one line naming file, branch and field."""
+
+    def __init__(self, message):
+        super().__init__(_one_line(message))
 
 
 # === Parsing ===============================================================
@@ -81,12 +97,20 @@ class SpecError(ValueError):
 def _show(value):
     """A short one-line rendering of `value` in JSON terms, with its type."""
     try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
+        text = json.dumps(value, allow_nan=True)
+    except Exception:  # not JSON (TypeError), too deep (RecursionError), ...
+        try:
+            text = repr(value)
+        except Exception:  # e.g. an int too long for str() (ValueError)
+            text = f"<{type(value).__name__}>"
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{text} ({type(value).__name__})"
+
+
+def _brief(value):
+    """`_show(value)` without the type: the value, cut to 60 characters."""
+    return _show(value).rsplit(" (", 1)[0]
 
 
 def _is_int(value):
@@ -94,7 +118,10 @@ def _is_int(value):
 
 
 def _field_error(where, field, problem):
-    return SpecError(f"{where}: field '{field}': {problem}")
+    name = str(field) if isinstance(field, str) else _show(field)
+    if len(name) > 40:
+        name = name[:37] + "..."
+    return SpecError(f"{where}: field '{name}': {problem}")
 
 
 def _parse_pair(value, where, field, allowed, allow_outside_space, odd=False):
@@ -116,14 +143,20 @@ def _parse_pair(value, where, field, allowed, allow_outside_space, odd=False):
             where, field, f"expected an integer or [h, w], got {_show(value)}"
         )
     if allow_outside_space:
+        if any(v > MAX_OUTSIDE_VALUE for v in pair):
+            raise _field_error(
+                where,
+                field,
+                f"{_brief(pair)} is too large (at most {MAX_OUTSIDE_VALUE})",
+            )
         if any(v < 1 or (odd and v % 2 == 0) for v in pair):
             kind = "positive odd integers" if odd else "positive integers"
-            raise _field_error(where, field, f"{pair} must be {kind}")
+            raise _field_error(where, field, f"{_brief(pair)} must be {kind}")
     elif any(v not in allowed for v in pair):
         raise _field_error(
             where,
             field,
-            f"{pair} is outside the search space (each value in {list(allowed)};"
+            f"{_brief(pair)} is outside the search space (each value in {list(allowed)};"
             " pass allow_outside_space=True to allow it)",
         )
     return pair
@@ -135,7 +168,9 @@ def _parse_input(value, index, where):
     value = int(value)
     if BACKBONE_INPUT <= value < index:
         return value
-    if value == index:
+    if abs(value) > 10**9:
+        problem = f"{_show(value)} is not a branch index"
+    elif value == index:
         problem = f"{value} refers to branch {index} itself"
     elif value > index:
         problem = f"{value} refers to branch {value}"
@@ -180,12 +215,14 @@ def _parse_conv(branch, where, allow_outside_space):
     )
     if not allow_outside_space and kernel[0] != kernel[1]:
         raise _field_error(
-            where, KERNEL, f"{kernel} is outside the search space (1x1 or 3x3)"
+            where, KERNEL, f"{_brief(kernel)} is outside the search space (1x1 or 3x3)"
         )
     if kernel == [1, 1]:
         rate = _parse_pair(branch.get(RATE, 1), where, RATE, (1,), True)
         if rate != [1, 1]:
-            raise _field_error(where, RATE, f"{rate} on a 1x1 conv (only 1 is valid)")
+            raise _field_error(
+                where, RATE, f"{_brief(rate)} on a 1x1 conv (only 1 is valid)"
+            )
     elif RATE not in branch:
         raise _field_error(where, RATE, f"missing (required for a {kernel} conv)")
     else:
@@ -241,20 +278,54 @@ def parse_spec(obj, allow_outside_space=False, source="spec"):
 # === Files =================================================================
 
 
+def _no_constant(name):
+    raise ValueError(f"{name} is not valid JSON (numbers must be finite)")
+
+
+def _no_duplicates(pairs):
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate field {_show(key)} in an object")
+            seen.add(key)
+    return obj
+
+
 def load_spec(path, allow_outside_space=False):
-    """Reads and validates a spec file; every failure is a one-line SpecError."""
+    """Reads and validates a spec file; every failure is a one-line SpecError.
+
+    Strict JSON: `NaN` / `Infinity` literals, duplicate fields, files over
+    MAX_SPEC_BYTES and nesting deeper than Python can parse are refused. The
+    file must be UTF-8; a UTF-8 byte order mark is allowed (and ignored).
+    """
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise SpecError(f"{path}: no such spec file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(f"{path}: cannot read spec file: {e}") from None
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read spec file: {e.strerror or e}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: spec file larger than {MAX_SPEC_BYTES} bytes")
     try:
-        obj = json.loads(text)
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SpecError(
+            f"{path}: cannot read spec file: not UTF-8 (byte {e.start})"
+        ) from None
+    try:
+        obj = json.loads(
+            text, parse_constant=_no_constant, object_pairs_hook=_no_duplicates
+        )
     except json.JSONDecodeError as e:
         raise SpecError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: invalid JSON: nested too deeply") from None
+    except ValueError as e:  # our hooks, or an integer of over 4300 digits
+        raise SpecError(f"{path}: invalid JSON: {e}") from None
     return parse_spec(obj, allow_outside_space=allow_outside_space, source=path)
 
 

@@ -7,10 +7,15 @@ map for decode and preprocessing (`preprocess.py`), batch, prefetch.
 Deviations from DeepLab:
 - Bad data is named: a truncated or corrupt shard and an undecodable record
   raise an error naming the shard and the record index; with
-  `skip_bad_records=True` they are skipped, logged and counted (in an
-  optional `bad_record_counter` tf.Variable) instead. Each record is decoded
-  in a one-element dataset with `ignore_errors`, which is how a failure is
-  turned into a flag without stopping the pipeline.
+  `skip_bad_records=True` exactly the bad record is skipped, logged and
+  counted (in an optional `bad_record_counter` tf.Variable) and reading goes
+  on with the rest of the shard. `TFRecordDataset` reads clean shards (and
+  a corrupt one up to its first bad record); it drops the rest of a shard
+  after a bad record, so that rest is read by `record_reader.iter_frames`, a
+  Python generator that checks both CRCs and resynchronises on the next
+  valid header (one Python call per record, for corrupt shards only). Each
+  record is decoded in a one-element dataset with `ignore_errors`, which is
+  how a failure is turned into a flag without stopping the pipeline.
 - Seeded randomness: with `seed` set, file and record shuffles and every
   augmentation are reproducible (`deterministic=True` also fixes the order
   of parallel reads).
@@ -26,11 +31,12 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab_dpc import common
-from deeplab_dpc.data import preprocess, records, registry
+from deeplab_dpc.data import preprocess, record_reader, records, registry
 
 AUTOTUNE = tf.data.AUTOTUNE
 SHUFFLE_BUFFER = 100  # records, as in DeepLab's data_generator
 DECODE_CYCLE = 16  # parallel one-record decode datasets
+RECORD_BLOCK = 64  # records of a shard passed on at a time
 
 
 def default_dataset_dir(info):
@@ -42,8 +48,13 @@ def find_shards(dataset_dir, split):
     """The sorted shard files of `split`; FileNotFoundError naming dir and glob."""
     pattern = f"{split}-*"
     if not tf.io.gfile.isdir(dataset_dir):
+        problem = (
+            "is not a directory"
+            if tf.io.gfile.exists(dataset_dir)
+            else "does not exist"
+        )
         raise FileNotFoundError(
-            f"dataset directory {dataset_dir} does not exist (looking for {pattern})"
+            f"dataset directory {dataset_dir} {problem} (looking for {pattern})"
         )
     files = records.list_shards(dataset_dir, split)
     if not files:
@@ -51,60 +62,130 @@ def find_shards(dataset_dir, split):
     return files
 
 
-def _check_shards(files, skip_bad_records, counter):
-    """Header scan of every shard: a truncated one is reported before reading."""
-    counts = []
+def _check_shards(files, skip_bad_records):
+    """Header scan of every shard: framing problems named before reading.
+
+    Returns `(counts, broken)`: records before the first framing problem of
+    each shard, and whether it has one. Strict, a broken shard is an error
+    here; skipping, its rest is read by `record_reader.iter_frames`.
+    """
+    counts, broken = [], []
     for path in files:
-        count, problem = records.scan_shard(path)
-        if problem is not None:
-            message = f"bad shard {path}: record {count} is unreadable ({problem})"
+        try:
+            count, kind, detail = record_reader.scan_headers(path)
+        except tf.errors.OpError as e:  # a directory, a broken link, no permission
+            reason = (e.message or type(e).__name__).strip().splitlines()[0]
+            raise ValueError(f"shard {path} cannot be read: {reason}") from None
+        if kind is not None:
+            text = record_reader.KIND_TEXT[kind]
+            message = (
+                f"bad shard {path}: record {count} is unreadable ({text}, {detail})"
+            )
             if not skip_bad_records:
                 raise ValueError(message + "; use --skip_bad_records to skip it")
-            logging.warning("%s; skipping the rest of the shard", message)
-            if counter is not None:
-                counter.assign_add(1)
+            logging.warning("%s; skipping it and reading on", message)
         counts.append(count)
-    return counts
+        broken.append(kind is not None)
+    if files and not any(counts) and not any(broken):
+        raise ValueError(
+            f"no records in the {len(files)} shards {files[0]}, ... (all empty)"
+            if len(files) > 1
+            else f"no records in shard {files[0]} (empty file)"
+        )
+    return counts, broken
 
 
-def _read_shard(path, expected, skip_bad_records, counter):
-    """(shard, index, record) of one shard; a read error is named or counted."""
+def _rest_of_shard(path, start_index, skip_bad_records):
+    """Records of `path` from `start_index` on, read in Python (for tf.py_function).
+
+    Returns (index, record, ok, message) arrays; strict, they end at the
+    first bad record.
+    """
+    path = path.numpy().decode()
+    rows = []
+    for frame in record_reader.iter_frames(path, int(start_index.numpy())):
+        if frame.kind is None:
+            rows.append((frame.index, frame.data, True, b""))
+        else:
+            rows.append((frame.index, b"", False, record_reader.describe(path, frame)))
+            if not bool(skip_bad_records.numpy()):
+                break
+    index, record, ok, message = zip(*rows) if rows else ([], [], [], [])
+    return (
+        tf.constant(index, tf.int64),
+        tf.constant(record, tf.string),
+        tf.constant(ok, tf.bool),
+        tf.constant(message, tf.string),
+    )
+
+
+def _read_shard(path, expected, broken, skip_bad_records, counter):
+    """(shard, index, record) of one shard; a bad record is named or skipped.
+
+    The records are read by `TFRecordDataset` up to the first bad one (all
+    of them for a clean shard), in blocks of RECORD_BLOCK (no Python and no
+    dataset per record). TensorFlow drops the rest of a shard after a bad
+    record, so when fewer than `expected` records came (or the header scan
+    found the framing `broken`) the rest is read from there on by
+    `record_reader.iter_frames` (Python, in one `tf.py_function` call that
+    holds the rest of that shard in memory), which names each bad record,
+    skips it and goes on.
+    """
     reads = tf.data.TFRecordDataset(path).enumerate().ignore_errors()
-    reads = reads.map(lambda i, r: (i, r, False))
+    reads = reads.batch(RECORD_BLOCK).map(lambda i, r: (i, r, False))
     end = tf.data.Dataset.from_tensors(
-        (tf.constant(-1, tf.int64), tf.constant(""), True)
+        (tf.zeros([0], tf.int64), tf.zeros([0], tf.string), True)
     )
 
-    def step(count, element):
-        index, record, is_end = element
-        ok = tf.logical_or(tf.logical_not(is_end), tf.equal(count, expected))
-        message = tf.strings.join(
-            [
-                "bad record: shard ", path, " record ", tf.strings.as_string(count),
-                " is corrupt (read ", tf.strings.as_string(count), " of ",
-                tf.strings.as_string(expected), " records)",
-            ]
-        )  # fmt: skip
-        report = _report_bad(ok, message, skip_bad_records, counter)
+    def step(count, block):
+        index, record, is_end = block
+        next_count = count + tf.size(index, out_type=tf.int64)
+        return next_count, (index, record, is_end, next_count)
+
+    def read_rest(count):
+        index, record, ok, message = tf.py_function(
+            _rest_of_shard,
+            [path, count, skip_bad_records],
+            [tf.int64, tf.string, tf.bool, tf.string],
+        )
+        for t in (index, record, ok, message):
+            t.set_shape([None])
+        report = _report_bad(
+            tf.reduce_all(ok),
+            tf.strings.reduce_join(
+                tf.boolean_mask(message, tf.logical_not(ok)), separator="; "
+            ),
+            skip_bad_records,
+            counter,
+            tf.reduce_sum(tf.cast(tf.logical_not(ok), tf.int64)),
+        )
         with tf.control_dependencies([report]):
-            count = count + tf.cast(tf.logical_not(is_end), tf.int64)
-        return count, (path, index, record, is_end)
+            return tf.boolean_mask(index, ok), tf.boolean_mask(record, ok)
 
-    reads = reads.concatenate(end).scan(tf.constant(0, tf.int64), step)
-    return reads.filter(lambda p, i, r, is_end: tf.logical_not(is_end)).map(
-        lambda p, i, r, is_end: (p, i, r)
+    def with_rest(index, record, is_end, count):
+        needs_rest = tf.logical_and(
+            is_end, tf.logical_or(broken, tf.less(count, expected))
+        )
+        index, record = tf.cond(
+            needs_rest, lambda: read_rest(count), lambda: (index, record)
+        )
+        return tf.fill(tf.shape(index), path), index, record
+
+    blocks = reads.concatenate(end).scan(tf.constant(0, tf.int64), step)
+    return blocks.map(with_rest).flat_map(
+        lambda *block: tf.data.Dataset.from_tensor_slices(block)
     )
 
 
-def _report_bad(ok, message, skip_bad_records, counter):
-    """Raises (strict) or logs and counts (skip) when `ok` is false."""
+def _report_bad(ok, message, skip_bad_records, counter, num_bad=1):
+    """Raises (strict) or logs and counts `num_bad` (skip) when `ok` is false."""
     if not skip_bad_records:
         return tf.debugging.Assert(ok, [message, " (use --skip_bad_records to skip)"])
 
     def warn():
         tf.print("WARNING: skipping", message, output_stream=sys.stderr)
         if counter is not None:
-            counter.assign_add(1)
+            counter.assign_add(tf.cast(num_bad, counter.dtype))
         return tf.constant(True)
 
     return tf.cond(ok, lambda: tf.constant(True), warn)
@@ -125,7 +206,10 @@ def _decode_records(record_ds, info, deterministic, skip_bad_records, counter):
 
     def decode_or_flag(path, index, record):
         good = tf.data.Dataset.from_tensors(record).map(
-            lambda r: (preprocess.decode_example(r, info.ignore_label), True)
+            lambda r: (
+                preprocess.decode_example(r, info.ignore_label, info.num_classes),
+                True,
+            )
         )
         bad = tf.data.Dataset.from_tensors((_placeholder_sample(), False))
         flagged = good.ignore_errors().concatenate(bad).take(1)
@@ -144,7 +228,7 @@ def _decode_records(record_ds, info, deterministic, skip_bad_records, counter):
             [
                 "bad record: shard ", path, " record ", tf.strings.as_string(index),
                 ": image or label cannot be decoded, label not single-channel, "
-                "or label size differs from image size",
+                "label size differs from image size or class id out of range",
             ]
         )  # fmt: skip
         with tf.control_dependencies(
@@ -165,15 +249,17 @@ def _decode_records(record_ds, info, deterministic, skip_bad_records, counter):
 def _record_samples(files, info, opts):
     """Decoded samples from TFRecord shards (before augmentation)."""
     counter = opts["bad_record_counter"]
-    counts = _check_shards(files, opts["skip_bad_records"], counter)
-    file_ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(counts, tf.int64)))
+    counts, broken = _check_shards(files, opts["skip_bad_records"])
+    file_ds = tf.data.Dataset.from_tensor_slices(
+        (files, tf.constant(counts, tf.int64), tf.constant(broken, tf.bool))
+    )
     if opts["is_training"]:
         file_ds = file_ds.shuffle(
             len(files), seed=opts["seed"], reshuffle_each_iteration=True
         )
     file_ds = _repeat(file_ds, opts["repeat"])
     record_ds = file_ds.interleave(
-        lambda f, n: _read_shard(f, n, opts["skip_bad_records"], counter),
+        lambda f, n, b: _read_shard(f, n, b, opts["skip_bad_records"], counter),
         cycle_length=max(1, min(opts["num_readers"], len(files))),
         num_parallel_calls=AUTOTUNE,
         deterministic=opts["deterministic"],

@@ -76,12 +76,16 @@ def _check_decoded(image, label, header_h, header_w):
     return checks
 
 
-def decode_example(serialized, ignore_label=common.DEFAULT_IGNORE_LABEL):
+def decode_example(
+    serialized, ignore_label=common.DEFAULT_IGNORE_LABEL, num_classes=None
+):
     """Parses one serialized Example into a sample dict (image uint8 [H, W, 3]).
 
     An image without a label (a test split) gets a label full of `ignore_label`.
     Raises `InvalidArgumentError` for an undecodable image or label, a label
-    that is not single-channel or whose size differs from the image.
+    that is not single-channel or whose size differs from the image, and,
+    with `num_classes` given, a label pixel neither in [0, num_classes) nor
+    `ignore_label`.
     """
     parsed = tf.io.parse_single_example(serialized, _FEATURES)
     image = tf.io.decode_image(
@@ -99,6 +103,18 @@ def decode_example(serialized, ignore_label=common.DEFAULT_IGNORE_LABEL):
     checks = _check_decoded(
         image, label, parsed[common.KEY_IMAGE_HEIGHT], parsed[common.KEY_IMAGE_WIDTH]
     )
+    if num_classes is not None:
+        in_range = tf.logical_or(
+            tf.less(tf.cast(label, tf.int32), num_classes),
+            tf.equal(tf.cast(label, tf.int32), ignore_label),
+        )
+        checks.append(
+            tf.debugging.assert_equal(
+                tf.reduce_all(in_range),
+                True,
+                message="label has class ids outside [0, num_classes)",
+            )
+        )
     with tf.control_dependencies(checks):
         label = tf.identity(label)
     label.set_shape([None, None, 1])
