@@ -73,6 +73,14 @@ flags.DEFINE_enum(
 flags.DEFINE_integer(
     "pruner_reduction_factor", 3, "successive_halving / hyperband: reduction factor."
 )
+flags.DEFINE_boolean(
+    "proxy_upsample_logits", True,
+    "Proxy loss on logits upsampled to the labels (else labels downsampled).",
+)  # fmt: skip
+flags.DEFINE_enum(
+    "proxy_compute_dtype", "float32", ["float32", "bfloat16"],
+    "Proxy cell compute dtype (bfloat16: Keras mixed_bfloat16).",
+)  # fmt: skip
 flags.DEFINE_boolean("jit_compile", False, "Compile the proxy step with XLA.")
 flags.DEFINE_string("study_name", "dpc_search", "Optuna study name.")
 flags.DEFINE_string(
@@ -171,6 +179,8 @@ def _proxy_objective(cache):
         learning_rate=FLAGS.proxy_learning_rate, seed=FLAGS.seed,
         jit_compile=FLAGS.jit_compile, eval_every=FLAGS.proxy_eval_every,
         memory_limit_bytes=int(FLAGS.cache_memory_gb * (1 << 30)),
+        upsample_logits=FLAGS.proxy_upsample_logits,
+        compute_dtype=FLAGS.proxy_compute_dtype,
     )  # fmt: skip
 
 

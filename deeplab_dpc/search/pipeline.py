@@ -163,7 +163,8 @@ def make_pruner(name, *, eval_every=0, steps=None, reduction_factor=3):
 
 
 def make_proxy_objective(cache, *, steps, batch_size, learning_rate, seed, jit_compile,
-                         eval_every, memory_limit_bytes):  # fmt: skip
+                         eval_every, memory_limit_bytes, upsample_logits=True,
+                         compute_dtype="float32"):  # fmt: skip
     """evaluate(spec, trial) for `study.run_worker`: the proxy task of one cell."""
     import keras
 
@@ -182,7 +183,8 @@ def make_proxy_objective(cache, *, steps, batch_size, learning_rate, seed, jit_c
         out = proxy.train_proxy(
             spec, cache, steps=steps, batch_size=batch_size, learning_rate=learning_rate,
             seed=seed, jit_compile=jit_compile, eval_every=eval_every, on_eval=on_eval,
-            memory_limit_bytes=memory_limit_bytes,
+            memory_limit_bytes=memory_limit_bytes, upsample_logits=upsample_logits,
+            compute_dtype=compute_dtype,
         )  # fmt: skip
         if eval_every > 0 and trial is not None:
             trial.report(out["miou"], steps)  # the last rung (pruners' max resource)
@@ -197,6 +199,7 @@ def make_proxy_objective(cache, *, steps, batch_size, learning_rate, seed, jit_c
             "train_seconds": out["train_seconds"], "eval_seconds": out["eval_seconds"],
             "final_loss": float(out["losses"][-5:].mean()), "proxy_steps": steps,
             "cache": cache.fingerprint, "cache_dir": os.path.abspath(cache.cache_dir),
+            "proxy_upsample_logits": upsample_logits, "proxy_compute_dtype": compute_dtype,
         }  # fmt: skip
         return {"value": out["miou"], "user_attrs": attrs}
 
