@@ -110,7 +110,7 @@ def _shortcut(kernel_size, rate, strides, padding, shape):
     return tuple(slices), rates
 
 
-class _Conv2D(keras.layers.Conv2D):
+class ShortcutConv2D(keras.layers.Conv2D):
     """keras Conv2D that runs degenerate atrous convs exactly on their live taps."""
 
     def call(self, inputs):
@@ -131,8 +131,8 @@ class _Conv2D(keras.layers.Conv2D):
         return self.activation(x)
 
 
-class _DepthwiseConv2D(keras.layers.DepthwiseConv2D):
-    """keras DepthwiseConv2D, with the shortcut of `_Conv2D` (multiplier 1)."""
+class ShortcutDepthwiseConv2D(keras.layers.DepthwiseConv2D):
+    """keras DepthwiseConv2D, with the shortcut of `ShortcutConv2D` (multiplier 1)."""
 
     def call(self, inputs):
         cut = _shortcut(
@@ -207,9 +207,9 @@ class ConvBN(keras.layers.Layer):
             use_bias=not self.use_bn,
         )
         if self.depthwise:
-            self.conv = _DepthwiseConv2D(name="depthwise_conv", **common)
+            self.conv = ShortcutDepthwiseConv2D(name="depthwise_conv", **common)
         else:
-            self.conv = _Conv2D(self.filters, name="conv", **common)
+            self.conv = ShortcutConv2D(self.filters, name="conv", **common)
         self.bn = None
         if self.use_bn:
             self.bn = keras.layers.BatchNormalization(
