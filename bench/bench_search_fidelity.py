@@ -65,6 +65,11 @@ flags.DEFINE_string("sampler", "random", "Policy sampler (multifidelity).")
 flags.DEFINE_float("budget_minutes", 30.0, "Wall clock per policy (multifidelity).")
 flags.DEFINE_integer("proxy_eval_every", 20, "Report interval of the pruners.")
 flags.DEFINE_integer("reduction_factor", 3, "Hyperband / successive halving.")
+flags.DEFINE_integer(
+    "max_trials",
+    300,
+    "Slots per policy (at most the space's size); the budget ends it.",
+)
 flags.DEFINE_string("json", None, "Write the figures here.")
 flags.DEFINE_string("figure", None, "multifidelity: best score vs time (PNG).")
 
@@ -126,7 +131,8 @@ def one_policy(cache, space, policy, tmp, reference):
         policy if pruning else "none", eval_every=FLAGS.proxy_eval_every,
         steps=FLAGS.proxy_steps, reduction_factor=FLAGS.reduction_factor,
     )  # fmt: skip
-    pipeline.stage_create(storage, policy, 10000, cache, space, FLAGS.seed)
+    slots = min(FLAGS.max_trials, space.size)
+    pipeline.stage_create(storage, policy, slots, cache, space, FLAGS.seed)
     study = study_lib.load_study(
         storage, policy, pipeline.study_attrs(cache, space), pruner=pruner
     )
