@@ -70,6 +70,9 @@ flags.DEFINE_integer(
     300,
     "Slots per policy (at most the space's size); the budget ends it.",
 )
+flags.DEFINE_integer(
+    "max_cells", None, "proxy_options: only the first N cells (smoke runs)."
+)
 flags.DEFINE_string("json", None, "Write the figures here.")
 flags.DEFINE_string("figure", None, "multifidelity: best score vs time (PNG).")
 
@@ -211,7 +214,8 @@ def main(argv):
     if FLAGS.experiment == "proxy_options":
         if space.size > 1000:
             raise app.UsageError("proxy_options trains every cell: use a small --space")
-        results = proxy_options(cache, list(space.enumerate()), reference)
+        cells = list(space.enumerate())[: FLAGS.max_cells]
+        results = proxy_options(cache, cells, reference)
     else:
         results = multifidelity(cache, space, reference)
     if FLAGS.json:
