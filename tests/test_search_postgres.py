@@ -31,7 +31,7 @@ def _score(spec, trial):
 
 def test_three_workers_one_killed_lose_and_duplicate_nothing(tmp_path, postgres_url):
     """Three search.py workers on one PostgreSQL study; one SIGKILLed mid-trial."""
-    num_trials = 4
+    num_trials = 3  # one per worker, and the killed one retried
     cache = _tiny_cache(tmp_path / "cache")
     storage = study_lib.open_storage(postgres_url, 1, 3)
     assert storage.engine.name == "postgresql"
