@@ -118,7 +118,7 @@ class ShortcutConv2D(keras.layers.Conv2D):
             self.kernel_size, self.dilation_rate, self.strides, self.padding,
             inputs.shape,
         )  # fmt: skip
-        if cut is None or self.data_format != "channels_last":
+        if cut is None or self.data_format != "channels_last" or self.groups != 1:
             return super().call(inputs)
         (rows, cols), rates = cut
         kernel = tf.cast(self.kernel, inputs.dtype)[rows, cols]
