@@ -65,7 +65,22 @@ flags.DEFINE_float("proxy_learning_rate", 0.05, "Proxy base learning rate (poly)
 flags.DEFINE_integer(
     "proxy_eval_every", 0, "Intermediate val mIoU every N steps (pruning)."
 )
-flags.DEFINE_string("pruner", "none", "none (the paper) or median.")
+flags.DEFINE_enum(
+    "pruner", "none", ["none", "median", "successive_halving", "hyperband"],
+    "none: the paper's fixed short schedule; else an Optuna pruner on the"
+    " intermediate val mIoU (needs --proxy_eval_every).",
+)  # fmt: skip
+flags.DEFINE_integer(
+    "pruner_reduction_factor", 3, "successive_halving / hyperband: reduction factor."
+)
+flags.DEFINE_boolean(
+    "proxy_upsample_logits", True,
+    "Proxy loss on logits upsampled to the labels (else labels downsampled).",
+)  # fmt: skip
+flags.DEFINE_enum(
+    "proxy_compute_dtype", "float32", ["float32", "bfloat16"],
+    "Proxy cell compute dtype (bfloat16: Keras mixed_bfloat16).",
+)  # fmt: skip
 flags.DEFINE_boolean("jit_compile", False, "Compile the proxy step with XLA.")
 flags.DEFINE_string("study_name", "dpc_search", "Optuna study name.")
 flags.DEFINE_string(
@@ -164,6 +179,8 @@ def _proxy_objective(cache):
         learning_rate=FLAGS.proxy_learning_rate, seed=FLAGS.seed,
         jit_compile=FLAGS.jit_compile, eval_every=FLAGS.proxy_eval_every,
         memory_limit_bytes=int(FLAGS.cache_memory_gb * (1 << 30)),
+        upsample_logits=FLAGS.proxy_upsample_logits,
+        compute_dtype=FLAGS.proxy_compute_dtype,
     )  # fmt: skip
 
 
@@ -224,7 +241,10 @@ def main(argv):
         near_best_prob=FLAGS.near_best_prob, top_k=FLAGS.near_best_top_k,
         population=FLAGS.evolution_population, sample_size=FLAGS.evolution_sample_size,
     )  # fmt: skip
-    stages_lib.make_pruner(FLAGS.pruner)
+    pruner = stages_lib.make_pruner(
+        FLAGS.pruner, eval_every=FLAGS.proxy_eval_every, steps=FLAGS.proxy_steps,
+        reduction_factor=FLAGS.pruner_reduction_factor,
+    )  # fmt: skip
     info = registry.get_dataset_info(FLAGS.dataset)
     crop = _crop_size(info)
     storage = None
@@ -244,7 +264,7 @@ def main(argv):
     if "run" in stages:
         stages_lib.stage_run(
             storage, FLAGS.study_name, cache, space, sampler, _proxy_objective(cache),
-            pruner=FLAGS.pruner, seed=FLAGS.seed, num_trials=FLAGS.num_trials,
+            pruner=pruner, seed=FLAGS.seed, num_trials=FLAGS.num_trials,
         )  # fmt: skip
     if "rerank" in stages:
         rerank_fn = _rerank_objective(cache, info, FLAGS.dataset_dir, crop)

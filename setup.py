@@ -29,7 +29,14 @@ setuptools.setup(
         "google-crc32c>=1.5,<2",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "ruff>=0.5"],
+        "test": [
+            "pytest>=8,<10",
+            "ruff>=0.5",
+            "psycopg2-binary>=2.9,<3",
+            "optuna-dashboard>=0.15,<1",
+        ],
+        "postgres": ["psycopg2-binary>=2.9,<3"],
+        "dashboard": ["optuna-dashboard>=0.15,<1"],
         "gpu": ["tensorflow[and-cuda]>=2.16,<2.22"],
     },
 )

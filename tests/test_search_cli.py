@@ -70,6 +70,7 @@ def _bad_inputs(tmp_path):
         ),
         (["--dataset=cityscapes", "--stages=cache"], "--tf_initial_checkpoint: needed"),
         (["--stages=report"], "no study 'dpc_search'"),
+        (["--pruner=hyperband"], "--pruner=hyperband needs --proxy_eval_every > 0"),
     ]
 
 

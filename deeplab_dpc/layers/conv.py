@@ -11,7 +11,22 @@ is spelled by nesting and `deeplab_dpc.naming` maps between the two.
 Weight decay is not attached to layers (no kernel regularizers): the trainer
 adds L2 over conv kernels, as DeepLab's slim arg_scope did, so layer configs
 stay free of training hyper-parameters.
+
+Exact shortcuts for degenerate atrous convs (not in DeepLab): with SAME
+padding and stride 1, a tap at offset `o = (j - c) * rate` from the centre
+reads only padding when `|o| >= size` of the feature map in that direction
+(e.g. rate 18 on 11x16 features: every non-centre row tap). When the static
+shape proves it, the conv runs on the live slice of its kernel (down to the
+centre tap alone: a 1x1 conv, a per-channel scale for depthwise) with rate 1
+along the dead axes. The output is the same sum without the zero terms and
+the gradients of the dead taps are zero either way; the variables are the
+same (`kernel`, `bias` of `conv` / `depthwise_conv`), so checkpoints,
+`get_config` and `model_stats` (which counts the nominal kernel) are
+unchanged. Dynamic shapes (None) run the plain conv. `no_shortcuts()`
+switches them off while tracing (benchmarks and tests of the plain path).
 """
+
+import contextlib
 
 import keras
 import tensorflow as tf
@@ -50,6 +65,95 @@ def fixed_padding(x, kernel_size, rate):
         total = (k - 1) * r
         pads.append([total // 2, total - total // 2])
     return tf.pad(x, [[0, 0], pads[0], pads[1], [0, 0]])
+
+
+_SHORTCUTS = {"enabled": True}
+
+
+@contextlib.contextmanager
+def no_shortcuts():
+    """Convs traced inside run as plain (dilated) convs, never shortcut."""
+    previous = _SHORTCUTS["enabled"]
+    _SHORTCUTS["enabled"] = False
+    try:
+        yield
+    finally:
+        _SHORTCUTS["enabled"] = previous
+
+
+def live_taps(kernel_size, rate, size):
+    """(first tap, taps, rate) of one axis that can read inside a map of `size`.
+
+    SAME padding, stride 1, odd kernel: tap j sits at (j - c) * rate from the
+    output pixel (c the centre); it reads only padding when that offset is
+    >= size. None when every tap is live or the size is unknown.
+    """
+    if size is None or kernel_size % 2 == 0 or rate <= 1 or kernel_size == 1:
+        return None
+    centre = kernel_size // 2
+    half = min(centre, (size - 1) // rate)
+    if half == centre:
+        return None
+    return centre - half, 2 * half + 1, rate if half > 0 else 1
+
+
+def _shortcut(kernel_size, rate, strides, padding, shape):
+    """(kernel slices, rates) of a degenerate conv on `shape`, or None."""
+    if not _SHORTCUTS["enabled"] or strides != (1, 1) or padding != "same":
+        return None
+    axes = [live_taps(k, r, n) for k, r, n in zip(kernel_size, rate, shape[1:3])]
+    if all(a is None for a in axes):
+        return None
+    slices, rates = [], []
+    for k, r, a in zip(kernel_size, rate, axes):
+        start, taps, new_rate = (0, k, r) if a is None else a
+        slices.append(slice(start, start + taps))
+        rates.append(new_rate)
+    return tuple(slices), rates
+
+
+class ShortcutConv2D(keras.layers.Conv2D):
+    """keras Conv2D that runs degenerate atrous convs exactly on their live taps."""
+
+    def call(self, inputs):
+        cut = _shortcut(
+            self.kernel_size, self.dilation_rate, self.strides, self.padding,
+            inputs.shape,
+        )  # fmt: skip
+        if cut is None or self.data_format != "channels_last" or self.groups != 1:
+            return super().call(inputs)
+        (rows, cols), rates = cut
+        kernel = tf.cast(self.kernel, inputs.dtype)[rows, cols]
+        if kernel.shape[0] == kernel.shape[1] == 1:
+            x = tf.tensordot(inputs, kernel[0, 0], axes=[[3], [0]])
+        else:
+            x = tf.nn.convolution(inputs, kernel, padding="SAME", dilations=rates)
+        if self.use_bias:
+            x = x + tf.cast(self.bias, x.dtype)
+        return self.activation(x)
+
+
+class ShortcutDepthwiseConv2D(keras.layers.DepthwiseConv2D):
+    """keras DepthwiseConv2D, with the shortcut of `ShortcutConv2D` (multiplier 1)."""
+
+    def call(self, inputs):
+        cut = _shortcut(
+            self.kernel_size, self.dilation_rate, self.strides, self.padding,
+            inputs.shape,
+        )  # fmt: skip
+        if cut is None or self.data_format != "channels_last":
+            return super().call(inputs)
+        (rows, cols), rates = cut
+        kernel = tf.cast(self.kernel, inputs.dtype)[rows, cols]
+        if kernel.shape[0] == kernel.shape[1] == 1 and kernel.shape[3] == 1:
+            x = inputs * kernel[0, 0, :, 0]
+        else:
+            x = tf.nn.depthwise_conv2d(
+                inputs, kernel, [1, 1, 1, 1], "SAME", dilations=rates
+            )
+        if self.use_bias:
+            x = x + tf.cast(self.bias, x.dtype)
+        return self.activation(x)
 
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
@@ -105,9 +209,9 @@ class ConvBN(keras.layers.Layer):
             use_bias=not self.use_bn,
         )
         if self.depthwise:
-            self.conv = keras.layers.DepthwiseConv2D(name="depthwise_conv", **common)
+            self.conv = ShortcutDepthwiseConv2D(name="depthwise_conv", **common)
         else:
-            self.conv = keras.layers.Conv2D(self.filters, name="conv", **common)
+            self.conv = ShortcutConv2D(self.filters, name="conv", **common)
         self.bn = None
         if self.use_bn:
             self.bn = keras.layers.BatchNormalization(

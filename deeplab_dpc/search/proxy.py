@@ -14,8 +14,13 @@ shuffled every pass, examples shuffled within a shard). No per-pixel work
 happens in Python.
 
 Training follows DeepLab: momentum SGD (0.9) with the poly schedule (power
-0.9) from `learning_rate`, logits upsampled bilinearly (align_corners) to the
-label size, softmax cross-entropy that skips the ignore label.
+0.9) from `learning_rate`, softmax cross-entropy that skips the ignore label,
+on logits upsampled bilinearly (align_corners) to the label size, or with
+`upsample_logits=False` on labels downsampled to the logits size with nearest
+neighbour (DeepLab's `--upsample_logits`, as `training/losses.py` does for
+train.py; the val mIoU is always scored at the label size).
+`compute_dtype="bfloat16"` runs the cell in Keras' `mixed_bfloat16` policy
+(float32 weights, bfloat16 compute; the loss in float32).
 
 Deviations: no weight decay (too few steps to matter); the batch-norm
 momentum of the cell is derived from the number of steps
@@ -56,11 +61,14 @@ def build_proxy_model(spec, feature_channels, num_classes, output_stride, bn_mom
     return keras.Model(features, logits, name="proxy")
 
 
-def segmentation_loss(logits, labels, ignore_label):
-    """The training loss (`training.losses.softmax_cross_entropy`, logits resized
-    to the labels) for the cache's [B, H, W] labels."""
+def segmentation_loss(logits, labels, ignore_label, upsample_logits=True):
+    """The training loss (`training.losses.softmax_cross_entropy`) for the
+    cache's [B, H, W] labels: logits resized to the labels (`upsample_logits`)
+    or labels to the logits by nearest neighbour, as DeepLab's flag does."""
     labels = tf.cast(labels, tf.int32)[..., None]
-    return losses.softmax_cross_entropy(logits, labels, logits.shape[-1], ignore_label)
+    return losses.softmax_cross_entropy(
+        logits, labels, logits.shape[-1], ignore_label, upsample_logits=upsample_logits
+    )
 
 
 def confusion_matrix(logits, labels, num_classes, ignore_label):
@@ -71,7 +79,7 @@ def confusion_matrix(logits, labels, num_classes, ignore_label):
     summed counts is `metrics.mean_iou`.
     """
     labels = tf.cast(labels, tf.int32)
-    logits = resize_bilinear(logits, tf.shape(labels)[1:3])
+    logits = resize_bilinear(tf.cast(logits, tf.float32), tf.shape(labels)[1:3])
     pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
     valid = tf.not_equal(labels, ignore_label)
     index = tf.boolean_mask(labels * num_classes + pred, valid)
@@ -79,6 +87,24 @@ def confusion_matrix(logits, labels, num_classes, ignore_label):
         index, minlength=num_classes**2, maxlength=num_classes**2, dtype=tf.int64
     )
     return tf.reshape(counts, [num_classes, num_classes])
+
+
+COMPUTE_DTYPES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
+
+def _build_with_policy(compute_dtype, *args):
+    """`build_proxy_model(*args)` under the Keras dtype policy of `compute_dtype`."""
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(
+            f"proxy compute dtype must be one of {sorted(COMPUTE_DTYPES)},"
+            f" got {compute_dtype!r}"
+        )
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(COMPUTE_DTYPES[compute_dtype])
+    try:
+        return build_proxy_model(*args)
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _streamed_batches(cache, batch_size, seed):
@@ -131,13 +157,15 @@ class _TrainData:
         return next(self.iterator)
 
 
-def _make_train_step(model, optimizer, data, ignore_label, jit_compile):
+def _make_train_step(
+    model, optimizer, data, ignore_label, jit_compile, upsample_logits=True
+):
     variables = model.trainable_variables
 
     def step(features, labels):
         with tf.GradientTape() as tape:
             logits = model(tf.cast(features, tf.float32), training=True)
-            loss = segmentation_loss(logits, labels, ignore_label)
+            loss = segmentation_loss(logits, labels, ignore_label, upsample_logits)
         grads = tape.gradient(loss, variables)
         optimizer.apply_gradients(zip(grads, variables))
         return loss
@@ -183,19 +211,24 @@ def train_proxy(
     eval_every=0,
     on_eval=None,
     memory_limit_bytes=DEFAULT_MEMORY_LIMIT_BYTES,
+    upsample_logits=True,
+    compute_dtype="float32",
 ):
     """Trains `spec` on the cache for `steps` steps and scores it on val.
 
     `on_eval(step, miou)` is called every `eval_every` steps (if > 0) with an
     intermediate validation mIoU; it may raise to stop the run (pruning).
+    `upsample_logits`: the loss on logits upsampled to the labels (True,
+    DeepLab's default) or on labels downsampled to the logits (False).
+    `compute_dtype`: "float32" or "bfloat16" (Keras mixed_bfloat16).
     Returns a dict: `miou`, `losses` (per step), `train_seconds`,
     `eval_seconds`, `seconds`, `in_memory`.
     """
     start = time.perf_counter()
     keras.utils.set_random_seed(seed)
-    model = build_proxy_model(
-        spec, cache.feature_channels, cache.num_classes, cache.output_stride,
-        bn_momentum_for_steps(steps),
+    model = _build_with_policy(
+        compute_dtype, spec, cache.feature_channels, cache.num_classes,
+        cache.output_stride, bn_momentum_for_steps(steps),
     )  # fmt: skip
     schedule = keras.optimizers.schedules.PolynomialDecay(
         learning_rate, steps, end_learning_rate=0.0, power=POLY_POWER
@@ -203,7 +236,7 @@ def train_proxy(
     optimizer = keras.optimizers.SGD(schedule, momentum=MOMENTUM)
     data = _TrainData(cache, batch_size, seed, memory_limit_bytes)
     train_step = _make_train_step(
-        model, optimizer, data, cache.ignore_label, jit_compile
+        model, optimizer, data, cache.ignore_label, jit_compile, upsample_logits
     )
     losses, eval_seconds = [], 0.0
     for step in range(1, steps + 1):

@@ -29,7 +29,7 @@ from deeplab_dpc.search import cache as cache_lib
 from deeplab_dpc.search import study as study_lib
 
 STAGES = ("cache", "create", "run", "rerank", "report")
-PRUNERS = ("none", "median")
+PRUNERS = ("none", "median", "successive_halving", "hyperband")
 PRETRAIN_DIRNAME = "pretrained_backbone"
 
 
@@ -122,16 +122,49 @@ def stage_create(storage, study_name, num_trials, cache, space, seed=0):
     )
 
 
-def make_pruner(name):
+def make_pruner(name, *, eval_every=0, steps=None, reduction_factor=3):
+    """The Optuna pruner `name` over proxy steps (the resource); see PRUNERS.
+
+    `none` is the paper's policy: every candidate trains the same fixed short
+    schedule. `median` (Optuna's MedianPruner, 5 startup trials),
+    `successive_halving` (rungs at `eval_every` * `reduction_factor`^k steps)
+    and `hyperband` (brackets of successive halving from `eval_every` to
+    `steps`, Li et al., 2018) stop candidates on the intermediate val mIoU
+    that the proxy reports every `eval_every` steps, so they need it > 0.
+    """
+    if name not in PRUNERS:
+        raise SearchError(f"unknown pruner {name!r}; known: {', '.join(PRUNERS)}")
     if name == "none":
         return optuna.pruners.NopPruner()
+    if eval_every <= 0:
+        raise SearchError(
+            f"--pruner={name} needs --proxy_eval_every > 0 (steps between the"
+            " intermediate val mIoU reports it prunes on)"
+        )
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
-    raise SearchError(f"unknown pruner {name!r}; known: {', '.join(PRUNERS)}")
+    if reduction_factor < 2:
+        raise SearchError(
+            f"pruner reduction factor must be >= 2, got {reduction_factor}"
+        )
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=eval_every, reduction_factor=reduction_factor,
+            min_early_stopping_rate=0,
+        )  # fmt: skip
+    if steps is None or steps <= eval_every:
+        raise SearchError(
+            f"--pruner=hyperband needs --proxy_steps ({steps}) > --proxy_eval_every"
+            f" ({eval_every})"
+        )
+    return optuna.pruners.HyperbandPruner(
+        min_resource=eval_every, max_resource=steps, reduction_factor=reduction_factor
+    )
 
 
 def make_proxy_objective(cache, *, steps, batch_size, learning_rate, seed, jit_compile,
-                         eval_every, memory_limit_bytes):  # fmt: skip
+                         eval_every, memory_limit_bytes, upsample_logits=True,
+                         compute_dtype="float32"):  # fmt: skip
     """evaluate(spec, trial) for `study.run_worker`: the proxy task of one cell."""
     import keras
 
@@ -150,8 +183,11 @@ def make_proxy_objective(cache, *, steps, batch_size, learning_rate, seed, jit_c
         out = proxy.train_proxy(
             spec, cache, steps=steps, batch_size=batch_size, learning_rate=learning_rate,
             seed=seed, jit_compile=jit_compile, eval_every=eval_every, on_eval=on_eval,
-            memory_limit_bytes=memory_limit_bytes,
+            memory_limit_bytes=memory_limit_bytes, upsample_logits=upsample_logits,
+            compute_dtype=compute_dtype,
         )  # fmt: skip
+        if eval_every > 0 and trial is not None:
+            trial.report(out["miou"], steps)  # the last rung (pruners' max resource)
         key = study_lib.spec_lib.canonical_key(spec)
         if key not in costs:
             costs[key] = proxy.cell_cost(
@@ -163,6 +199,7 @@ def make_proxy_objective(cache, *, steps, batch_size, learning_rate, seed, jit_c
             "train_seconds": out["train_seconds"], "eval_seconds": out["eval_seconds"],
             "final_loss": float(out["losses"][-5:].mean()), "proxy_steps": steps,
             "cache": cache.fingerprint, "cache_dir": os.path.abspath(cache.cache_dir),
+            "proxy_upsample_logits": upsample_logits, "proxy_compute_dtype": compute_dtype,
         }  # fmt: skip
         return {"value": out["miou"], "user_attrs": attrs}
 
@@ -204,11 +241,16 @@ def run_with_progress(study, storage, evaluate, sampler, seed, desc, poll_second
 
 def stage_run(storage, study_name, cache, space, sampler, objective, *, pruner="none",
               seed=0, num_trials=None):  # fmt: skip
-    """One search worker: creates the study if missing, then pulls slots."""
+    """One search worker: creates the study if missing, then pulls slots.
+
+    `pruner`: an Optuna pruner or a `make_pruner` name.
+    """
     if num_trials is not None:
         stage_create(storage, study_name, num_trials, cache, space, seed)
+    if isinstance(pruner, str):
+        pruner = make_pruner(pruner)
     study = study_lib.load_study(
-        storage, study_name, study_attrs(cache, space), pruner=make_pruner(pruner)
+        storage, study_name, study_attrs(cache, space), pruner=pruner
     )
     return run_with_progress(study, storage, objective, sampler, seed, "search")
 

@@ -1,0 +1,228 @@
+r"""Proxy options and multi-fidelity policies measured on a real feature cache.
+
+    W=workdir/camvid   # the CamVid runs of g3doc/camvid.md
+    COMMON="--cache_dir=$W/cache_os16_161 --proxy_steps=100 --proxy_learning_rate=0.05 \
+      --rerank_storage=sqlite:///$W/fidelity/search.db --rerank_study=aspp_fidelity.rerank"
+    # 1. --proxy_upsample_logits and bf16 on the 31 ASPP subsets: speed and rank fidelity
+    python bench/bench_search_fidelity.py --experiment=proxy_options $COMMON \
+      --json=proxy_options.json
+    # 2. the paper's fixed schedule against Hyperband at one wall-clock budget
+    python bench/bench_search_fidelity.py --experiment=multifidelity $COMMON \
+      --budget_minutes=30 --proxy_eval_every=20 --json=multifidelity.json \
+      --figure=multifidelity.png
+
+`proxy_options`: every cell of `--space` (default the 31 ASPP subsets)
+trained on the cache with each option set of `--options` (`up` / `down`:
+logits upsampled to the labels / labels downsampled to the logits; `fp32` /
+`bf16`), one after another in one process; prints, per option set, the
+seconds per candidate, Spearman's rho against the end-to-end re-rank scores
+of `--rerank_study` (the cells it re-ranked) and against the proxy scores
+of the first option set (all cells).
+
+`multifidelity`: one search per policy of `--policies` on a fresh SQLite
+study in a temp dir, each given `--budget_minutes` of wall clock (no trial
+starts after it; the running one finishes): `paper` (every candidate trains
+`--proxy_steps`, no pruner) and `hyperband` (`--pruner=hyperband` on the val
+mIoU reported every `--proxy_eval_every` steps; `successive_halving` and
+`median` work too). Both use `--sampler`. Prints candidates evaluated,
+completed and pruned, the best proxy score, and rho of the completed cells'
+final proxy scores against the re-rank scores; `--figure` plots the best
+score against wall-clock time. Not a test.
+"""
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import optuna  # noqa: E402
+from absl import app, flags  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from deeplab_dpc import spec as spec_lib  # noqa: E402
+from deeplab_dpc.search import cache as cache_lib  # noqa: E402
+from deeplab_dpc.search import proxy, rerank, samplers, spaces, stages  # noqa: E402
+from deeplab_dpc.search import study as study_lib  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("experiment", "proxy_options", ["proxy_options", "multifidelity"], "")
+flags.DEFINE_string("cache_dir", None, "The feature cache (search.py's).")
+flags.DEFINE_string("space", "aspp_subsets", "Search space.")
+flags.DEFINE_integer("num_branches", 5, "Branches (space full).")
+flags.DEFINE_integer("proxy_steps", 100, "Proxy steps per candidate.")
+flags.DEFINE_integer("proxy_batch_size", 8, "Proxy batch size.")
+flags.DEFINE_float("proxy_learning_rate", 0.05, "Proxy base learning rate.")
+flags.DEFINE_integer("seed", 0, "Seed.")
+flags.DEFINE_string("rerank_storage", None, "Storage of the re-rank study.")
+flags.DEFINE_string("rerank_study", None, "Re-rank study (end-to-end scores).")
+flags.DEFINE_list("options", ["up-fp32", "down-fp32", "up-bf16", "down-bf16"], "")
+flags.DEFINE_list("policies", ["paper", "hyperband"], "paper or a pruner name.")
+flags.DEFINE_string("sampler", "random", "Policy sampler (multifidelity).")
+flags.DEFINE_float("budget_minutes", 30.0, "Wall clock per policy (multifidelity).")
+flags.DEFINE_integer("proxy_eval_every", 20, "Report interval of the pruners.")
+flags.DEFINE_integer("reduction_factor", 3, "Hyperband / successive halving.")
+flags.DEFINE_integer(
+    "max_trials",
+    300,
+    "Slots per policy (at most the space's size); the budget ends it.",
+)
+flags.DEFINE_integer(
+    "max_cells", None, "proxy_options: only the first N cells (smoke runs)."
+)
+flags.DEFINE_string("json", None, "Write the figures here.")
+flags.DEFINE_string("figure", None, "multifidelity: best score vs time (PNG).")
+
+
+def rerank_scores():
+    """{key: end-to-end mIoU} of the re-rank study ({} without one)."""
+    if not FLAGS.rerank_study:
+        return {}
+    study = optuna.load_study(
+        study_name=FLAGS.rerank_study, storage=FLAGS.rerank_storage
+    )
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return {t.user_attrs[study_lib.KEY]: t.value for t in done}
+
+
+def rho(scores, reference):
+    pairs = [(k, scores[k], reference[k]) for k in sorted(scores) if k in reference]
+    return rerank.spearman(pairs), len(pairs)
+
+
+def proxy_options(cache, cells, reference):
+    results = {}
+    for option in FLAGS.options:
+        side, dtype = option.split("-")
+        upsample, compute = side == "up", {"fp32": "float32", "bf16": "bfloat16"}[dtype]
+        scores, seconds = {}, []
+        for spec in cells:
+            keras.backend.clear_session()
+            out = proxy.train_proxy(
+                spec, cache, steps=FLAGS.proxy_steps, batch_size=FLAGS.proxy_batch_size,
+                learning_rate=FLAGS.proxy_learning_rate, seed=FLAGS.seed,
+                upsample_logits=upsample, compute_dtype=compute,
+            )  # fmt: skip
+            scores[spec_lib.canonical_key(spec)] = out["miou"]
+            seconds.append(out["seconds"])
+            print(f"{option} {spec_lib.canonical_key(spec)} {out['miou']:.4f} "
+                  f"{out['seconds']:.1f} s", flush=True)  # fmt: skip
+        results[option] = {"scores": scores, "seconds": seconds}
+    first = results[FLAGS.options[0]]["scores"]
+    print("\n| option | s per candidate | rho vs re-rank (n) | rho vs first |")
+    print("| --- | --- | --- | --- |")
+    for option, r in results.items():
+        r["rho_rerank"], r["n_rerank"] = rho(r["scores"], reference)
+        r["rho_first"], _ = rho(r["scores"], first)
+        r["mean_seconds"] = sum(r["seconds"]) / len(r["seconds"])
+        print(f"| {option} | {r['mean_seconds']:.1f} | {r['rho_rerank']} "
+              f"({r['n_rerank']}) | {r['rho_first']} |")  # fmt: skip
+    return results
+
+
+class BudgetSpent(KeyboardInterrupt):
+    """Raised at the start of a trial once the policy's wall-clock budget is spent."""
+
+
+def one_policy(cache, space, policy, tmp, reference):
+    storage = study_lib.open_storage(study_lib.default_storage_url(tmp))
+    pruning = policy != "paper"
+    pruner = stages.make_pruner(
+        policy if pruning else "none", eval_every=FLAGS.proxy_eval_every,
+        steps=FLAGS.proxy_steps, reduction_factor=FLAGS.reduction_factor,
+    )  # fmt: skip
+    slots = min(FLAGS.max_trials, space.size)
+    stages.stage_create(storage, policy, slots, cache, space, FLAGS.seed)
+    study = study_lib.load_study(
+        storage, policy, stages.study_attrs(cache, space), pruner=pruner
+    )
+    objective = stages.make_proxy_objective(
+        cache, steps=FLAGS.proxy_steps, batch_size=FLAGS.proxy_batch_size,
+        learning_rate=FLAGS.proxy_learning_rate, seed=FLAGS.seed, jit_compile=False,
+        eval_every=FLAGS.proxy_eval_every if pruning else 0, memory_limit_bytes=4 << 30,
+    )  # fmt: skip
+    start, deadline = time.time(), time.time() + 60 * FLAGS.budget_minutes
+    curve = []
+
+    def evaluate(spec, trial):
+        if time.time() > deadline:
+            raise BudgetSpent
+        out = objective(spec, trial)
+        best = max([out["value"]] + [b for _, b in curve[-1:]])
+        curve.append((time.time() - start, best))
+        return out
+
+    sampler = samplers.get_sampler(FLAGS.sampler, space)
+    try:
+        study_lib.run_worker(study, storage, evaluate, sampler, FLAGS.seed, 0.5)
+    except BudgetSpent:
+        pass
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    scores = {t.user_attrs[study_lib.KEY]: t.value for t in complete}
+    r, n = rho(scores, reference)
+    return {
+        "evaluated": len(complete) + len(pruned), "completed": len(complete),
+        "pruned": len(pruned), "best": max(scores.values(), default=None),
+        "rho_rerank": r, "n_rerank": n, "wall_seconds": time.time() - start,
+        "curve": curve,
+    }  # fmt: skip
+
+
+def multifidelity(cache, space, reference):
+    results = {}
+    for policy in FLAGS.policies:
+        with tempfile.TemporaryDirectory() as tmp:
+            results[policy] = one_policy(cache, space, policy, tmp, reference)
+    print(
+        "\n| policy | evaluated | completed | pruned | best proxy | rho vs re-rank (n) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for policy, r in results.items():
+        print(f"| {policy} | {r['evaluated']} | {r['completed']} | {r['pruned']} | "
+              f"{r['best']} | {r['rho_rerank']} ({r['n_rerank']}) |")  # fmt: skip
+    if FLAGS.figure:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for policy, r in results.items():
+            if r["curve"]:
+                t, best = zip(*r["curve"])
+                ax.step([v / 60 for v in t], best, where="post", label=policy)
+        ax.set_xlabel("wall clock (minutes)")
+        ax.set_ylabel("best proxy val mIoU")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(FLAGS.figure, dpi=120)
+    return results
+
+
+def main(argv):
+    del argv
+    if not FLAGS.cache_dir:
+        raise app.UsageError("--cache_dir: required (search.py's feature cache)")
+    cache = cache_lib.open_cache(FLAGS.cache_dir)
+    space = spaces.get_space(FLAGS.space, FLAGS.num_branches)
+    reference = rerank_scores()
+    if FLAGS.experiment == "proxy_options":
+        if space.size > 1000:
+            raise app.UsageError("proxy_options trains every cell: use a small --space")
+        cells = list(space.enumerate())[: FLAGS.max_cells]
+        results = proxy_options(cache, cells, reference)
+    else:
+        results = multifidelity(cache, space, reference)
+    if FLAGS.json:
+        with open(FLAGS.json, "w") as f:
+            json.dump({"flags": FLAGS.flag_values_dict(), "results": results}, f,
+                      indent=2, default=str)  # fmt: skip
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,32 @@
+"""tools/copy_study: what it refuses (the PostgreSQL copy is in test_search_postgres)."""
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from deeplab_dpc.search import study as study_lib
+from deeplab_dpc.tools import copy_study
+
+
+def test_refuses_missing_source_same_storage_unknown_study_and_running_trials(tmp_path):
+    src = study_lib.default_storage_url(tmp_path / "a")
+    dst = study_lib.default_storage_url(tmp_path / "b")
+    with pytest.raises(copy_study.CopyError, match="no such SQLite file"):
+        copy_study.copy_studies(src, dst)
+    storage = study_lib.open_storage(src)
+    study = study_lib.create_study(storage, "s", [(0, {}), (1, {})], {})
+    with pytest.raises(copy_study.CopyError, match="are the same storage"):
+        copy_study.copy_studies(src, src)
+    with pytest.raises(copy_study.CopyError, match="no study 'x' in .*; it has: s"):
+        copy_study.copy_studies(src, dst, ["x"])
+    trial_id = study_lib.pop_waiting(study, storage)
+    with pytest.raises(copy_study.CopyError, match="1 RUNNING trial"):
+        copy_study.copy_studies(src, dst)
+    assert "s" not in optuna.get_all_study_names(dst)  # nothing half-copied
+    storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [0.5])
+    assert copy_study.copy_studies(src, dst) == [
+        ("s", 2, {"complete": 1, "waiting": 1})
+    ]
+    copied = optuna.load_study(study_name="s", storage=dst)
+    assert [t.state for t in copied.trials] == [TrialState.COMPLETE, TrialState.WAITING]
+    assert copied.user_attrs[study_lib.SLOT_COUNT] == 2
