@@ -118,7 +118,9 @@ def _error(source, field, problem):
 def _parse_branch(branch, block, k, source):
     field = f"{CELL}[{block}][{k}]"
     if not isinstance(branch, dict):
-        raise _error(source, field, f"expected an object {{input, op}}, got {_show(branch)}")
+        raise _error(
+            source, field, f"expected an object {{input, op}}, got {_show(branch)}"
+        )
     for key in branch:
         if key not in (INPUT, OP):
             raise _error(source, f"{field}.{key}", "unknown field (allowed: input, op)")
@@ -152,31 +154,43 @@ def _parse_branch(branch, block, k, source):
 def parse_cell(cell, source="architecture"):
     """Validates a cell (list of blocks of two branches); returns it normalised."""
     if not isinstance(cell, (list, tuple)) or not cell:
-        raise _error(source, CELL, f"expected a non-empty list of blocks, got {_show(cell)}")
+        raise _error(
+            source, CELL, f"expected a non-empty list of blocks, got {_show(cell)}"
+        )
     blocks = []
     for b, block in enumerate(cell):
         if not isinstance(block, (list, tuple)) or len(block) != 2:
             raise _error(
-                source, f"{CELL}[{b}]", f"expected a list of 2 branches, got {_show(block)}"
+                source,
+                f"{CELL}[{b}]",
+                f"expected a list of 2 branches, got {_show(block)}",
             )
-        blocks.append([_parse_branch(branch, b, k, source) for k, branch in enumerate(block)])
+        blocks.append(
+            [_parse_branch(branch, b, k, source) for k, branch in enumerate(block)]
+        )
     return blocks
 
 
 def parse_network(path, source="architecture", num_levels=NUM_LEVELS):
     """Validates a network path (list of levels); returns a list of ints."""
     if not isinstance(path, (list, tuple)) or not path:
-        raise _error(source, NETWORK, f"expected a non-empty list of levels, got {_show(path)}")
+        raise _error(
+            source, NETWORK, f"expected a non-empty list of levels, got {_show(path)}"
+        )
     previous = 0  # the stem ends at level 0 (output stride 4)
     out = []
     for i, level in enumerate(path):
         where = f"{NETWORK}[{i}]"
         if not _is_int(level) or not 0 <= level < num_levels:
-            raise _error(source, where, f"{_show(level)} is not a level 0..{num_levels - 1}")
+            raise _error(
+                source, where, f"{_show(level)} is not a level 0..{num_levels - 1}"
+            )
         if abs(int(level) - previous) > 1:
             after = "the stem (level 0)" if i == 0 else f"level {previous}"
             raise _error(
-                source, where, f"level {level} after {after}: moves by more than one level"
+                source,
+                where,
+                f"level {level} after {after}: moves by more than one level",
             )
         previous = int(level)
         out.append(previous)
@@ -197,7 +211,10 @@ def parse_architecture(obj, source="architecture"):
     for key in _FIELDS:
         if key not in obj:
             raise _error(source, key, "missing")
-    return {CELL: parse_cell(obj[CELL], source), NETWORK: parse_network(obj[NETWORK], source)}
+    return {
+        CELL: parse_cell(obj[CELL], source),
+        NETWORK: parse_network(obj[NETWORK], source),
+    }
 
 
 # === Files =================================================================
@@ -216,7 +233,9 @@ def load_architecture(path):
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ArchitectureError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+        raise ArchitectureError(
+            f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}"
+        ) from None
     return parse_architecture(obj, source=path)
 
 
@@ -239,7 +258,9 @@ def save_architecture(arch, path):
     path = os.fspath(path)
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    tmp = os.path.join(
+        directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp"
+    )
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -333,7 +354,10 @@ def legal_moves(level, num_levels=NUM_LEVELS):
 
 def reachable_levels(num_layers, num_levels=NUM_LEVELS):
     """For each layer 1..L (list index 0..L-1), the levels a path can be at."""
-    return [list(range(min(layer, num_levels - 1) + 1)) for layer in range(1, num_layers + 1)]
+    return [
+        list(range(min(layer, num_levels - 1) + 1))
+        for layer in range(1, num_layers + 1)
+    ]
 
 
 def network_space_size(num_layers=DEFAULT_NUM_LAYERS, num_levels=NUM_LEVELS):
@@ -419,7 +443,9 @@ def viterbi_path(probabilities):
                 if not 0 <= source < num_levels:
                     continue
                 cand = score[source] + logp[layer, source, d_index]
-                if cand > new[level] or (cand == new[level] and source < back[layer, level]):
+                if cand > new[level] or (
+                    cand == new[level] and source < back[layer, level]
+                ):
                     new[level], back[layer, level] = cand, source
         score = new
     level = int(np.argmax(score))
@@ -474,7 +500,9 @@ def decode_cell(alpha, ops=SEARCH_OPS):
     while num_cell_edges(num_blocks + 1) <= weights.shape[0]:
         num_blocks += 1
     if num_cell_edges(num_blocks) != weights.shape[0]:
-        raise ValueError(f"decode_cell: {weights.shape[0]} rows is no number of cell edges")
+        raise ValueError(
+            f"decode_cell: {weights.shape[0]} rows is no number of cell edges"
+        )
     cell = []
     for block in range(num_blocks):
         candidates = []

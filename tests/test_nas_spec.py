@@ -48,10 +48,10 @@ def test_cell_space_size_by_enumeration():
     ops = ["a", "b", "c"]
     for blocks in (1, 2):
         cells = set()
-        choices = [
-            [(i, op) for i in range(b + 2) for op in ops] for b in range(blocks)
-        ]
-        for combo in itertools.product(*[[(x, y) for x in c for y in c] for c in choices]):
+        choices = [[(i, op) for i in range(b + 2) for op in ops] for b in range(blocks)]
+        for combo in itertools.product(
+            *[[(x, y) for x in c for y in c] for c in choices]
+        ):
             cells.add(combo)
         assert len(cells) == N.cell_space_size(blocks, len(ops))
 
@@ -69,7 +69,13 @@ def test_network_space_size_by_enumeration_and_the_papers_figure():
 
 
 def test_reachable_levels():
-    assert N.reachable_levels(5) == [[0, 1], [0, 1, 2], [0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3]]
+    assert N.reachable_levels(5) == [
+        [0, 1],
+        [0, 1, 2],
+        [0, 1, 2, 3],
+        [0, 1, 2, 3],
+        [0, 1, 2, 3],
+    ]
     assert N.reachable_levels(3, num_levels=2) == [[0, 1], [0, 1], [0, 1]]
     assert N.legal_moves(0) == [0, 1] and N.legal_moves(3) == [2, 3]
 
@@ -152,7 +158,9 @@ def test_hnasnet_is_the_official_genotype_and_the_shipped_file():
     assert used == [1, 1, 0, 0, 0, 0, 0]
     assert backbone == OFFICIAL_BACKBONE
     assert N.load_architecture(REPO / "specs" / "hnasnet.json") == N.HNASNET
-    assert (REPO / "specs" / "hnasnet.json").read_text() == N.dump_architecture(N.HNASNET)
+    assert (REPO / "specs" / "hnasnet.json").read_text() == N.dump_architecture(
+        N.HNASNET
+    )
 
 
 def test_round_trip(tmp_path):

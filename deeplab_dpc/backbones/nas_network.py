@@ -56,7 +56,12 @@ class ScaleResize(keras.layers.Layer):
         def size(n):
             return None if n is None else int((n - 1) * self.scale + 1)
 
-        return (input_shape[0], size(input_shape[1]), size(input_shape[2]), input_shape[3])
+        return (
+            input_shape[0],
+            size(input_shape[1]),
+            size(input_shape[2]),
+            input_shape[3],
+        )
 
     def get_config(self):
         config = super().get_config()
@@ -109,9 +114,9 @@ def nas_network(
 
     # === Stem ===
     image = keras.Input(shape=input_shape, name="image")
-    x = NASConvBN(STEM_FILTERS[0], 3, strides=2, pre_activation=False, name="conv0", **bn)(
-        image
-    )
+    x = NASConvBN(
+        STEM_FILTERS[0], 3, strides=2, pre_activation=False, name="conv0", **bn
+    )(image)
     x = NASConvBN(STEM_FILTERS[1], 3, name="conv1", **bn)(x)
     outputs = [x]
     x = NASConvBN(STEM_FILTERS[2], 3, strides=2, name="conv2", **bn)(x)

@@ -46,7 +46,8 @@ def scale_resize(x, scale):
     """Bilinear resize (align_corners) of NHWC `x` by `scale`, as the official cell."""
     shape = tf.shape(x)
     return resize_bilinear(
-        x, tf.stack([scale_dimension(shape[1], scale), scale_dimension(shape[2], scale)])
+        x,
+        tf.stack([scale_dimension(shape[1], scale), scale_dimension(shape[2], scale)]),
     )
 
 
@@ -92,7 +93,10 @@ class NASConvBN(keras.layers.Layer):
             if self.filters is None:
                 raise ValueError(f"{self.name}: a full conv needs `filters`")
             self.conv = keras.layers.Conv2D(
-                self.filters, kernel_initializer=nas_initializer(), name="conv", **common
+                self.filters,
+                kernel_initializer=nas_initializer(),
+                name="conv",
+                **common,
             )
         self.bn = None
         if self.use_bn:
@@ -253,7 +257,9 @@ class NASPool(_NASOp):
     def __init__(self, filters, pooling="avg", pool_size=3, strides=1, **kwargs):
         super().__init__(filters, strides, **kwargs)
         if pooling not in ("avg", "max"):
-            raise ValueError(f"{self.name}: pooling must be 'avg' or 'max', got {pooling!r}")
+            raise ValueError(
+                f"{self.name}: pooling must be 'avg' or 'max', got {pooling!r}"
+            )
         self.pooling = pooling
         self.pool_size = int(pool_size)
         cls = (
@@ -261,7 +267,9 @@ class NASPool(_NASOp):
             if pooling == "avg"
             else keras.layers.MaxPooling2D
         )
-        self.pool = cls(self.pool_size, strides=self.strides, padding="same", name="pool")
+        self.pool = cls(
+            self.pool_size, strides=self.strides, padding="same", name="pool"
+        )
         self.projection = None
 
     def build(self, input_shape):

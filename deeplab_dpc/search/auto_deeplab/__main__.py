@@ -21,7 +21,9 @@ flags.DEFINE_integer("num_blocks", 5, "B.")
 flags.DEFINE_integer("filter_multiplier", 4, "F (the paper: 8).")
 flags.DEFINE_integer("num_levels", 4, "Resolutions from 1/4 (4: down to 1/32).")
 flags.DEFINE_list("ops", list(nas_spec.SEARCH_OPS), "Operator set (official names).")
-flags.DEFINE_list("stem_filters", ["16", "16", "32"], "Stem filters (paper: 64,64,128).")
+flags.DEFINE_list(
+    "stem_filters", ["16", "16", "32"], "Stem filters (paper: 64,64,128)."
+)
 flags.DEFINE_list("crop_size", ["65", "65"], "Crop H,W (the paper: 321,321).")
 flags.DEFINE_integer("batch_size", 2, "Batch size of each half.")
 flags.DEFINE_integer("num_steps", 120, "Search steps.")
@@ -40,7 +42,9 @@ def main(argv):
         crop = [int(v) for v in FLAGS.crop_size]
         stem = [int(v) for v in FLAGS.stem_filters]
         if len(crop) != 2 or min(crop) < 1:
-            raise ValueError(f"--crop_size: expected H,W, got {','.join(FLAGS.crop_size)}")
+            raise ValueError(
+                f"--crop_size: expected H,W, got {','.join(FLAGS.crop_size)}"
+            )
         if len(stem) != 3:
             raise ValueError("--stem_filters: expected three numbers")
         bad = [op for op in FLAGS.ops if op not in nas_spec.SEARCH_OPS]

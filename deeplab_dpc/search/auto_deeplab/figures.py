@@ -24,7 +24,9 @@ from deeplab_dpc import nas_spec  # noqa: E402
 
 def _save(fig, path):
     directory = os.path.dirname(path) or "."
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp.png")
+    tmp = os.path.join(
+        directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp.png"
+    )
     fig.savefig(tmp, dpi=120, bbox_inches="tight")
     plt.close(fig)
     os.replace(tmp, path)

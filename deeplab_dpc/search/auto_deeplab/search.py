@@ -63,7 +63,9 @@ class _Half:
 def _write_json_atomic(obj, path):
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    tmp = os.path.join(
+        directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp"
+    )
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(obj, f)
         f.flush()
@@ -148,7 +150,9 @@ def run_search(
     )
     model(tf.zeros((1, crop_size[0], crop_size[1], 3)), training=False)
     schedule = tf.keras.optimizers.schedules.CosineDecay(
-        weight_learning_rate, num_steps, alpha=weight_learning_rate_end / weight_learning_rate
+        weight_learning_rate,
+        num_steps,
+        alpha=weight_learning_rate_end / weight_learning_rate,
     )
     import keras
 
@@ -230,10 +234,18 @@ def run_search(
             entry = _history_entry(model, current, loss, arch_loss, miou, mask)
             history.append(entry)
             with writer.as_default(step=current):
-                for name in ("weight_loss", "arch_loss", "arch_miou", "alpha_entropy", "beta_entropy"):
+                for name in (
+                    "weight_loss",
+                    "arch_loss",
+                    "arch_miou",
+                    "alpha_entropy",
+                    "beta_entropy",
+                ):
                     if not np.isnan(entry[name]):
                         summaries.write_scalar(name, entry[name], current)
-                summaries.write_scalar("learning_rate", float(schedule(current)), current)
+                summaries.write_scalar(
+                    "learning_rate", float(schedule(current)), current
+                )
             nas_spec.save_architecture(model.decoded_architecture(), arch_path)
         if current % checkpoint_every == 0 or current == num_steps:
             # History first: a kill in between leaves entries past the
@@ -258,7 +270,9 @@ def _arch_miou(predict, batches, count, info):
     stream = metrics.StreamingConfusionMatrix(info.num_classes, info.ignore_label)
     for _ in range(count):
         batch = next(batches)
-        stream.update(batch[common.LABEL].numpy()[..., 0], predict(batch[common.IMAGE]).numpy())
+        stream.update(
+            batch[common.LABEL].numpy()[..., 0], predict(batch[common.IMAGE]).numpy()
+        )
     return stream.result()["miou"]
 
 

@@ -176,7 +176,9 @@ class AutoDeepLabSupernet(keras.Model):
 
         # === Network weights ===
         f0, f1, f2 = self.stem_filters
-        self.stem0 = NASConvBN(f0, 3, strides=2, pre_activation=False, name="conv0", **bn)
+        self.stem0 = NASConvBN(
+            f0, 3, strides=2, pre_activation=False, name="conv0", **bn
+        )
         self.stem1 = NASConvBN(f1, 3, name="conv1", **bn)
         self.stem2 = NASConvBN(f2, 3, strides=2, name="conv2", **bn)
         self.adapters, self.cells = {}, {}
@@ -239,7 +241,10 @@ class AutoDeepLabSupernet(keras.Model):
         adapter, cell = self.adapters[key], self.cells[key]
 
         def run(x, prev, weights):
-            return cell([adapter(x, size=size, training=training), prev, weights], training=training)
+            return cell(
+                [adapter(x, size=size, training=training), prev, weights],
+                training=training,
+            )
 
         if self.recompute and training:
             return tf.recompute_grad(run)(x, prev, weights)
@@ -249,7 +254,12 @@ class AutoDeepLabSupernet(keras.Model):
         h1 = self.stem1(self.stem0(images, training=training), training=training)
         h0 = self.stem2(h1, training=training)
         shape = tf.shape(h0)
-        sizes = list(zip(_level_sizes(shape[1], self.num_levels), _level_sizes(shape[2], self.num_levels)))
+        sizes = list(
+            zip(
+                _level_sizes(shape[1], self.num_levels),
+                _level_sizes(shape[2], self.num_levels),
+            )
+        )
         sizes = [tf.stack(s) for s in sizes]
         weights = self.alpha_weights()
         probs = self.beta_probabilities()
@@ -260,7 +270,9 @@ class AutoDeepLabSupernet(keras.Model):
             for source, target in self.edges[layer]:
                 prev = two_back.get(target, two_back[max(two_back)])
                 key = f"l{layer}_{source}to{target}"
-                h = self._candidate(key, before[source], prev, sizes[target], weights, training)
+                h = self._candidate(
+                    key, before[source], prev, sizes[target], weights, training
+                )
                 w = probs[layer - 1, source, target - source + 1]
                 term = tf.cast(w, h.dtype) * h
                 nodes[target] = term if target not in nodes else nodes[target] + term
