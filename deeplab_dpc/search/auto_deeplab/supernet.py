@@ -18,6 +18,8 @@ the paper: 1e-3 times a standard normal.
 Each level of the last layer gets an ASPP with three branches (1x1, one 3x3
 with rate 96 / stride, image pooling; B x F x 2**v filters each) and its own
 logits; the logits are upsampled to the input size and summed (Sec. 4.1.2).
+The search's ASPP has no dropout (the paper mentions none; DeepLab's 0.1
+would only add noise to the architecture gradients).
 
 Deviations, with reasons:
 
@@ -207,6 +209,7 @@ class AutoDeepLabSupernet(keras.Model):
                 output_stride=16,  # the rate is given as is
                 filters=self.node_filters(level),
                 separable=False,
+                dropout_rate=0.0,
                 name=f"aspp_{level}",
                 **bn,
             )
