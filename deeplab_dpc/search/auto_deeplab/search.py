@@ -148,7 +148,14 @@ def run_search(
         recompute=recompute,
         bn_momentum=bn_momentum,
     )
-    model(tf.zeros((1, crop_size[0], crop_size[1], 3)), training=False)
+
+    @tf.function(reduce_retracing=True)
+    def predict(images):
+        return tf.argmax(model(images, training=False), axis=-1)
+
+    # Building the model inside the first trace of `predict` costs one graph
+    # construction instead of an eager forward pass plus a trace.
+    predict(tf.zeros((1, crop_size[0], crop_size[1], 3)))
     schedule = tf.keras.optimizers.schedules.CosineDecay(
         weight_learning_rate,
         num_steps,
@@ -212,10 +219,6 @@ def run_search(
             total = loss + arch_weight_decay * l2
         arch_opt.apply_gradients(zip(tape.gradient(total, variables), variables))
         return loss
-
-    @tf.function(reduce_retracing=True)
-    def predict(images):
-        return tf.argmax(model(images, training=False), axis=-1)
 
     writer = tf.summary.create_file_writer(os.path.join(workdir, "train"))
     progress = summaries.Progress(start, num_steps, batch_size)
