@@ -14,7 +14,7 @@ framework). `--recompute` cases wrap every cell in `tf.recompute_grad`.
 
 Usage:
   python bench/bench_auto_deeplab.py                       # the default grid
-  python bench/bench_auto_deeplab.py --cases=L4F4c65b2,L4F4c65b2r
+  python bench/bench_auto_deeplab.py --cases=L3F4c65b2,L3F4c65b2r
   python bench/bench_auto_deeplab.py --cases=L12F8c321b2   # the paper (GPU)
 
 A case is L<layers>F<filters>c<crop>b<batch>, with a trailing "r" for
@@ -37,7 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
     "cases",
-    ["L4F4c65b2", "L4F4c65b2r", "L4F8c65b2", "L4F4c129b2", "L6F4c65b2", "L4F4c65b4"],
+    ["L3F4c65b2", "L3F4c65b2r", "L3F8c65b2", "L3F4c129b2", "L3F4c129b2r", "L4F4c65b2",
+     "L3F4c65b4"],
     "Cases L<layers>F<filters>c<crop>b<batch>[r].",
 )
 flags.DEFINE_integer("num_classes", 19, "Classes of the logits.")

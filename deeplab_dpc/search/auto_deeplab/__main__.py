@@ -16,7 +16,7 @@ flags.DEFINE_string("workdir", "auto_deeplab_search", "Output and checkpoint fol
 flags.DEFINE_string("dataset", "synthetic", "Registered dataset name.")
 flags.DEFINE_string("dataset_dir", None, "TFRecord folder (default: ./data/<dataset>).")
 flags.DEFINE_string("train_split", "train", "Split halved into trainA / trainB.")
-flags.DEFINE_integer("num_layers", 4, "L (the paper: 12).")
+flags.DEFINE_integer("num_layers", 3, "L (the paper: 12).")
 flags.DEFINE_integer("num_blocks", 5, "B.")
 flags.DEFINE_integer("filter_multiplier", 4, "F (the paper: 8).")
 flags.DEFINE_integer("num_levels", 4, "Resolutions from 1/4 (4: down to 1/32).")

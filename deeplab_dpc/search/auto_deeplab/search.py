@@ -103,7 +103,7 @@ def run_search(
     dataset=registry.DEFAULT_DATASET,
     dataset_dir=None,
     split="train",
-    num_layers=4,
+    num_layers=3,
     num_blocks=5,
     filter_multiplier=4,
     num_levels=4,
@@ -130,7 +130,7 @@ def run_search(
     """Runs (or resumes) a search; returns the decoded architecture.
 
     The defaults are the small synthetic search (a few minutes on 2 CPU
-    cores): L = 4 layers, F = 4, a (16, 16, 32) stem, 65 x 65 crops, 120
+    cores): L = 3 layers, F = 4, a (16, 16, 32) stem, 65 x 65 crops, 120
     steps with the architecture updated from step 40 (the paper: L = 12,
     F = 8, the (64, 64, 128) stem, 321 x 321 crops, 40 epochs from epoch 20).
     """
