@@ -37,8 +37,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
     "cases",
-    ["L3F4c65b2", "L3F4c65b2r", "L3F8c65b2", "L3F4c129b2", "L3F4c129b2r", "L4F4c65b2",
-     "L3F4c65b4"],
+    [
+        "L3F4c65b2",
+        "L3F4c65b2r",
+        "L3F8c65b2",
+        "L3F4c129b2",
+        "L3F4c129b2r",
+        "L4F4c65b2",
+        "L3F4c65b4",
+    ],
     "Cases L<layers>F<filters>c<crop>b<batch>[r].",
 )
 flags.DEFINE_integer("num_classes", 19, "Classes of the logits.")
@@ -128,7 +135,9 @@ def main(argv):
         return
     for case in FLAGS.cases:
         _parse(case)
-    print("| case | L | F | crop | batch | recompute | params | step (s) | peak (MB) | device |")
+    print(
+        "| case | L | F | crop | batch | recompute | params | step (s) | peak (MB) | device |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for case in FLAGS.cases:
         out = subprocess.run(

@@ -36,6 +36,7 @@ import os
 import secrets
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -156,13 +157,11 @@ def run_search(
     # Building the model inside the first trace of `predict` costs one graph
     # construction instead of an eager forward pass plus a trace.
     predict(tf.zeros((1, crop_size[0], crop_size[1], 3)))
-    schedule = tf.keras.optimizers.schedules.CosineDecay(
+    schedule = keras.optimizers.schedules.CosineDecay(
         weight_learning_rate,
         num_steps,
         alpha=weight_learning_rate_end / weight_learning_rate,
     )
-    import keras
-
     weight_opt = keras.optimizers.SGD(learning_rate=schedule, momentum=momentum)
     arch_opt = keras.optimizers.Adam(learning_rate=arch_learning_rate)
     weight_opt.build(model.network_variables())
