@@ -18,6 +18,8 @@ network has the official parameter counts:
 
 Convs have no bias and the official initializer (variance scaling 1/3,
 fan-in, uniform); batch norm decay 0.9997 and epsilon 1e-3 (`nas_arg_scope`).
+That is why the unit is `NASConvBN` and not `layers.conv.ConvBN` (which has a
+bias when it has no batch norm, and Keras's default initializer).
 """
 
 import keras
