@@ -110,11 +110,15 @@ def _start(workdir, steps):
 def test_search_killed_and_resumed(tmp_path):
     workdir = tmp_path / "search"
     proc = _start(workdir, 8)
-    ckpt = workdir / "checkpoints" / "ckpt-2.index"
+    state = workdir / "checkpoints" / "checkpoint"  # written after the data
+
+    def saved():
+        return state.exists() and 'ckpt-2"' in state.read_text()
+
     deadline = time.time() + 900
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+    while not saved() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    assert ckpt.exists(), proc.communicate()[0][-2000:]
+    assert saved(), proc.communicate()[0][-2000:]
     proc.send_signal(signal.SIGKILL)  # mid-run, no cleanup
     proc.wait()
     assert not (workdir / "trellis.png").exists()
