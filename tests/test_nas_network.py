@@ -67,13 +67,9 @@ def test_auto_deeplab_s_params_match_table_2_and_endpoints():
     assert params == pytest.approx(TABLE_2[20][0], rel=0.03)
     assert params == 10147427  # 10.15M to within 0.03%
     backbone = model.get_layer("hnasnet")
-    assert tuple(backbone.output[FEATURES].shape) == (
-        None,
-        9,
-        9,
-        5 * 20 * 2,
-    )  # stride 8
-    assert tuple(backbone.output[LOW_LEVEL].shape) == (None, 17, 17, 5 * 20)  # Cell_2
+    out = backbone(tf.zeros((1, 65, 65, 3)))
+    assert tuple(out[FEATURES].shape) == (1, 9, 9, 200)  # stride 8, 10 F channels
+    assert tuple(out[LOW_LEVEL].shape) == (1, 17, 17, 100)  # Cell_2, stride 4
     assert network_output_stride(N.HNASNET["network"]) == 8
     assert low_level_cell(N.HNASNET["network"]) == 2  # the official Cell_2
     assert low_level_cell([1, 2, 1]) is None  # the stem (official pnasnet)
