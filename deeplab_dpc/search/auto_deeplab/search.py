@@ -156,7 +156,9 @@ def run_search(
 
     # Building the model inside the first trace of `predict` costs one graph
     # construction instead of an eager forward pass plus a trace.
-    predict(tf.zeros((1, crop_size[0], crop_size[1], 3)))
+    predict(
+        tf.zeros((batch_size, crop_size[0], crop_size[1], 3))
+    )  # the batch shape: no retrace
     schedule = keras.optimizers.schedules.CosineDecay(
         weight_learning_rate,
         num_steps,
