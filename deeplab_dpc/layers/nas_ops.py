@@ -1,0 +1,353 @@
+"""The eight operators of the Auto-DeepLab cell (Liu et al., CVPR 2019, Sec. 3.1).
+
+Each operator is built as the official DeepLab's NASBaseCell builds it
+(`research/deeplab/core/nas_cell.py`, `_apply_conv_operation`), so a found
+network has the official parameter counts:
+
+* ``separable_kxk_2``: twice ReLU -> depthwise kxk (stride on the first) ->
+  pointwise 1x1 -> BN (NASNet's stacked separable conv; slim's
+  `separable_conv2d` has no BN between depthwise and pointwise);
+* ``atrous_kxk``: ReLU -> kxk conv with rate 2 -> BN; with stride 2 the input
+  is first resized to half size (align_corners) and the conv has rate 1;
+* ``avg_pool_3x3`` / ``max_pool_3x3``: 3x3 pooling, SAME (strided as the
+  cell asks), then 1x1 conv + BN only if the channels differ;
+* ``none`` (the official name of the skip connection): identity, or ReLU ->
+  1x1 conv (strided) -> BN when the stride or the channels differ;
+* ``zero`` (no connection, search only): contributes nothing; a mixed
+  operator simply leaves it out of the sum.
+
+Convs have no bias and the official initializer (variance scaling 1/3,
+fan-in, uniform); batch norm decay 0.9997 and epsilon 1e-3 (`nas_arg_scope`).
+That is why the unit is `NASConvBN` and not `layers.conv.ConvBN` (which has a
+bias when it has no batch norm, and Keras's default initializer).
+"""
+
+import keras
+import tensorflow as tf
+
+from deeplab_dpc import nas_spec
+from deeplab_dpc.layers.resize import resize_bilinear
+
+NAS_BN_MOMENTUM = 0.9997
+NAS_BN_EPSILON = 1e-3
+
+
+def nas_initializer():
+    """The official NAS weights initializer (slim variance_scaling 1/3, FAN_IN, uniform)."""
+    return keras.initializers.VarianceScaling(
+        scale=1.0 / 3.0, mode="fan_in", distribution="uniform"
+    )
+
+
+def scale_dimension(dim, scale):
+    """DeepLab's `scale_dimension`: (dim - 1) * scale + 1 (align-corners sizes)."""
+    return tf.cast((tf.cast(dim, tf.float32) - 1.0) * scale + 1.0, tf.int32)
+
+
+def scale_resize(x, scale):
+    """Bilinear resize (align_corners) of NHWC `x` by `scale`, as the official cell."""
+    shape = tf.shape(x)
+    return resize_bilinear(
+        x,
+        tf.stack([scale_dimension(shape[1], scale), scale_dimension(shape[2], scale)]),
+    )
+
+
+@keras.saving.register_keras_serializable(package="deeplab_dpc")
+class NASConvBN(keras.layers.Layer):
+    """[ReLU ->] conv (full or depthwise, no bias) [-> BN]: one conv unit of the NAS cell."""
+
+    def __init__(
+        self,
+        filters=None,
+        kernel_size=1,
+        strides=1,
+        rate=1,
+        depthwise=False,
+        pre_activation=True,
+        use_bn=True,
+        bn_momentum=NAS_BN_MOMENTUM,
+        bn_epsilon=NAS_BN_EPSILON,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = None if filters is None else int(filters)
+        self.kernel_size = int(kernel_size)
+        self.strides = int(strides)
+        self.rate = int(rate)
+        self.depthwise = bool(depthwise)
+        self.pre_activation = bool(pre_activation)
+        self.use_bn = bool(use_bn)
+        self.bn_momentum = bn_momentum
+        self.bn_epsilon = bn_epsilon
+        common = dict(
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            dilation_rate=self.rate,
+            padding="same",
+            use_bias=False,
+        )
+        if self.depthwise:
+            self.conv = keras.layers.DepthwiseConv2D(
+                depthwise_initializer=nas_initializer(), name="depthwise_conv", **common
+            )
+        else:
+            if self.filters is None:
+                raise ValueError(f"{self.name}: a full conv needs `filters`")
+            self.conv = keras.layers.Conv2D(
+                self.filters,
+                kernel_initializer=nas_initializer(),
+                name="conv",
+                **common,
+            )
+        self.bn = None
+        if self.use_bn:
+            self.bn = keras.layers.BatchNormalization(
+                momentum=bn_momentum, epsilon=bn_epsilon, name="BatchNorm"
+            )
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        if self.bn is not None:
+            channels = input_shape[-1] if self.depthwise else self.filters
+            self.bn.build((None, None, None, channels))
+
+    def call(self, inputs, training=None):
+        x = tf.nn.relu(inputs) if self.pre_activation else inputs
+        x = self.conv(x)
+        return self.bn(x, training=training) if self.bn is not None else x
+
+    def compute_output_shape(self, input_shape):
+        shape = self.conv.compute_output_shape(input_shape)
+        return tuple(shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            rate=self.rate,
+            depthwise=self.depthwise,
+            pre_activation=self.pre_activation,
+            use_bn=self.use_bn,
+            bn_momentum=self.bn_momentum,
+            bn_epsilon=self.bn_epsilon,
+        )
+        return config
+
+
+class _NASOp(keras.layers.Layer):
+    """Common arguments of the operators: output filters, stride, batch norm."""
+
+    def __init__(
+        self,
+        filters,
+        strides=1,
+        bn_momentum=NAS_BN_MOMENTUM,
+        bn_epsilon=NAS_BN_EPSILON,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.strides = int(strides)
+        if self.strides not in (1, 2):
+            raise ValueError(f"{self.name}: strides must be 1 or 2, got {strides}")
+        self.bn_momentum = bn_momentum
+        self.bn_epsilon = bn_epsilon
+        self._bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            strides=self.strides,
+            bn_momentum=self.bn_momentum,
+            bn_epsilon=self.bn_epsilon,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="deeplab_dpc")
+class NASSeparable(_NASOp):
+    """``separable_kxk_N``: N x (ReLU -> depthwise kxk -> pointwise 1x1 -> BN)."""
+
+    def __init__(self, filters, kernel_size=3, num_layers=2, strides=1, **kwargs):
+        super().__init__(filters, strides, **kwargs)
+        self.kernel_size = int(kernel_size)
+        self.num_layers = int(num_layers)
+        self.units = []
+        k = self.kernel_size
+        for i in range(1, self.num_layers + 1):
+            depthwise = NASConvBN(
+                kernel_size=k,
+                strides=self.strides if i == 1 else 1,
+                depthwise=True,
+                use_bn=False,
+                name=f"separable_{k}x{k}_{i}_depthwise",
+                **self._bn,
+            )
+            pointwise = NASConvBN(
+                self.filters,
+                1,
+                pre_activation=False,
+                name=f"separable_{k}x{k}_{i}_pointwise",
+                **self._bn,
+            )
+            self.units += [depthwise, pointwise]
+        for unit in self.units:  # tracked by name for tf.train.Checkpoint
+            setattr(self, unit.name, unit)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        for unit in self.units:
+            unit.build((None, None, None, channels))
+            if not unit.depthwise:
+                channels = self.filters
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for unit in self.units:
+            x = unit(x, training=training)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return _strided_shape(input_shape, self.strides, self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(kernel_size=self.kernel_size, num_layers=self.num_layers)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="deeplab_dpc")
+class NASAtrous(_NASOp):
+    """``atrous_kxk``: ReLU -> kxk conv rate 2 -> BN (stride 2: half-size resize, rate 1)."""
+
+    def __init__(self, filters, kernel_size=3, strides=1, **kwargs):
+        super().__init__(filters, strides, **kwargs)
+        self.kernel_size = int(kernel_size)
+        k = self.kernel_size
+        self.unit = NASConvBN(
+            self.filters,
+            k,
+            rate=1 if self.strides == 2 else 2,
+            name=f"atrous_{k}x{k}",
+            **self._bn,
+        )
+
+    def build(self, input_shape):
+        self.unit.build((None, None, None, input_shape[-1]))
+
+    def call(self, inputs, training=None):
+        x = scale_resize(inputs, 0.5) if self.strides == 2 else inputs
+        return self.unit(x, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return _strided_shape(input_shape, self.strides, self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(kernel_size=self.kernel_size)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="deeplab_dpc")
+class NASPool(_NASOp):
+    """``avg_pool_3x3`` / ``max_pool_3x3``, then 1x1 conv + BN if the channels differ."""
+
+    def __init__(self, filters, pooling="avg", pool_size=3, strides=1, **kwargs):
+        super().__init__(filters, strides, **kwargs)
+        if pooling not in ("avg", "max"):
+            raise ValueError(
+                f"{self.name}: pooling must be 'avg' or 'max', got {pooling!r}"
+            )
+        self.pooling = pooling
+        self.pool_size = int(pool_size)
+        cls = (
+            keras.layers.AveragePooling2D
+            if pooling == "avg"
+            else keras.layers.MaxPooling2D
+        )
+        self.pool = cls(
+            self.pool_size, strides=self.strides, padding="same", name="pool"
+        )
+        self.projection = None
+
+    def build(self, input_shape):
+        if input_shape[-1] != self.filters:
+            self.projection = NASConvBN(
+                self.filters, 1, pre_activation=False, name="1x1", **self._bn
+            )
+            self.projection.build((None, None, None, input_shape[-1]))
+
+    def call(self, inputs, training=None):
+        x = self.pool(inputs)
+        if self.projection is not None:
+            x = self.projection(x, training=training)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return _strided_shape(input_shape, self.strides, self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(pooling=self.pooling, pool_size=self.pool_size)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="deeplab_dpc")
+class NASSkip(_NASOp):
+    """``none`` (skip connection): identity, or ReLU -> 1x1 (strided) -> BN if needed."""
+
+    def __init__(self, filters, strides=1, **kwargs):
+        super().__init__(filters, strides, **kwargs)
+        self.projection = None
+
+    def build(self, input_shape):
+        if self.strides > 1 or input_shape[-1] != self.filters:
+            self.projection = NASConvBN(
+                self.filters, 1, strides=self.strides, name="1x1", **self._bn
+            )
+            self.projection.build((None, None, None, input_shape[-1]))
+
+    def call(self, inputs, training=None):
+        if self.projection is None:
+            return inputs
+        return self.projection(inputs, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return _strided_shape(input_shape, self.strides, self.filters)
+
+
+def _strided_shape(input_shape, strides, filters):
+    def size(n):
+        return None if n is None else -(-n // strides)
+
+    return (input_shape[0], size(input_shape[1]), size(input_shape[2]), filters)
+
+
+def build_op(op, filters, strides=1, name=None, **bn):
+    """The layer of operator `op` (an official name of `nas_spec.SEARCH_OPS`).
+
+    "zero" has no layer (it adds nothing); asking for it is an error.
+    """
+    kw = dict(strides=strides, name=name or op, **bn)
+    if op == nas_spec.SEPARABLE_3X3:
+        return NASSeparable(filters, 3, 2, **kw)
+    if op == nas_spec.SEPARABLE_5X5:
+        return NASSeparable(filters, 5, 2, **kw)
+    if op == nas_spec.ATROUS_3X3:
+        return NASAtrous(filters, 3, **kw)
+    if op == nas_spec.ATROUS_5X5:
+        return NASAtrous(filters, 5, **kw)
+    if op == nas_spec.AVG_POOL_3X3:
+        return NASPool(filters, "avg", 3, **kw)
+    if op == nas_spec.MAX_POOL_3X3:
+        return NASPool(filters, "max", 3, **kw)
+    if op == nas_spec.SKIP:
+        return NASSkip(filters, **kw)
+    raise ValueError(
+        f"unknown NAS operator {op!r} (one of {', '.join(nas_spec.ARCHITECTURE_OPS)};"
+        " 'zero' has no layer)"
+    )

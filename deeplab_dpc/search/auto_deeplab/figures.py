@@ -1,0 +1,123 @@
+"""Figures of an Auto-DeepLab search (matplotlib, written atomically).
+
+* `trellis.png`: the network level as the paper's Fig. 1 / Fig. 3: layers
+  across, output strides down, every trellis edge drawn with a width and
+  darkness proportional to its beta (transition probability), the decoded
+  (Viterbi) path drawn over it;
+* `cell.png`: the decoded cell, H^{l-1} and H^{l-2} on the left, the blocks,
+  and the concatenation, each edge labelled with its operator;
+* `alpha.png`: the softmax weight of every operator, averaged over the cell's
+  edges, against the search step.
+"""
+
+import os
+import secrets
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from deeplab_dpc import nas_spec  # noqa: E402
+
+
+def _save(fig, path):
+    directory = os.path.dirname(path) or "."
+    tmp = os.path.join(
+        directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp.png"
+    )
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def trellis_figure(probabilities, path, edges, path_out):
+    """Draws the trellis with beta and the decoded path; `edges` from `supernet.trellis`."""
+    p = np.asarray(probabilities)
+    num_layers = p.shape[0]
+    num_levels = p.shape[1]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * num_layers, 0.8 + 0.8 * num_levels))
+    for layer in range(1, num_layers + 1):
+        for source, target in edges[layer]:
+            w = float(p[layer - 1, source, target - source + 1])
+            ax.plot(
+                [layer - 1, layer], [source, target], color=str(0.85 - 0.85 * w),
+                linewidth=0.5 + 4.0 * w, zorder=1,
+            )  # fmt: skip
+    xs = list(range(num_layers + 1))
+    ys = [0] + list(path)
+    ax.plot(xs, ys, color="tab:red", linewidth=2.5, zorder=2, label="decoded path")
+    for layer in range(num_layers + 1):
+        levels = [0] if layer == 0 else range(min(layer, num_levels - 1) + 1)
+        ax.scatter([layer] * len(levels), list(levels), s=60, zorder=3,
+                   color="gray" if layer == 0 else "tab:blue")  # fmt: skip
+    ax.set_yticks(range(num_levels))
+    ax.set_yticklabels([f"1/{nas_spec.level_stride(v)}" for v in range(num_levels)])
+    ax.set_xticks(xs)
+    ax.set_xticklabels(["stem"] + [str(i) for i in range(1, num_layers + 1)])
+    ax.invert_yaxis()
+    ax.set_xlabel("layer")
+    ax.set_ylabel("resolution")
+    ax.set_title("network level: beta (edge width) and the Viterbi path")
+    ax.legend(loc="lower right", fontsize=8)
+    _save(fig, path_out)
+
+
+def cell_figure(cell, path_out):
+    """Draws a decoded cell (nas_spec format)."""
+    num_blocks = len(cell)
+    fig, ax = plt.subplots(figsize=(3.0 + 1.6 * num_blocks, 3.5))
+    pos = {0: (0.0, 1.5), 1: (0.0, -1.5)}
+    for b in range(num_blocks):
+        pos[b + 2] = (1.5 + 1.5 * b, 1.2 if b % 2 else -1.2)
+    out = (1.5 + 1.5 * num_blocks, 0.0)
+    for b, block in enumerate(cell):
+        x1, y1 = pos[b + 2]
+        for k, branch in enumerate(block):
+            x0, y0 = pos[branch[nas_spec.INPUT]]
+            ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
+                        arrowprops=dict(arrowstyle="->", color=f"C{k}",
+                                        connectionstyle=f"arc3,rad={0.15 if k else -0.15}"))  # fmt: skip
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + (0.25 if k else -0.25),
+                    branch[nas_spec.OP], fontsize=7, ha="center", color=f"C{k}")  # fmt: skip
+        ax.annotate("", xy=out, xytext=(x1, y1),
+                    arrowprops=dict(arrowstyle="->", color="0.7", linestyle=":"))  # fmt: skip
+    names = {0: "H(l-1)", 1: "H(l-2)"}
+    for node, (x, y) in pos.items():
+        ax.text(x, y, names.get(node, f"block {node - 2}"), ha="center", va="center",
+                bbox=dict(boxstyle="round", fc="white", ec="0.3"), fontsize=8)  # fmt: skip
+    ax.text(*out, "concat", ha="center", va="center",
+            bbox=dict(boxstyle="round", fc="lightyellow", ec="0.3"), fontsize=8)  # fmt: skip
+    ax.set_xlim(-0.8, out[0] + 0.8)
+    ax.set_ylim(-2.3, 2.3)
+    ax.axis("off")
+    ax.set_title("decoded cell")
+    _save(fig, path_out)
+
+
+def alpha_figure(history, ops, path_out):
+    """Mean softmax(alpha) of each operator against the step."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if history:
+        steps = [h["step"] for h in history]
+        means = np.array([np.asarray(h["alpha"]).mean(axis=0) for h in history])
+        for k, op in enumerate(ops):
+            ax.plot(steps, means[:, k], label=op)
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean softmax(alpha) over edges")
+    ax.set_title("alpha over the search")
+    ax.legend(fontsize=7, ncol=2)
+    _save(fig, path_out)
+
+
+def write_figures(workdir, model, history, architecture):
+    """trellis.png, cell.png and alpha.png under `workdir`."""
+    trellis_figure(
+        model.beta_probabilities().numpy(),
+        architecture[nas_spec.NETWORK],
+        model.edges,
+        os.path.join(workdir, "trellis.png"),
+    )
+    cell_figure(architecture[nas_spec.CELL], os.path.join(workdir, "cell.png"))
+    alpha_figure(history, model.op_names, os.path.join(workdir, "alpha.png"))

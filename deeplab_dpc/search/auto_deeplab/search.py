@@ -1,0 +1,295 @@
+"""The Auto-DeepLab bi-level search (Sec. 4.2, 5.1) as one library call.
+
+`run_search(workdir, ...)` splits the training split into two disjoint
+halves (trainA: record/shard half 0 for the network weights, trainB: half 1
+for alpha and beta), and alternates, first order as DARTS: one SGD step of
+the weights on trainA (momentum 0.9, cosine learning rate 0.025 -> 0.001,
+weight decay 3e-4), then, from `arch_start_step` on, one Adam step of alpha
+and beta on trainB (learning rate 3e-3, weight decay 1e-3 as an L2 term, the
+PyTorch Adam `weight_decay` the paper's numbers come from).
+
+Under `workdir`:
+  checkpoints/     tf.train.CheckpointManager (model, both optimizers, step);
+                   a killed run resumes from the latest one;
+  architecture.json  the decoded architecture (`nas_spec` format), rewritten
+                   atomically at every log step;
+  history.json     alpha / beta / losses at every log step (for the figures),
+                   written atomically with each checkpoint;
+  search_config.json  the arguments of the run;
+  train/           TensorBoard scalars: weight_loss, arch_loss,
+                   learning_rate, arch_miou (mIoU on batches of trainB),
+                   alpha_entropy, beta_entropy (mean entropy of the softmax
+                   rows, in nats);
+  trellis.png, cell.png, alpha.png  the figures (`figures.py`).
+
+Deviations, with reasons:
+* Batch norm decay 0.9 in the supernet (`bn_momentum`), not the found
+  network's 0.9997: a search of a few hundred steps would otherwise evaluate
+  with moving statistics still at their initial values.
+* On resume the input pipelines restart, reseeded with the restored step
+  (the data position is not checkpointed, so the resumed run sees fresh
+  random crops rather than replaying the killed run's exact batches).
+"""
+
+import json
+import os
+import secrets
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from deeplab_dpc import common, nas_spec
+from deeplab_dpc.data import registry
+from deeplab_dpc.data.pipeline import build_dataset
+from deeplab_dpc.evaluation import metrics
+from deeplab_dpc.search.auto_deeplab.supernet import AutoDeepLabSupernet
+from deeplab_dpc.training import losses, summaries
+
+ARCHITECTURE_FILE = "architecture.json"
+HISTORY_FILE = "history.json"
+CONFIG_FILE = "search_config.json"
+
+
+class _Half:
+    """An input context selecting half `index` of the records (tf.distribute style)."""
+
+    def __init__(self, index):
+        self.num_input_pipelines = 2
+        self.input_pipeline_id = index
+
+
+def _write_json_atomic(obj, path):
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(
+        directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp"
+    )
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _entropy(probabilities, mask=None):
+    p = np.asarray(probabilities, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, -p * np.log(p), 0.0)
+    rows = terms.sum(axis=-1)
+    if mask is not None:
+        rows = rows[mask]
+    return float(rows.mean())
+
+
+def _reachable_mask(model):
+    """[L, levels] booleans: nodes of layer l - 1 that have outgoing edges."""
+    mask = np.zeros((model.num_layers, model.num_levels), bool)
+    for layer in range(1, model.num_layers + 1):
+        for source, _ in model.edges[layer]:
+            mask[layer - 1, source] = True
+    return mask
+
+
+def search_config(**kwargs):
+    """The run's arguments as a JSON-ready dict (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+
+
+def run_search(
+    workdir,
+    *,
+    dataset=registry.DEFAULT_DATASET,
+    dataset_dir=None,
+    split="train",
+    num_layers=3,
+    num_blocks=5,
+    filter_multiplier=4,
+    num_levels=4,
+    ops=nas_spec.SEARCH_OPS,
+    stem_filters=(16, 16, 32),
+    crop_size=(65, 65),
+    batch_size=2,
+    num_steps=120,
+    arch_start_step=40,
+    weight_learning_rate=0.025,
+    weight_learning_rate_end=0.001,
+    momentum=0.9,
+    weight_decay=3e-4,
+    arch_learning_rate=3e-3,
+    arch_weight_decay=1e-3,
+    bn_momentum=0.9,
+    recompute=False,
+    seed=0,
+    log_every=10,
+    checkpoint_every=20,
+    eval_batches=2,
+    make_figures=True,
+):
+    """Runs (or resumes) a search; returns the decoded architecture.
+
+    The defaults are the small synthetic search (a few minutes on 2 CPU
+    cores): L = 3 layers, F = 4, a (16, 16, 32) stem, 65 x 65 crops, 120
+    steps with the architecture updated from step 40 (the paper: L = 12,
+    F = 8, the (64, 64, 128) stem, 321 x 321 crops, 40 epochs from epoch 20).
+    """
+    config = search_config(**{k: v for k, v in locals().items() if k != "workdir"})
+    os.makedirs(workdir, exist_ok=True)
+    info = registry.get_dataset_info(dataset)
+    model = AutoDeepLabSupernet(
+        info.num_classes,
+        num_layers=num_layers,
+        num_blocks=num_blocks,
+        filter_multiplier=filter_multiplier,
+        num_levels=num_levels,
+        ops=ops,
+        stem_filters=stem_filters,
+        recompute=recompute,
+        bn_momentum=bn_momentum,
+    )
+
+    @tf.function(reduce_retracing=True)
+    def predict(images):
+        return tf.argmax(model(images, training=False), axis=-1)
+
+    # Building the model inside the first trace of `predict` costs one graph
+    # construction instead of an eager forward pass plus a trace.
+    predict(
+        tf.zeros((batch_size, crop_size[0], crop_size[1], 3))
+    )  # the batch shape: no retrace
+    schedule = keras.optimizers.schedules.CosineDecay(
+        weight_learning_rate,
+        num_steps,
+        alpha=weight_learning_rate_end / weight_learning_rate,
+    )
+    weight_opt = keras.optimizers.SGD(learning_rate=schedule, momentum=momentum)
+    arch_opt = keras.optimizers.Adam(learning_rate=arch_learning_rate)
+    weight_opt.build(model.network_variables())
+    arch_opt.build(model.architecture_variables())
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    checkpoint = tf.train.Checkpoint(
+        model=model, weight_optimizer=weight_opt, arch_optimizer=arch_opt, step=step
+    )
+    manager = tf.train.CheckpointManager(
+        checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=2
+    )
+    history = []
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).expect_partial()
+        history_path = os.path.join(workdir, HISTORY_FILE)
+        if os.path.exists(history_path):
+            with open(history_path, encoding="utf-8") as f:
+                history = [h for h in json.load(f) if h["step"] <= int(step.numpy())]
+        logging.info("resumed from %s at step %d", manager.latest_checkpoint, int(step))
+    _write_json_atomic(config, os.path.join(workdir, CONFIG_FILE))
+    start = int(step.numpy())
+
+    def data(half):
+        ds = build_dataset(
+            dataset_dir, split, info, is_training=True, batch_size=batch_size,
+            crop_size=crop_size, seed=seed * 1000 + 2 * start + half, shard=_Half(half),
+        )  # fmt: skip
+        return iter(ds)
+
+    train_a, train_b = data(0), data(1)
+    kernels = losses.decayed_kernels(model)
+
+    def ce(batch):
+        logits = model(batch[common.IMAGE], training=True)
+        return losses.softmax_cross_entropy(
+            logits, batch[common.LABEL], info.num_classes, info.ignore_label
+        )
+
+    @tf.function(reduce_retracing=True)
+    def weight_step(batch):
+        with tf.GradientTape() as tape:
+            loss = ce(batch)
+            total = loss + losses.weight_decay_loss(kernels, weight_decay)
+        variables = model.network_variables()
+        weight_opt.apply_gradients(zip(tape.gradient(total, variables), variables))
+        return loss
+
+    @tf.function(reduce_retracing=True)
+    def arch_step(batch):
+        variables = model.architecture_variables()
+        with tf.GradientTape() as tape:
+            loss = ce(batch)
+            l2 = tf.add_n([tf.nn.l2_loss(v) for v in variables])
+            total = loss + arch_weight_decay * l2
+        arch_opt.apply_gradients(zip(tape.gradient(total, variables), variables))
+        return loss
+
+    writer = tf.summary.create_file_writer(os.path.join(workdir, "train"))
+    progress = summaries.Progress(start, num_steps, batch_size)
+    mask = _reachable_mask(model)
+    arch_path = os.path.join(workdir, ARCHITECTURE_FILE)
+    arch_loss = float("nan")
+    t0 = time.time()
+    for current in range(start + 1, num_steps + 1):
+        loss = float(weight_step(next(train_a)))
+        if current > arch_start_step:
+            arch_loss = float(arch_step(next(train_b)))
+        step.assign(current)
+        if current % log_every == 0 or current == num_steps:
+            progress.update(current, loss, float(schedule(current)), log_every)
+            miou = _arch_miou(predict, train_b, eval_batches, info)
+            entry = _history_entry(model, current, loss, arch_loss, miou, mask)
+            history.append(entry)
+            with writer.as_default(step=current):
+                for name in (
+                    "weight_loss",
+                    "arch_loss",
+                    "arch_miou",
+                    "alpha_entropy",
+                    "beta_entropy",
+                ):
+                    if not np.isnan(entry[name]):
+                        summaries.write_scalar(name, entry[name], current)
+                summaries.write_scalar(
+                    "learning_rate", float(schedule(current)), current
+                )
+            nas_spec.save_architecture(model.decoded_architecture(), arch_path)
+        if current % checkpoint_every == 0 or current == num_steps:
+            # History first: a kill in between leaves entries past the
+            # checkpoint, which the resume drops.
+            _write_json_atomic(history, os.path.join(workdir, HISTORY_FILE))
+            manager.save(checkpoint_number=current)
+    writer.flush()
+    architecture = model.decoded_architecture()
+    nas_spec.save_architecture(architecture, arch_path)
+    logging.info(
+        "search done: %d steps in %.1f s; architecture:\n%s",
+        num_steps - start, time.time() - t0, nas_spec.describe_architecture(architecture),
+    )  # fmt: skip
+    if make_figures:
+        from deeplab_dpc.search.auto_deeplab import figures
+
+        figures.write_figures(workdir, model, history, architecture)
+    return architecture
+
+
+def _arch_miou(predict, batches, count, info):
+    stream = metrics.StreamingConfusionMatrix(info.num_classes, info.ignore_label)
+    for _ in range(count):
+        batch = next(batches)
+        stream.update(
+            batch[common.LABEL].numpy()[..., 0], predict(batch[common.IMAGE]).numpy()
+        )
+    return stream.result()["miou"]
+
+
+def _history_entry(model, current, loss, arch_loss, miou, mask):
+    alpha = model.alpha_weights().numpy()
+    beta = model.beta_probabilities().numpy()
+    return {
+        "step": current,
+        "weight_loss": loss,
+        "arch_loss": arch_loss,
+        "arch_miou": miou,
+        "alpha_entropy": _entropy(alpha),
+        "beta_entropy": _entropy(beta, mask),
+        "alpha": alpha.round(6).tolist(),
+        "beta": beta.round(6).tolist(),
+    }

@@ -1,0 +1,127 @@
+"""Tests for the Auto-DeepLab operators and cells (layers/nas_ops.py, nas_cell.py)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeplab_dpc import nas_spec as N
+from deeplab_dpc.layers.nas_cell import MixedOp, NASCell, RelaxedCell
+from deeplab_dpc.layers.nas_ops import build_op
+
+
+def counts(layer):
+    trainable = sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
+    return trainable, sum(int(np.prod(w.shape)) for w in layer.weights)
+
+
+@pytest.mark.parametrize(
+    "op, c_in, c_out, strides, trainable, total",
+    [
+        # 2 x (depthwise 3x3 x c + pointwise c x c' + BN gamma/beta (mean/var))
+        ("separable_3x3_2", 8, 8, 1, 2 * (9 * 8 + 8 * 8 + 2 * 8), 2 * (9 * 8 + 64 + 4 * 8)),
+        ("separable_5x5_2", 4, 6, 2, (25 * 4 + 4 * 6 + 12) + (25 * 6 + 36 + 12),
+         (25 * 4 + 24 + 24) + (150 + 36 + 24)),
+        ("atrous_3x3", 8, 8, 1, 9 * 64 + 16, 9 * 64 + 32),
+        ("atrous_5x5", 8, 8, 2, 25 * 64 + 16, 25 * 64 + 32),
+        ("avg_pool_3x3", 8, 8, 1, 0, 0),
+        ("max_pool_3x3", 4, 8, 1, 4 * 8 + 16, 4 * 8 + 32),  # 1x1 to the filters
+        ("none", 8, 8, 1, 0, 0),
+        ("none", 8, 8, 2, 64 + 16, 64 + 32),  # strided: 1x1 conv + BN
+    ],
+)  # fmt: skip
+def test_operator_weight_counts_by_hand(op, c_in, c_out, strides, trainable, total):
+    layer = build_op(op, c_out, strides)
+    y = layer(tf.random.normal((1, 9, 9, c_in)))
+    assert counts(layer) == (trainable, total)
+    size = 5 if strides == 2 else 9  # SAME: ceil(9 / stride)
+    assert tuple(y.shape) == (1, size, size, c_out)
+
+
+def test_strided_atrous_resizes_then_convolves_at_rate_1():
+    layer = build_op("atrous_3x3", 4, 2)
+    assert layer.unit.rate == 1
+    assert build_op("atrous_3x3", 4, 1).unit.rate == 2
+    assert tuple(layer(tf.zeros((1, 17, 17, 4))).shape) == (1, 9, 9, 4)
+
+
+def test_unknown_and_zero_ops_have_no_layer():
+    with pytest.raises(ValueError, match="'zero' has no layer"):
+        build_op("zero", 4)
+    with pytest.raises(ValueError, match="unknown NAS operator"):
+        build_op("sep_conv_3x3", 4)
+
+
+def _round_trip(layer, inputs):
+    out = layer(inputs, training=False)
+    clone = keras.layers.deserialize(keras.saving.serialize_keras_object(layer))
+    clone(inputs, training=False)
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_allclose(clone(inputs, training=False), out, atol=1e-6)
+    assert clone.get_config() == layer.get_config()
+
+
+def test_config_round_trips():
+    x = tf.random.normal((1, 9, 9, 6))
+    _round_trip(NASCell(4, N.HNASNET["cell"], strides=2, name="c"), [x, x])
+    _round_trip(build_op("separable_5x5_2", 6, 2), x)
+    w = tf.nn.softmax(tf.random.normal((N.num_cell_edges(2), 3)))
+    _round_trip(
+        RelaxedCell(3, 2, ops=("none", "atrous_3x3", "zero"), name="r"), [x, x, w]
+    )
+    _round_trip(MixedOp(6, ops=("max_pool_3x3", "zero")), [x, w[0]])
+
+
+def test_discrete_cell_output_and_resizing():
+    cell = NASCell(4, N.HNASNET["cell"], strides=2)
+    net, prev = tf.random.normal((2, 17, 17, 8)), tf.random.normal((2, 33, 33, 3))
+    y = cell([net, prev])  # prev is resized to net's size, then projected
+    assert tuple(y.shape) == (2, 9, 9, 20)
+    assert cell.prev_1x1 is not None
+
+
+def _one_hot_alpha(cell_spec, ops):
+    weights = np.zeros((N.num_cell_edges(len(cell_spec)), len(ops)), np.float32)
+    weights[:, ops.index("zero")] = 1.0
+    for b, block in enumerate(cell_spec):
+        for branch in block:
+            row = N.edge_index(b, branch["input"])
+            weights[row] = 0.0
+            weights[row, ops.index(branch["op"])] = 1.0
+    return weights
+
+
+def test_relaxed_cell_with_one_hot_alpha_is_the_discrete_cell():
+    spec = N.HNASNET["cell"][:3]  # 3 of its blocks keep the test cheap
+    # The operators of the hnasnet cell and "zero" (the full set only adds
+    # layers that get weight 0, and time).
+    ops = ["separable_3x3_2", "separable_5x5_2", "atrous_3x3", "atrous_5x5", "zero"]
+    net, prev = tf.random.normal((2, 11, 11, 12)), tf.random.normal((2, 11, 11, 7))
+    discrete = NASCell(4, spec, strides=1)
+    relaxed = RelaxedCell(4, len(spec), ops)
+    weights = tf.constant(_one_hot_alpha(spec, ops))
+    discrete([net, prev])
+    relaxed([net, prev, weights])
+    # Give the relaxed cell every weight of the discrete one.
+    relaxed.conv_1x1.set_weights(discrete.conv_1x1.get_weights())
+    relaxed.prev_1x1.set_weights(discrete.prev_1x1.get_weights())
+    branches = [br for blk in spec for br in blk]
+    for k, branch in enumerate(branches):
+        b = k // 2
+        mixed = relaxed.mixed[N.edge_index(b, branch["input"])]
+        mixed.ops[branch["op"]].set_weights(discrete.ops[k].get_weights())
+    for training in (False, True):  # moving statistics and batch statistics
+        want = discrete([net, prev], training=training)
+        got = relaxed([net, prev, weights], training=training)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # and a different alpha gives a different output
+    other = relaxed([net, prev, tf.roll(weights, 1, axis=1)], training=False)
+    assert np.abs(other.numpy() - discrete([net, prev]).numpy()).max() > 1e-3
+
+
+def test_mixed_op_is_the_weighted_sum():
+    x = tf.random.normal((1, 7, 7, 3))
+    mixed = MixedOp(3, ops=("avg_pool_3x3", "none", "zero"))
+    w = tf.constant([0.2, 0.5, 0.3])
+    want = 0.2 * tf.nn.avg_pool2d(x, 3, 1, "SAME") + 0.5 * x
+    np.testing.assert_allclose(mixed([x, w]), want, atol=1e-6)
