@@ -21,7 +21,7 @@ PACKAGE = "deeplab_dpc"
 # package, with everything inside it).
 LAYERS = (
     ("common", "artefacts", "errors"),  # vocabulary, files, exit-2 contract; no TF
-    ("spec",),  # the DPC spec format and search space; no TF
+    ("spec", "nas_spec"),  # DPC spec, Auto-DeepLab architecture formats; no TF
     ("layers", "naming"),  # Keras layers; layer paths and DeepLab scopes
     ("backbones",),
     ("model", "inference", "model_stats"),
