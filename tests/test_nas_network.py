@@ -7,13 +7,24 @@ the DeepLabv3+ decoder): Auto-DeepLab-S (F = 20) 10.15M parameters and
 DeepLab's ASPP and decoder built with *full* (not separable) 3x3 convs, and
 count conv weights plus batch-norm gamma and beta (not the moving
 statistics): here they agree to within 0.05%.
+
+Table 2's Multi-Adds are those of 1025 x 2049 inputs (DeepLab's Cityscapes
+evaluation crop) with dilated convs counted as TensorFlow 1 ran them:
+`tf.nn.convolution` with a rate > 1 was `tf.nn.with_space_to_batch` around a
+VALID conv, whose padded blocks hold a few more output positions than the
+image (up to +25% for ASPP's rate 36 on a 129 x 257 map). Counted so, the
+network is within 1.9% of Table 2; the plain count (output positions only,
+`model_stats`) is 3.8-4.7% low (g3doc/autodeeplab.md, "Table 2").
 """
+
+import functools
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from deeplab_dpc import model_stats, naming
 from deeplab_dpc import nas_spec as N
 from deeplab_dpc.backbones.nas_network import (
     FEATURES,
@@ -99,15 +110,67 @@ def test_auto_deeplab_m_l_params_match_table_2(filters):
     assert params == pytest.approx(TABLE_2[filters][0], rel=0.03)
 
 
+@functools.cache
+def tf1_conv_positions(height, width, kernel, rate):
+    """Output positions a SAME stride-1 conv computes in TF1 (space-to-batch if rate > 1).
+
+    Runs the op TF1's `tf.nn.convolution` used for dilated convs,
+    `tf.nn.with_space_to_batch`, on a one-channel tensor and counts the
+    positions of the VALID conv inside it (batch x height x width).
+    """
+    if rate == 1:
+        return height * width
+    kernel_tensor = tf.zeros([kernel, kernel, 1, 1])
+    seen = {}
+
+    def conv(x, num_spatial_dims, padding):
+        del num_spatial_dims
+        y = tf.nn.conv2d(x, kernel_tensor, 1, padding)
+        seen["shape"] = y.shape
+        return y
+
+    out = tf.nn.with_space_to_batch(
+        tf.zeros([1, height, width, 1]), [rate, rate], "SAME", conv,
+        filter_shape=[kernel, kernel],
+    )  # fmt: skip
+    assert tuple(out.shape) == (1, height, width, 1)
+    return int(np.prod(seen["shape"][:3]))
+
+
+def table2_madds(model, crop_size):
+    """(model_stats' conv Multi-Adds, the same with TF1's dilated-conv positions)."""
+    shapes = model_stats._record_conv_shapes(model, crop_size)
+    plain = tf1 = 0
+    for unit in naming.iter_units(model):
+        out = shapes[unit.path][1]
+        madds = int(model_stats._conv_madds(unit.conv, out))
+        plain += madds
+        rate, kernel = unit.conv.dilation_rate[0], unit.conv.kernel_size[0]
+        if rate > 1 and unit.conv.strides[0] == 1:
+            positions = tf1_conv_positions(out[1], out[2], kernel, rate)
+            madds = madds // (out[1] * out[2]) * positions
+        tf1 += madds
+    return plain, tf1
+
+
+def test_tf1_dilated_conv_positions_by_hand():
+    # 3x3, rate 12 on 129 x 257 (ASPP at output stride 8 of a 1025 x 2049 image):
+    # padded by 24 to 153 x 281, then up to multiples of 12: 156 x 288; per
+    # block a VALID 3x3 conv on 13 x 24 gives 11 x 22, times 12 x 12 blocks.
+    assert tf1_conv_positions(129, 257, 3, 12) == 132 * 264
+    assert tf1_conv_positions(129, 257, 3, 36) == 144 * 288  # 201 -> 216, 329 -> 360
+    assert tf1_conv_positions(257, 513, 5, 2) == 258 * 514  # the cells' atrous_5x5
+    assert tf1_conv_positions(129, 257, 3, 1) == 129 * 257
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="Multi-Adds at 1024x2048 are 5.4-6.9% below Table 2 (g3doc/autodeeplab.md)",
-)
 @pytest.mark.parametrize("filters", [20, 32, 48])
 def test_auto_deeplab_multi_adds_match_table_2(filters):
-    from deeplab_dpc.tools.model_stats import compute_stats
+    """At 1025 x 2049 with TF1's dilated-conv accounting: within 3% (measured -1.6% to -1.9%).
 
-    rows = compute_stats(auto_deeplab(filters), (1024, 2048))
-    madds = sum(r["madds"] for r in rows)
-    assert madds == pytest.approx(TABLE_2[filters][1], rel=0.03)
+    The plain count is 3.8-4.7% low; at 1024 x 2048 it is 5.4-6.9% low.
+    """
+    plain, tf1 = table2_madds(auto_deeplab(filters), (1025, 2049))
+    paper = TABLE_2[filters][1]
+    assert tf1 == pytest.approx(paper, rel=0.03)
+    assert plain < 0.97 * paper < tf1  # the plain count alone is not enough
