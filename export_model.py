@@ -14,7 +14,7 @@ g3doc/export.md and `deeplab_dpc/export/`.
 
 from absl import app, flags
 
-from deeplab_dpc import errors
+from deeplab_dpc import console, errors
 
 FLAGS = flags.FLAGS
 
@@ -89,4 +89,5 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("checkpoint_path")
+    console.quiet_tensorflow()  # before main() loads TensorFlow
     app.run(main, flags_parser=parse_flags)
