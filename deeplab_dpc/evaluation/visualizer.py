@@ -92,6 +92,7 @@ def visualize_checkpoints(
     dataset_source="tfrecord",
     tfds_data_dir=None,
     tfds_manual_dir=None,
+    wait_secs=None,
 ):
     """Visualises checkpoints as they come; returns the number of images written."""
     from deeplab_dpc.data import pipeline
@@ -116,8 +117,9 @@ def visualize_checkpoints(
     model = config = None
     count = 0
     for prefix in evaluator.watch_checkpoints(
-        checkpoint_path, max_number_of_iterations, eval_interval_secs
-    ):
+        checkpoint_path, max_number_of_iterations, eval_interval_secs, wait_secs,
+        once_flag="--max_number_of_iterations=1",
+    ):  # fmt: skip
         if model is None:
             model, config = evaluator.load_model_for(prefix, info)
         count = visualize_checkpoint(model, config, prefix, dataset, colormap, options)
