@@ -214,10 +214,12 @@ def _report(storage, out_dir):
 
 def main(argv):
     del argv
+    from deeplab_dpc import console
     from deeplab_dpc.data import registry
     from deeplab_dpc.search import stages as stages_lib
     from deeplab_dpc.search import study as study_lib
 
+    console.quiet_optuna()
     stages = _stages()
     space, sampler = stages_lib.get_space_and_sampler(
         FLAGS.space, FLAGS.num_branches, FLAGS.sampler,
@@ -241,6 +243,10 @@ def main(argv):
         stages_lib.stage_create(
             storage, FLAGS.study_name, FLAGS.num_trials, cache, space, FLAGS.seed
         )
+        logging.info(
+            "Study %s: %d trial slots, space %s (%s cells)",
+            FLAGS.study_name, FLAGS.num_trials, space.name, space.size,
+        )  # fmt: skip
     if "run" in stages:
         stages_lib.stage_run(
             storage, FLAGS.study_name, cache, space, sampler, _proxy_objective(cache),

@@ -74,6 +74,19 @@ class LibraryInfoFilter(logging.Filter):
         return not any(part in path for part in self.LIBRARIES)
 
 
+def quiet_optuna(argv=None, environ=None):
+    """Optuna's INFO lines ("A new study created in RDB") off, unless verbose.
+
+    Call after Optuna is imported (it sets its own level on import).
+    """
+    if asked_for_verbose(argv, environ):
+        return False
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return True
+
+
 def stderr_is_terminal():
     try:
         return sys.stderr.isatty()

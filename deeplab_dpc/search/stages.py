@@ -62,8 +62,9 @@ def pretrain_backbone(
         max_checkpoints_to_keep=1,
     )  # fmt: skip
     logging.info(
-        "Pretraining the %s backbone on %s (%d steps)", model_variant, info.name, steps
-    )
+        "Pretraining the %s backbone on %s (%d steps) into %s",
+        model_variant, info.name, steps, logdir,
+    )  # fmt: skip
     trainer.train(model_cfg, options, info)
     return logdir
 
