@@ -169,12 +169,14 @@ def plot_proxy_vs_rerank(pairs, rho, path, trials=None):
         rerank_scores = [r for _, _, r in pairs]
         ax.scatter(proxy_scores, rerank_scores, color="#4a7ebb", zorder=3)
         if len(pairs) <= MAX_POINT_LABELS:
+            middle = (min(proxy_scores) + max(proxy_scores)) / 2
             for key, p, r in pairs:
                 label = (trials or {}).get(key)
-                text = key if label is None else label
+                right = p > middle  # labels point inwards: none leaves the axes
                 ax.annotate(
-                    text, (p, r), xytext=(5, 5), textcoords="offset points",
-                    fontsize=7,
+                    key if label is None else label, (p, r),
+                    xytext=(-6 if right else 6, 5), textcoords="offset points",
+                    ha="right" if right else "left", fontsize=7,
                 )  # fmt: skip
         ax.margins(0.25)
         ax.xaxis.set_major_locator(MaxNLocator(4))
