@@ -27,6 +27,11 @@ flags.DEFINE_integer(
     "0: evaluate new checkpoints until the final training step; N: at most N.",
 )  # fmt: skip
 flags.DEFINE_integer("eval_interval_secs", 300, "Seconds between checkpoint polls.")
+flags.DEFINE_float(
+    "max_wait_secs", None,
+    "Stop after this long without a newer checkpoint (default: 2 x the "
+    "training's save_interval_secs + 60).",
+)  # fmt: skip
 flags.DEFINE_multi_string(
     "eval_crop_size", [], "Unused: whole images are padded to k*32+1."
 )
@@ -56,6 +61,7 @@ def main(argv):
         dataset_source=source,
         tfds_data_dir=FLAGS.tfds_data_dir,
         tfds_manual_dir=FLAGS.tfds_manual_dir,
+        wait_secs=FLAGS.max_wait_secs,
         output_stride=stride,
     )
 

@@ -1,12 +1,15 @@
 r"""Exports a checkpoint as a SavedModel for serving and, optionally, TFLite.
 
-    python export_model.py --checkpoint_path=/tmp/train \
-        --export_path=/tmp/deeplab_export \
-        --inference_scales=1.0 --tflite_output=/tmp/deeplab.tflite \
-        --crop_size=513,513 --quantize=none
+    python export_model.py                 # runs/train (train.py's default) -> runs/export
+    python export_model.py --checkpoint_path=runs/train \
+        --export_path=runs/export --inference_scales=1.0 \
+        --tflite_output=runs/deeplab.tflite --crop_size=129,129 --quantize=none
 
-The flags follow the original DeepLab's `export_model.py`. The model
-architecture comes from the checkpoint's `model_config.json`; `--num_classes`
+The flags follow the original DeepLab's `export_model.py` (deviation: the
+checkpoint and export paths default to train.py's `runs/train` and
+`runs/export`; `--export_path=` writes no SavedModel). The model
+architecture comes from the checkpoint's `model_config.json`, and class
+names and colours from its `dataset` unless `--dataset` is given; `--num_classes`
 only checks it and `--output_stride` may change it (atrous rates follow).
 `--crop_size` fixes the TFLite input; the SavedModel takes any size. See
 g3doc/export.md and `deeplab_dpc/export/`.
@@ -14,19 +17,26 @@ g3doc/export.md and `deeplab_dpc/export/`.
 
 from absl import app, flags
 
-from deeplab_dpc import errors
+from deeplab_dpc import console, errors
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("checkpoint_path", None, "Checkpoint directory or ckpt-N prefix.")
-flags.DEFINE_string("export_path", None, "SavedModel directory to write.")
+flags.DEFINE_string(
+    "checkpoint_path", "runs/train", "Checkpoint directory or ckpt-N prefix."
+)
+flags.DEFINE_string(
+    "export_path", "runs/export", "SavedModel directory to write (empty: none)."
+)
 flags.DEFINE_multi_float(
     "inference_scales", [1.0], "Scales for multi-scale inference (repeat the flag)."
 )
 flags.DEFINE_bool("add_flipped_images", False, "Also average left-right flips.")
 flags.DEFINE_integer("output_stride", None, "Export at this output stride.")
 flags.DEFINE_integer("num_classes", None, "Expected number of classes (a check).")
-flags.DEFINE_string("dataset", None, "Dataset name: class names, colours, int8 data.")
+flags.DEFINE_string(
+    "dataset", None,
+    "Dataset name: class names, colours, int8 data (default: the checkpoint's).",
+)  # fmt: skip
 flags.DEFINE_string("dataset_dir", None, "TFRecords of --dataset (int8 calibration).")
 flags.DEFINE_integer(
     "max_pixels", 4096 * 4096, "Largest batch * height * width per request; 0: any."
@@ -64,7 +74,7 @@ def main(argv):
     try:
         config = saved_model.export_model(
             FLAGS.checkpoint_path,
-            FLAGS.export_path,
+            FLAGS.export_path or None,
             inference_scales=FLAGS.inference_scales,
             add_flipped_images=FLAGS.add_flipped_images,
             output_stride=FLAGS.output_stride,
@@ -84,9 +94,14 @@ def main(argv):
     except (CheckpointError, ModelConfigError, ValueError, FileNotFoundError) as e:
         _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     outputs = [p for p in (FLAGS.export_path, FLAGS.tflite_output) if p]
-    print(f"exported {config['checkpoint']} to {', '.join(outputs)}")
+    classes = ", ".join(config["class_names"])
+    source = f"dataset {config['dataset']}" if config["dataset"] else "by id"
+    print(
+        f"exported {config['checkpoint']} to {', '.join(outputs)}; "
+        f"classes ({source}): {classes}"
+    )
 
 
 if __name__ == "__main__":
-    flags.mark_flag_as_required("checkpoint_path")
+    console.quiet_tensorflow()  # before main() loads TensorFlow
     app.run(main, flags_parser=parse_flags)

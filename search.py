@@ -1,6 +1,6 @@
 r"""Searches for a Dense Prediction Cell (Chen et al., NeurIPS 2018, Sec. 3.3-4.1).
 
-    python search.py                     # synthetic data, 2-core CPU, 10-15 minutes
+    python search.py                     # synthetic data, 2-core CPU, see README
     python search.py --dataset=cityscapes --dataset_dir=data/cityscapes/tfrecord \
         --tf_initial_checkpoint=runs/imported/mobilenet_v2 --num_trials=1000 \
         --proxy_steps=30000 --proxy_crop_size=769,769 --rerank_top_k=50
@@ -14,6 +14,7 @@ once, then `--stages=run` on each machine with the same `--storage`
 """
 
 import os
+import time
 
 from absl import flags, logging
 
@@ -37,7 +38,7 @@ flags.DEFINE_string(
     "tf_initial_checkpoint", None, "Backbone checkpoint (with model_config.json)."
 )
 flags.DEFINE_integer(
-    "pretrain_steps", 500, "Steps to pretrain a backbone on synthetic."
+    "pretrain_steps", 300, "Steps to pretrain a backbone on synthetic."
 )
 flags.DEFINE_float("pretrain_learning_rate", 0.05, "Pretraining base learning rate.")
 flags.DEFINE_string("cache_dir", None, "Feature cache (default <workdir>/cache).")
@@ -96,7 +97,7 @@ flags.DEFINE_enum(
     "rerank_selection", "top", ["top", "spread"],
     "Cells to re-rank: the top K, or K spread evenly over the proxy ranking.",
 )  # fmt: skip
-flags.DEFINE_integer("rerank_steps", 150, "Fine-tuning steps per re-ranked cell.")
+flags.DEFINE_integer("rerank_steps", 100, "Fine-tuning steps per re-ranked cell.")
 flags.DEFINE_integer("rerank_batch_size", 8, "Fine-tuning batch size.")
 flags.DEFINE_float("rerank_learning_rate", 0.02, "Fine-tuning base learning rate.")
 flags.DEFINE_boolean(
@@ -231,10 +232,12 @@ def _report(storage, out_dir):
 
 def main(argv):
     del argv
+    from deeplab_dpc import console
     from deeplab_dpc.data import registry
     from deeplab_dpc.search import stages as stages_lib
     from deeplab_dpc.search import study as study_lib
 
+    console.quiet_optuna()
     stages = _stages()
     space, sampler = stages_lib.get_space_and_sampler(
         FLAGS.space, FLAGS.num_branches, FLAGS.sampler,
@@ -254,18 +257,32 @@ def main(argv):
             url, FLAGS.heartbeat_interval, FLAGS.grace_period, FLAGS.max_retry
         )
     _write_config(stages)
+    clock = {"start": time.perf_counter()}
+
+    def timed(name):
+        now = time.perf_counter()
+        clock[name] = now - clock.get("last", clock["start"])
+        clock["last"] = now
+
     cache = None
     if any(s in ("cache",) + NEEDS_CACHE for s in stages):
         cache = _cache(stages, info, FLAGS.dataset_dir, crop)
+        timed("cache" if "cache" in stages else "open cache")
     if "create" in stages:
         stages_lib.stage_create(
             storage, FLAGS.study_name, FLAGS.num_trials, cache, space, FLAGS.seed
         )
+        logging.info(
+            "Study %s: %d trial slots, space %s (%s cells)",
+            FLAGS.study_name, FLAGS.num_trials, space.name, space.size,
+        )  # fmt: skip
+        timed("create")
     if "run" in stages:
         stages_lib.stage_run(
             storage, FLAGS.study_name, cache, space, sampler, _proxy_objective(cache),
             pruner=pruner, seed=FLAGS.seed, num_trials=FLAGS.num_trials,
         )  # fmt: skip
+        timed("run")
     if "rerank" in stages:
         rerank_fn = _rerank_objective(cache, info, FLAGS.dataset_dir, crop)
         stages_lib.stage_rerank(
@@ -276,11 +293,19 @@ def main(argv):
             FLAGS.seed,
             FLAGS.rerank_selection,
         )
+        timed("rerank")
     if "report" in stages:
         _report(storage, os.path.join(FLAGS.workdir, "report"))
-    logging.info(
-        "Done: stages %s in %s", ",".join(stages), os.path.abspath(FLAGS.workdir)
+        timed("report")
+    times = ", ".join(
+        f"{name} {seconds:.0f} s"
+        for name, seconds in clock.items()
+        if name not in ("start", "last")
     )
+    logging.info(
+        "Done: stages %s in %s (%s; total %.0f s)", ",".join(stages),
+        os.path.abspath(FLAGS.workdir), times, time.perf_counter() - clock["start"],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

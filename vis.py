@@ -29,6 +29,11 @@ flags.DEFINE_integer(
     "0: visualise new checkpoints until the final training step; N: at most N.",
 )  # fmt: skip
 flags.DEFINE_integer("eval_interval_secs", 300, "Seconds between checkpoint polls.")
+flags.DEFINE_float(
+    "max_wait_secs", None,
+    "Stop after this long without a newer checkpoint (default: 2 x the "
+    "training's save_interval_secs + 60).",
+)  # fmt: skip
 flags.DEFINE_integer("max_number_of_images", 0, "Images per checkpoint (0: all).")
 flags.DEFINE_integer("vis_batch_size", 1, "Unused: images are processed one by one.")
 flags.DEFINE_multi_string("vis_crop_size", [], "Unused: whole images are shown.")
@@ -59,6 +64,7 @@ def main(argv):
         dataset_source=source,
         tfds_data_dir=FLAGS.tfds_data_dir,
         tfds_manual_dir=FLAGS.tfds_manual_dir,
+        wait_secs=FLAGS.max_wait_secs,
     )
 
 

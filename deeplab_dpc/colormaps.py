@@ -111,6 +111,67 @@ def side_by_side(*panels, gap=4):
     return np.concatenate(parts, axis=1)
 
 
+PANEL_TITLE_HEIGHT = 16  # pixels above the panels
+PANEL_MIN_WIDTH = 160  # smaller panels are enlarged (nearest neighbour)
+LEGEND_ROW_HEIGHT = 16
+
+
+def legend_entries(class_names, colormap, *label_maps, ignore_label=None):
+    """[(name, colour)] of the classes present in any of `label_maps`, by id."""
+    present = set()
+    for labels in label_maps:
+        present.update(int(v) for v in np.unique(labels))
+    present.discard(ignore_label)
+    return [
+        (class_names[i], tuple(int(c) for c in colormap[i]))
+        for i in sorted(present)
+        if 0 <= i < len(class_names)
+    ]
+
+
+def titled_panel(panels, titles, legend=(), gap=4):
+    """Panels side by side, a title above each and a legend of (name, colour) below.
+
+    Panels narrower than `PANEL_MIN_WIDTH` are enlarged by an integer factor
+    (nearest neighbour: label colours stay exact) so titles and legend fit.
+    """
+    from PIL import ImageDraw, ImageFont
+
+    scale = max(1, -(-PANEL_MIN_WIDTH // min(p.shape[1] for p in panels)))
+    panels = [np.repeat(np.repeat(p, scale, 0), scale, 1) for p in panels]
+    body = side_by_side(*panels, gap=gap)
+    font = ImageFont.load_default()
+    width = body.shape[1]
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    rows, x = [[]], 4
+    for name, colour in legend:  # wrap the legend over as many rows as needed
+        item = 14 + int(probe.textlength(name, font=font)) + 12
+        if x + item > width and rows[-1]:
+            rows.append([])
+            x = 4
+        rows[-1].append((x, name, colour))
+        x += item
+    legend_h = LEGEND_ROW_HEIGHT * len(rows) + 4 if legend else 0
+    canvas = Image.new(
+        "RGB", (width, PANEL_TITLE_HEIGHT + body.shape[0] + legend_h), "white"
+    )
+    canvas.paste(Image.fromarray(body), (0, PANEL_TITLE_HEIGHT))
+    draw = ImageDraw.Draw(canvas)
+    left = 0
+    for panel, title in zip(panels, titles):
+        w = panel.shape[1]
+        text_w = probe.textlength(title, font=font)
+        draw.text((left + (w - text_w) / 2, 2), title, fill="black", font=font)
+        left += w + gap
+    top = PANEL_TITLE_HEIGHT + body.shape[0] + 4
+    for r, row in enumerate(rows):
+        y = top + r * LEGEND_ROW_HEIGHT
+        for x, name, colour in row:
+            draw.rectangle([x, y + 1, x + 10, y + 11], fill=colour, outline="black")
+            draw.text((x + 14, y), name, fill="black", font=font)
+    return np.asarray(canvas)
+
+
 def save_png(array, path):
     """Writes a uint8 array ([H, W] or [H, W, 3]) as PNG."""
     Image.fromarray(np.asarray(array, np.uint8)).save(path, format="PNG")

@@ -17,7 +17,7 @@ Deviations from DeepLab:
 
 from absl import app, flags
 
-from deeplab_dpc import errors
+from deeplab_dpc import console, errors
 
 FLAGS = flags.FLAGS
 
@@ -228,7 +228,10 @@ def _parse_flags(argv):
 
 
 def run(main):
-    """`app.run(main)`, with flag errors and user errors as one line, exit code 2."""
+    """`app.run(main)`, with flag errors and user errors as one line, exit code 2.
+
+    TensorFlow's console logging is quieted first (`console.quiet_tensorflow`).
+    """
 
     def guarded(argv):
         try:
@@ -236,6 +239,7 @@ def run(main):
         except (ValueError, FileNotFoundError) as e:
             fail(e)
 
+    console.quiet_tensorflow()  # before main() loads TensorFlow
     app.run(guarded, flags_parser=_parse_flags)
 
 

@@ -7,7 +7,8 @@ importing each other (the evaluator writes `miou`, `pixel_accuracy` and
 DeepLab logged `global step N: loss = x (s/step)` through slim and wrote
 summaries of the losses, the learning rate and (optionally) images. Here:
 - `Progress` logs every `log_steps` steps: step/total, loss, learning rate,
-  images/s (global batch over wall time since the last line) and ETA.
+  images/s and ETA from a moving average of recent step times (warm-up and
+  the steps a resume skipped left out); a tqdm bar instead on a terminal.
 - `SummaryWriter` (chief only; a no-op elsewhere) writes scalars `loss`,
   `total_loss`, `learning_rate`, `images_per_sec`, the batch mIoU of one
   sample batch (`train_miou`, a noisy training signal, not an evaluation),
@@ -19,6 +20,7 @@ plugin metadata (scalars, images) built here, so training does not need the
 `tensorboard` package installed; TensorBoard reads them as usual.
 """
 
+import collections
 import datetime
 import time
 
@@ -26,7 +28,7 @@ import tensorflow as tf
 from absl import logging
 from tensorflow.core.framework import summary_pb2
 
-from deeplab_dpc import colormaps, common, metrics
+from deeplab_dpc import colormaps, common, console, metrics
 from deeplab_dpc.layers.resize import resize_bilinear
 
 MAX_SAMPLE_IMAGES = 3
@@ -62,35 +64,74 @@ def write_images(name, images, step):
 
 
 class Progress:
-    """Logs step, loss, learning rate, images/s and ETA every `log_steps` steps."""
+    """Step, loss, learning rate, images/s and ETA every `log_steps` steps.
 
-    def __init__(self, start_step, total_steps, global_batch_size):
+    Speed and ETA come from a moving average of the last `window` step times,
+    leaving out the first `warmup_steps` steps of this process (tracing, the
+    first checkpoint save) and the steps a resume skipped, so the first line's
+    ETA is already right. On a terminal (`console.progress_bar`) a tqdm bar
+    shows the same figures; in a log file they are plain lines.
+    """
+
+    def __init__(self, start_step, total_steps, global_batch_size, warmup_steps=2,
+                 window=50, bar=None):  # fmt: skip
         self.total_steps = total_steps
         self.batch = global_batch_size
+        self.start_step = start_step
+        self.warmup_steps = warmup_steps
+        self.times = collections.deque(maxlen=window)
         self.last_step, self.last_time = start_step, time.time()
-        self.rate = None
+        self.bar = bar
+        if bar is None:
+            self.bar = console.progress_bar(
+                total=total_steps, initial=start_step, unit="step", desc="train"
+            )
+
+    def step_seconds(self):
+        """Mean seconds per step over the window, or None during warm-up."""
+        return sum(self.times) / len(self.times) if self.times else None
 
     def images_per_sec(self):
-        return self.rate
+        seconds = self.step_seconds()
+        return self.batch / seconds if seconds else None
 
-    def update(self, step, loss, learning_rate, log_steps):
+    def eta_seconds(self, step):
+        seconds = self.step_seconds()
+        return None if seconds is None else (self.total_steps - step) * seconds
+
+    def tick(self, step, now=None):
+        """Records the time of `step` (called every step)."""
+        now = time.time() if now is None else now
+        steps = step - self.last_step
+        if steps > 0 and self.last_step - self.start_step >= self.warmup_steps:
+            per_step = (now - self.last_time) / steps
+            self.times.extend([per_step] * min(steps, self.times.maxlen))
+        self.last_step, self.last_time = step, now
+
+    def update(self, step, loss, learning_rate, log_steps, now=None):
+        self.tick(step, now)
+        eta_s, rate = self.eta_seconds(step), self.images_per_sec()
+        eta = "?" if eta_s is None else str(datetime.timedelta(seconds=round(eta_s)))
+        speed = "? images/s" if rate is None else f"{rate:.1f} images/s"
+        if self.bar is not None:
+            self.bar.set_postfix_str(
+                f"loss {loss:.4f}  lr {learning_rate:.3g}  {speed}", refresh=False
+            )
+            self.bar.update(step - self.bar.n)
+            if step >= self.total_steps:
+                self.close()
+            return
         if step % log_steps and step != self.total_steps:
             return
-        now = time.time()
-        steps = step - self.last_step
-        if steps > 0 and now > self.last_time:
-            self.rate = steps * self.batch / (now - self.last_time)
-        self.last_step, self.last_time = step, now
-        if self.rate:
-            eta_s = (self.total_steps - step) * self.batch / self.rate
-            eta = str(datetime.timedelta(seconds=round(eta_s)))
-            speed = f"{self.rate:.1f} images/s"
-        else:
-            eta, speed = "?", "? images/s"
         logging.info(
             "step %d/%d  loss %.4f  lr %.3g  %s  ETA %s",
             step, self.total_steps, loss, learning_rate, speed, eta,
         )  # fmt: skip
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 class SummaryWriter:

@@ -1,6 +1,9 @@
 """The evaluator against a plain numpy computation on the same predictions."""
 
 import json
+import logging
+import threading
+import time
 
 import keras
 import numpy as np
@@ -129,3 +132,58 @@ def test_output_stride_8_rebuilds_the_checkpoint_model_at_8(setup):
     with pytest.raises(ValueError, match="output_stride: must be 8, 16 or 32, got 4"):
         evaluator.evaluate(ckpt_dir, str(root / "os4"), info, dataset_dir=data,
                            output_stride=4, max_number_of_evaluations=1)  # fmt: skip
+
+
+def _step_checkpoint(directory, step):
+    """A real checkpoint holding only the trainer's `step` variable."""
+    ckpt = tf.train.Checkpoint(step=tf.Variable(step, dtype=tf.int64, name="step"))
+    manager = tf.train.CheckpointManager(ckpt, str(directory), max_to_keep=5)
+    return manager.save(checkpoint_number=step)
+
+
+def _train_dir(tmp_path, final_step, steps):
+    directory = tmp_path / "train"
+    directory.mkdir()
+    config = {"training_number_of_steps": final_step, "save_interval_secs": 60}
+    (directory / "train_config.json").write_text(json.dumps(config))
+    for step in steps:
+        _step_checkpoint(directory, step)
+    return directory
+
+
+def test_watch_stops_after_the_final_step_without_waiting(tmp_path):
+    directory = _train_dir(tmp_path, final_step=10, steps=[10])
+    start = time.time()
+    seen = list(evaluator.watch_checkpoints(str(directory), 0, 0, wait_secs=30))
+    assert [evaluator.checkpoint_step(p) for p in seen] == [10]
+    assert time.time() - start < 5  # did not wait the 30 s
+
+
+def test_watch_says_it_waits_then_stops_when_training_was_interrupted(tmp_path, caplog):
+    directory = _train_dir(tmp_path, final_step=10, steps=[4])
+    caplog.set_level(logging.INFO)
+    start = time.time()
+    seen = list(evaluator.watch_checkpoints(str(directory), 0, 0, wait_secs=1.5))
+    elapsed = time.time() - start
+    assert [evaluator.checkpoint_step(p) for p in seen] == [4]
+    assert 1.0 <= elapsed < 10
+    text = caplog.text
+    assert f"Waiting for a checkpoint newer than step 4 in {directory}" in text
+    assert "final step: 10" in text and "--max_number_of_evaluations=1" in text
+    assert "stopped before its final step 10 (last evaluated: step 4)" in text
+
+
+def test_watch_takes_a_checkpoint_written_while_it_waits(tmp_path):
+    directory = _train_dir(tmp_path, final_step=10, steps=[4])
+    seen = []
+    for prefix in evaluator.watch_checkpoints(str(directory), 0, 0, wait_secs=20):
+        seen.append(evaluator.checkpoint_step(prefix))
+        if len(seen) == 1:  # the training saves its final step meanwhile
+            threading.Timer(0.5, _step_checkpoint, (directory, 10)).start()
+    assert seen == [4, 10]
+
+
+def test_watch_max_number_keeps_deeplabs_meaning(tmp_path):
+    directory = _train_dir(tmp_path, final_step=10, steps=[4])
+    seen = list(evaluator.watch_checkpoints(str(directory), 1, 0, wait_secs=30))
+    assert [evaluator.checkpoint_step(p) for p in seen] == [4]

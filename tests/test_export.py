@@ -116,7 +116,7 @@ def model_checkpoint(tmp_path_factory):
     keras.utils.set_random_seed(0)
     config = model_config(
         "mobilenet_v2", NUM_CLASSES, head="dpc", dpc_spec=spec.TOP1,
-        depth_multiplier=0.5,
+        depth_multiplier=0.5, dataset="synthetic",
     )  # fmt: skip
     model = build_model(config)
     images = np.stack([read_jpeg(f)[::2, ::2] for f in camvid_files(3)])
@@ -127,16 +127,23 @@ def model_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(model_checkpoint):
-    """Single-scale SavedModel and float TFLite file, through the command line."""
+    """Single-scale SavedModel and float TFLite file, through the command line.
+
+    No --dataset: class names and colours come from the checkpoint's
+    model_config.json (dataset synthetic).
+    """
     model, _, ckpt, tmp = model_checkpoint
     result = run_cli([
         "export_model.py", f"--checkpoint_path={ckpt}", "--num_classes=5",
-        f"--export_path={tmp / 'saved_model'}", "--dataset=synthetic",
+        f"--export_path={tmp / 'saved_model'}",
         f"--tflite_output={tmp / 'model.tflite'}",
         f"--crop_size={TFLITE_CROP},{TFLITE_CROP}",
     ])  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert last_line(result.stdout).startswith("exported ")
+    assert last_line(result.stdout).endswith(
+        "classes (dataset synthetic): background, car, tractor, pedestrian, farmer"
+    )
     return model, tmp / "saved_model", tmp / "model.tflite"
 
 
@@ -195,6 +202,7 @@ def test_saved_model_in_fresh_process_matches_keras(exported, tmp_path):
         str(export_dir.parent / "ckpt")
     )
     assert config["class_names"][1] == "car" and config["inference_scales"] == [1.0]
+    assert config["dataset"] == "synthetic"  # from the checkpoint, no --dataset
 
 
 def test_saved_model_cli_lists_signatures(exported):
@@ -467,3 +475,22 @@ def test_representative_data_from_the_input_pipeline(tmp_path):
     )
     assert len(inputs) == 2 and all(x.shape == (1, 65, 97, 3) for x in inputs)
     assert all(-1.0 <= float(tf.reduce_min(x)) for x in inputs)
+
+
+def test_export_classes_come_from_the_checkpoint_unless_told():
+    trained = {"num_classes": 5, "dataset": "synthetic"}
+    assert export.dataset_of_checkpoint(trained) == "synthetic"
+    assert export.dataset_of_checkpoint(trained, "camvid") == "camvid"
+    assert export.dataset_of_checkpoint({"num_classes": 5}) is None
+    # A name the registry does not know, or another class count: named by id.
+    assert export.dataset_of_checkpoint({"num_classes": 5, "dataset": "x"}) is None
+    assert (
+        export.dataset_of_checkpoint({"num_classes": 7, "dataset": "synthetic"}) is None
+    )
+    config = model_config("mobilenet_v2", 5, head="aspp", dataset="synthetic")
+    with pytest.raises(
+        ValueError, match=r"11 classes but the model has 5 \(trained on 'synthetic'"
+    ):
+        export.export_config(config, dataset="camvid")
+    by_id = export.export_config(dict(config, dataset=None))
+    assert by_id["class_names"] == [f"class_{i}" for i in range(5)]

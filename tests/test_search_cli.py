@@ -123,7 +123,34 @@ def test_report_writes_leaderboard_best_json_and_figures(tmp_path):
     for name in ("proxy_scores.png", "proxy_vs_rerank.png", "best_cell.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "summary.json").read_text())["num_cells"] == 8
-    assert "| 1 |" in (out / "leaderboard.md").read_text()
+    assert summary["spearman_n"] == 3  # rho is never given without its n
+    board = (out / "leaderboard.md").read_text()
+    assert "| 1 |" in board
+    # The Markdown explains every column and the cell notation before the table.
+    legend, table = board.split("| " + " | ".join(report.COLUMNS) + " |")
+    for column in report.COLUMNS:
+        assert f"| {column} | " in legend, column
+    assert "Cell notation" in legend and "sep3x3rHxW" in legend
+
+
+def test_rerank_lines_name_their_search_trial_and_rho_its_n(tmp_path, caplog):
+    import logging
+
+    from deeplab_dpc.search import stages
+
+    storage, search = _random_search(tmp_path, 6)
+    top = rerank.top_candidates(search, 3)
+    caplog.set_level(logging.INFO)
+    pairs, rho = stages.stage_rerank(
+        storage, "s", 3, lambda spec, t: {"value": 1.0 / len(spec)}
+    )
+    assert len(pairs) == 3 and rho == rerank.spearman(pairs)
+    text = caplog.text
+    numbers = ", ".join(str(c.number) for c in top)
+    assert f"Re-ranking 3 cells end to end: search trials {numbers}" in text
+    for c in top:  # each re-rank line names the search trial it re-ranks
+        assert f"(search trial {c.number}) | {c.key} |" in text, c.key
+    assert "(n = 3)" in text
 
 
 def test_spearman_known_answers():

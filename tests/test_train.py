@@ -58,15 +58,27 @@ def tiny_data(tmp_path_factory):
     return str(path)
 
 
-def _env():
-    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+def _env(quiet=True):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    return dict(env, TF_CPP_MIN_LOG_LEVEL="2") if quiet else env
 
 
-def run_cli(script, *args, cwd=None, timeout=300):
+def run_cli(script, *args, cwd=None, timeout=300, quiet_env=True):
     return subprocess.run(
         [sys.executable, str(REPO / script), *args],
-        capture_output=True, text=True, timeout=timeout, cwd=cwd, env=_env(),
+        capture_output=True, text=True, timeout=timeout, cwd=cwd,
+        env=_env(quiet_env),
     )  # fmt: skip
+
+
+# TensorFlow's C++ log lines ("I0000 00:00:... cpu_feature_guard.cc:227] ...")
+# and the Python chatter the entry points keep out of the console.
+TF_NOISE = re.compile(
+    r"^[IWEF]\d{4} [\d:.]+ +\d+ [\w.]+\.cc:\d+\]|absl::InitializeLog"
+    r"|Sharding callback|Waiting for new checkpoint|Found new checkpoint",
+    re.MULTILINE,
+)
 
 
 def start_cli(script, *args, cwd=None):
@@ -84,14 +96,18 @@ def latest_step(logdir):
 
 def test_train_eval_vis_end_to_end(tiny_data, tmp_path):
     logdir, evaldir, visdir = tmp_path / "train", tmp_path / "eval", tmp_path / "vis"
+    # Without TF_CPP_MIN_LOG_LEVEL in the environment: the entry points quiet
+    # TensorFlow themselves, and say where checkpoints go.
     train = run_cli(
         "train.py", f"--dataset_dir={tiny_data}", f"--train_logdir={logdir}",
-        "--training_number_of_steps=4", *TINY,
+        "--training_number_of_steps=4", *TINY, quiet_env=False,
     )  # fmt: skip
     assert train.returncode == 0, train.stderr[-3000:]
+    assert not TF_NOISE.search(train.stderr + train.stdout), train.stderr[:3000]
     assert re.search(
         r"step 4/4 +loss [\d.]+ +lr [\d.e-]+ +[\d.]+ images/s +ETA", train.stderr
     )
+    assert f"Saved checkpoint {logdir}/ckpt-4 (step 4)" in train.stderr
     assert latest_step(logdir) == 4
     stored = json.loads((logdir / "train_config.json").read_text())
     assert stored["dataset"] == "synthetic" and stored["train_crop_size"] == [65, 65]
@@ -105,8 +121,11 @@ def test_train_eval_vis_end_to_end(tiny_data, tmp_path):
     evaluation = run_cli(
         "eval.py", f"--checkpoint_dir={logdir}", f"--eval_logdir={evaldir}",
         "--eval_scales=0.5,1", "--eval_scales=1.5", "--add_flipped_images",
+        quiet_env=False,
     )  # fmt: skip
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    assert not TF_NOISE.search(evaluation.stderr), evaluation.stderr[:3000]
+    assert "Waiting for" not in evaluation.stderr  # step 4 is the final step
     results = json.loads((evaldir / "results.json").read_text())
     assert results["step"] == 4 and results["flip"] is True
     assert results["scales"] == [0.5, 1.0, 1.5] and results["num_images"] == 4

@@ -64,7 +64,10 @@ def test_visualizer_writes_panels_and_raw_predictions(tmp_path):
     panels = sorted(out.glob("*_panel.png"))
     assert len(panels) == 2 and len(list(out.glob("*_prediction.png"))) == 2
     panel = np.asarray(Image.open(panels[0]))
-    assert panel.shape == (65, 3 * 65 + 8, 3)
+    scale = 3  # 65-pixel panels are enlarged to >= 160 pixels for titles
+    top = colormaps.PANEL_TITLE_HEIGHT
+    assert panel.shape[1] == 3 * 65 * scale + 8
+    assert panel.shape[0] > top + 65 * scale  # titles above, legend below
     name = panels[0].name.replace("_panel.png", "")
     raw = np.asarray(
         Image.open(tmp_path / "vis" / "raw_segmentation_results" / f"{name}.png")
@@ -73,4 +76,19 @@ def test_visualizer_writes_panels_and_raw_predictions(tmp_path):
     palette = colormaps.get_colormap("dataset", info)
     assert raw.shape == (65, 65) and raw.max() < 5
     np.testing.assert_array_equal(palette[raw], colored)
-    np.testing.assert_array_equal(panel[:, -65:], colored)
+    shown = panel[top : top + 65 * scale : scale, -65 * scale :: scale]
+    np.testing.assert_array_equal(shown, colored)
+    assert not (panel[:top] == 255).all()  # the titles are drawn
+    legend = panel[top + 65 * scale :]
+    present = np.unique(raw)
+    for class_id in present:  # a swatch of every predicted class's colour
+        assert (legend == palette[class_id]).all(-1).any(), class_id
+
+
+def test_legend_lists_the_classes_present_without_the_ignore_label():
+    names, palette = ["a", "b", "c"], np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0]])
+    labels = np.array([[0, 2], [255, 2]])
+    entries = colormaps.legend_entries(
+        names, palette, labels, np.array([[0, 0]]), ignore_label=255
+    )
+    assert entries == [("a", (0, 0, 0)), ("c", (0, 255, 0))]

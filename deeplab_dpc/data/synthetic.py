@@ -28,8 +28,10 @@ Images and labels are stored losslessly as PNG in the common record format.
 
 import os
 import shutil
+import time
 
 import numpy as np
+from absl import logging
 
 from deeplab_dpc import artefacts
 from deeplab_dpc.data import records, registry
@@ -191,12 +193,24 @@ def _is_complete(dataset_dir):
 def ensure_synthetic_dataset(dataset_dir, **kwargs):
     """Generates the dataset into `dataset_dir` unless already there (idempotent).
 
+    The one behaviour for a synthetic `--dataset_dir` without shards (missing,
+    empty, or holding other files): the dataset is generated there, with a
+    log line saying so and one when it is written. Real datasets without
+    shards are a one-line error (`pipeline.find_shards`).
+
     Generation goes to a temporary sibling directory that is renamed into
     place, so concurrent callers and interrupted runs never see half a dataset.
     """
     dataset_dir = os.path.abspath(dataset_dir)
     if _is_complete(dataset_dir):
         return dataset_dir
+    splits = {"train": kwargs.get("num_train", INFO.splits["train"]),
+              "val": kwargs.get("num_val", INFO.splits["val"])}  # fmt: skip
+    logging.info(
+        "No synthetic shards in %s: generating the synthetic dataset there "
+        "(%d train / %d val images, once)", dataset_dir, splits["train"], splits["val"],
+    )  # fmt: skip
+    start = time.perf_counter()
     tmp = artefacts.make_staging_dir(os.path.dirname(dataset_dir), ".synthetic-tmp-")
     try:
         generate_synthetic_dataset(tmp, **kwargs)
@@ -209,4 +223,9 @@ def ensure_synthetic_dataset(dataset_dir, **kwargs):
                     os.replace(os.path.join(tmp, name), os.path.join(dataset_dir, name))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    logging.info(
+        "Synthetic dataset written to %s (%.0f s)",
+        dataset_dir,
+        time.perf_counter() - start,
+    )
     return dataset_dir

@@ -21,12 +21,16 @@ Deviations from DeepLab:
   checkpoint's config. Unset, the checkpoint's own stride is used.
 - With `max_number_of_evaluations=0` DeepLab waits for new checkpoints
   forever; here the loop also ends after the checkpoint of the final training
-  step (read from `train_config.json`), or after the first evaluation when the
-  directory holds no `train_config.json` (an imported or exported model).
+  step (read from `train_config.json`), after the first evaluation when the
+  directory holds no `train_config.json` (an imported or exported model), or
+  when no newer checkpoint came for `wait_secs` (default: two of the
+  training's save intervals + 60 s: an interrupted training never writes its
+  final step). Each wait is announced in one log line.
 """
 
 import os
 import re
+import time
 
 import tensorflow as tf
 from absl import logging
@@ -48,8 +52,21 @@ def checkpoint_step(prefix):
         return int(match.group(1)) if match else 0
 
 
-def watch_checkpoints(checkpoint_path, max_number, interval_secs):
-    """Yields checkpoint prefixes to process (see the module docstring for 0)."""
+def default_wait_secs(train_cfg):
+    """How long to wait for a newer checkpoint: 2 saves of the training + 60 s."""
+    return 2 * float(train_cfg.get("save_interval_secs", 1200)) + 60
+
+
+def watch_checkpoints(checkpoint_path, max_number, interval_secs, wait_secs=None,
+                      once_flag="--max_number_of_evaluations=1"):  # fmt: skip
+    """Yields checkpoint prefixes to process (see the module docstring).
+
+    Before each wait it logs one line: where it waits, for which step, how
+    long, and how to stop or evaluate once (`once_flag`). It stops after the
+    final training step, after `max_number` checkpoints (0: no limit), or
+    when no newer checkpoint came for `wait_secs` (None: `default_wait_secs`
+    of the training; an interrupted training never writes its final step).
+    """
     if not os.path.isdir(checkpoint_path):
         yield checkpoints.resolve_checkpoint(checkpoint_path)
         return
@@ -57,16 +74,59 @@ def watch_checkpoints(checkpoint_path, max_number, interval_secs):
         checkpoints.resolve_checkpoint(checkpoint_path)  # fails early if empty
     train_cfg = artefacts.read_train_config(checkpoint_path)
     final_step = train_cfg["training_number_of_steps"] if train_cfg else None
+    if wait_secs is None:
+        wait_secs = default_wait_secs(train_cfg or {})
+    state = {"last": None, "last_prefix": None}
+
+    def announce():
+        after = "a first checkpoint" if state["last"] is None else (
+            f"a checkpoint newer than step {state['last']}"
+        )  # fmt: skip
+        target = "" if final_step is None else f" (training's final step: {final_step})"
+        logging.info(
+            "Waiting for %s in %s%s; polling every %d s, stopping after %d s without "
+            "one. Ctrl-C stops; %s evaluates the latest once.",
+            after, checkpoint_path, target, interval_secs, wait_secs, once_flag,
+        )  # fmt: skip
+
+    def timed_out():
+        logging.info(
+            "No new checkpoint in %s for %d s: the training stopped before its final "
+            "step %s (last evaluated: step %s); stopping. Rerun when it resumes.",
+            checkpoint_path, wait_secs, final_step, state["last"],
+        )  # fmt: skip
+        return True
+
+    if tf.train.latest_checkpoint(checkpoint_path) is None:
+        announce()
     count = 0
-    for prefix in tf.train.checkpoints_iterator(
-        checkpoint_path, min_interval_secs=interval_secs
-    ):
+    while True:
+        prefix = _newer_checkpoint(checkpoint_path, state["last_prefix"], wait_secs)
+        if prefix is None:
+            timed_out()
+            return
+        start = time.time()
         yield prefix
         count += 1
+        state["last"], state["last_prefix"] = checkpoint_step(prefix), prefix
         if max_number and count >= max_number:
             return
-        if final_step is None or checkpoint_step(prefix) >= final_step:
+        if final_step is None or state["last"] >= final_step:
             return
+        announce()
+        time.sleep(max(0.0, start + interval_secs - time.time()))
+
+
+def _newer_checkpoint(checkpoint_dir, last_prefix, wait_secs, poll_secs=1.0):
+    """The latest checkpoint once it differs from `last_prefix`; None after `wait_secs`."""
+    stop = time.time() + wait_secs
+    while True:
+        latest = tf.train.latest_checkpoint(checkpoint_dir)
+        if latest is not None and latest != last_prefix:
+            return latest
+        if time.time() + poll_secs > stop:
+            return None
+        time.sleep(poll_secs)
 
 
 def check_classes(checkpoint_path, info):
@@ -193,6 +253,7 @@ def evaluate(
     tfds_data_dir=None,
     tfds_manual_dir=None,
     output_stride=None,
+    wait_secs=None,
 ):
     """Evaluates checkpoints as they come; returns the last results dict."""
     from deeplab_dpc.data import pipeline
@@ -208,7 +269,7 @@ def evaluate(
     )  # fmt: skip
     results = model = writer = None
     for prefix in watch_checkpoints(
-        checkpoint_path, max_number_of_evaluations, eval_interval_secs
+        checkpoint_path, max_number_of_evaluations, eval_interval_secs, wait_secs
     ):
         if model is None:
             model, config = load_model_for(prefix, info, output_stride)

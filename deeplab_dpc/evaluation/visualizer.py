@@ -10,8 +10,10 @@ use the same multi-scale / flipped inference as evaluation, at the original
 image size. The checkpoint loop is the evaluator's (`watch_checkpoints`).
 
 Deviations from DeepLab: files are named after the image (`image/filename`)
-instead of a running index; the panel file is new; ignore-label pixels of
-the ground truth are drawn with the palette entry of the ignore label.
+instead of a running index; the panel file is new (titled image | ground
+truth | prediction, enlarged when small, with a legend of the classes present
+in ground truth or prediction); ignore-label pixels of the ground truth are
+drawn with the palette entry of the ignore label.
 """
 
 import os
@@ -65,9 +67,14 @@ def visualize_checkpoint(model, config, prefix, dataset, colormap, options):
         colored = colormaps.colorize(pred, colormap)
         colormaps.save_png(rgb, os.path.join(out_dir, f"{base}_image.png"))
         colormaps.save_png(colored, os.path.join(out_dir, f"{base}_prediction.png"))
-        panel = colormaps.side_by_side(
-            rgb, colormaps.colorize(label, colormap), colored
-        )
+        legend = colormaps.legend_entries(
+            options["class_names"], colormap, label, pred,
+            ignore_label=options["ignore_label"],
+        )  # fmt: skip
+        panel = colormaps.titled_panel(
+            [rgb, colormaps.colorize(label, colormap), colored],
+            ["image", "ground truth", "prediction"], legend,
+        )  # fmt: skip
         colormaps.save_png(panel, os.path.join(out_dir, f"{base}_panel.png"))
         if options["also_save_raw_predictions"]:
             raw = options["raw_id_map"][pred]
@@ -92,6 +99,7 @@ def visualize_checkpoints(
     dataset_source="tfrecord",
     tfds_data_dir=None,
     tfds_manual_dir=None,
+    wait_secs=None,
 ):
     """Visualises checkpoints as they come; returns the number of images written."""
     from deeplab_dpc.data import pipeline
@@ -112,12 +120,15 @@ def visualize_checkpoints(
         "vis_logdir": vis_logdir,
         "also_save_raw_predictions": bool(also_save_raw_predictions),
         "max_images": int(max_images),
+        "class_names": list(info.class_names),
+        "ignore_label": info.ignore_label,
     }
     model = config = None
     count = 0
     for prefix in evaluator.watch_checkpoints(
-        checkpoint_path, max_number_of_iterations, eval_interval_secs
-    ):
+        checkpoint_path, max_number_of_iterations, eval_interval_secs, wait_secs,
+        once_flag="--max_number_of_iterations=1",
+    ):  # fmt: skip
         if model is None:
             model, config = evaluator.load_model_for(prefix, info)
         count = visualize_checkpoint(model, config, prefix, dataset, colormap, options)

@@ -79,8 +79,9 @@ def export_config(
     """The resolved export configuration written beside every exported model.
 
     `dataset` (a registry name) gives class names and colours; it must have the
-    model's number of classes. Without it the classes are named by id and
-    coloured with the generated PASCAL palette.
+    model's number of classes. Without it (see `dataset_of_checkpoint`, which
+    `export_model` applies first) the classes are named by id and coloured
+    with the generated PASCAL palette.
     """
     scales = [float(s) for s in inference_scales]
     if not scales or min(scales) <= 0:
@@ -91,9 +92,11 @@ def export_config(
     if dataset:
         info = registry.get_dataset_info(dataset)
         if info.num_classes != num_classes:
+            trained = config.get("dataset")
+            hint = f" (trained on {trained!r}: drop --dataset)" if trained else ""
             raise ValueError(
                 f"dataset {dataset!r} has {info.num_classes} classes but the "
-                f"model has {num_classes}"
+                f"model has {num_classes}{hint}"
             )
     else:
         info = registry.custom_dataset_info("unknown", num_classes)
@@ -291,6 +294,26 @@ def load_export_model(checkpoint_path, output_stride=None, num_classes=None):
         ) from e
 
 
+def dataset_of_checkpoint(config, dataset=None):
+    """`dataset` if given, else the one the model was trained on, or None.
+
+    The training dataset is the `dataset` field of the checkpoint's
+    model_config.json, used when the registry knows it and its class count is
+    the model's (a custom `--dataset_info_json` dataset is not known here:
+    the classes are then named by id).
+    """
+    if dataset:
+        return dataset
+    name = config.get("dataset")
+    if not name:
+        return None
+    try:
+        info = registry.get_dataset_info(name)
+    except ValueError:
+        return None
+    return name if info.num_classes == config["num_classes"] else None
+
+
 def _check_outputs(export_path, tflite_output, tflite_options, dataset):
     """Validates output paths and TFLite options before any slow work."""
     if not export_path and not tflite_output:
@@ -313,8 +336,10 @@ def export_model(
 ):
     """Exports a checkpoint as a SavedModel and/or a TFLite file; returns the config.
 
-    `output_stride` may differ from training's; `num_classes` is a check. The
-    other keyword arguments are those of `export_keras_model`.
+    `output_stride` may differ from training's; `num_classes` is a check.
+    `dataset` (class names, colours) defaults to the checkpoint's own
+    (`dataset_of_checkpoint`). The other keyword arguments are those of
+    `export_keras_model`.
     """
     _check_outputs(
         export_path,
@@ -325,6 +350,7 @@ def export_model(
     model, config, prefix = load_export_model(
         checkpoint_path, output_stride, num_classes
     )
+    kwargs["dataset"] = dataset_of_checkpoint(config, kwargs.get("dataset"))
     return export_keras_model(model, config, export_path, checkpoint=prefix, **kwargs)
 
 

@@ -7,10 +7,11 @@ correlation), Fig. 5 (the best cell: branches, inputs, operations, rates).
 Outputs in `out_dir`:
 
 * `leaderboard.csv` and `leaderboard.md`: rank, trial, key, proxy mIoU,
-  re-rank mIoU, params and MAdds of the cell, seconds.
+  re-rank mIoU, params and MAdds of the cell, seconds; the Markdown file
+  first explains the columns and the cell notation (`LEGEND`).
 * `best.json`: the best cell in the spec format (`train.py --dpc_spec`):
   best by re-rank score when any cell was re-ranked, else by proxy score.
-* `summary.json`: the best cell's scores, rho, counts, study and cache.
+* `summary.json`: the best cell's scores, rho and its n, counts, study and cache.
 * `proxy_scores.png`, `proxy_vs_rerank.png`, `best_cell.png`.
 """
 
@@ -22,12 +23,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from deeplab_dpc import artefacts  # noqa: E402
 from deeplab_dpc import spec as spec_lib  # noqa: E402
 from deeplab_dpc.search import SearchError, rerank  # noqa: E402
 from deeplab_dpc.search import study as study_lib  # noqa: E402
+
+MAX_POINT_LABELS = 30
 
 COLUMNS = (
     "rank",
@@ -76,6 +81,31 @@ def _fmt(value, digits=4):
     return str(value)
 
 
+LEGEND = """\
+# Leaderboard
+
+One row per distinct cell, best proxy score first.
+
+| column | meaning |
+| --- | --- |
+| rank | rank by proxy mIoU (1: best) |
+| trial | the search trial (Optuna trial number) that scored the cell |
+| key | the cell, in canonical notation (below) |
+| proxy_miou | val mIoU of the cell trained on cached backbone features (the proxy task) |
+| rerank_miou | val mIoU after fine-tuning backbone and cell end to end (`-`: not re-ranked) |
+| params | parameters of the cell (the backbone excluded) |
+| madds | multiply-adds of the cell on the cached feature size |
+| seconds | wall time of the proxy trial |
+
+Cell notation: branches joined by `+` read the backbone features F;
+`name[a,b]` is a branch whose output branches `a` and `b` read. Names:
+`conv1x1` (1x1 convolution), `sep3x3rHxW` (3x3 separable convolution with
+atrous rate H x W), `poolHxW` (average pyramid pooling to an H x W grid).
+All branches are concatenated and projected by a 1x1 convolution (256).
+
+"""
+
+
 def write_leaderboard(rows, out_dir):
     table = io.StringIO(newline="")
     writer = csv.writer(table)
@@ -83,7 +113,7 @@ def write_leaderboard(rows, out_dir):
     for row in rows:
         writer.writerow(["" if row[c] is None else row[c] for c in COLUMNS])
     artefacts.write_text(table.getvalue(), os.path.join(out_dir, "leaderboard.csv"))
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = [LEGEND + "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
         cells = [_fmt(row[c], 1 if c == "seconds" else 4) for c in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
@@ -113,22 +143,49 @@ def plot_proxy_scores(rows, path):
     )
     ax.set_xlabel("proxy mIoU (val)")
     ax.set_ylabel("cells")
-    ax.set_title(f"Proxy scores of {len(scores)} cells")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(6))
+    spread = max(scores) - min(scores)
+    ax.set_title(
+        f"Proxy scores of {len(scores)} cells (range {min(scores):.3f}-"
+        f"{max(scores):.3f}, spread {spread:.3f})",
+        fontsize=10,
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def plot_proxy_vs_rerank(pairs, rho, path):
-    """Fig. 4b: proxy vs re-rank mIoU, with Spearman's rho."""
+def plot_proxy_vs_rerank(pairs, rho, path, trials=None):
+    """Fig. 4b: proxy vs re-rank mIoU, with Spearman's rho and its n.
+
+    Points are labelled with their search trial (`trials`: {key: number})
+    and proxy rank when at most `MAX_POINT_LABELS` points are shown.
+    """
     fig, ax = plt.subplots(figsize=(5, 5))
     if pairs:
         proxy_scores = [p for _, p, _ in pairs]
         rerank_scores = [r for _, _, r in pairs]
-        ax.scatter(proxy_scores, rerank_scores, color="#4a7ebb")
+        ax.scatter(proxy_scores, rerank_scores, color="#4a7ebb", zorder=3)
+        if len(pairs) <= MAX_POINT_LABELS:
+            middle = (min(proxy_scores) + max(proxy_scores)) / 2
+            for key, p, r in pairs:
+                label = (trials or {}).get(key)
+                right = p > middle  # labels point inwards: none leaves the axes
+                ax.annotate(
+                    key if label is None else label, (p, r),
+                    xytext=(-6 if right else 6, 5), textcoords="offset points",
+                    ha="right" if right else "left", fontsize=7,
+                )  # fmt: skip
+        ax.margins(0.25)
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.yaxis.set_major_locator(MaxNLocator(5))
         rho_text = "n/a" if rho is None else f"{rho:.2f}"
-        ax.set_title(f"Spearman's rho = {rho_text} (n = {len(pairs)})")
+        note = " (+-1 by construction)" if len(pairs) == 2 else ""
+        ax.set_title(
+            f"Spearman's rho = {rho_text} (n = {len(pairs)}){note}", fontsize=10
+        )
     else:
         ax.text(0.5, 0.5, "no re-ranked cells", ha="center", va="center")
         ax.set_title("Proxy vs re-rank")
@@ -147,64 +204,94 @@ def _op_label(branch):
     return "3x3 sep conv\nrate {}x{}".format(*branch[spec_lib.RATE])
 
 
+def _rows(branches):
+    """Branch order top to bottom: depth first from F, children below parents."""
+    children = {i: [] for i in range(-1, len(branches))}
+    for i, b in enumerate(branches):
+        children[b[spec_lib.INPUT]].append(i)
+    order, stack = [], list(reversed(children[-1]))
+    while stack:
+        i = stack.pop()
+        order.append(i)
+        stack.extend(reversed(children[i]))
+    return order
+
+
 def _layout(branches):
-    """(x, y) of F, every branch (by depth in the DAG) and the concat node."""
+    """(x, y) of F, every branch and the concat node.
+
+    x is the depth in the DAG; each branch has its own row, so an edge from
+    a branch to the concat runs along its row and crosses no other label,
+    and an edge from parent to child spans one column gap only.
+    """
     depth = {-1: 0}
     for i, b in enumerate(branches):
         depth[i] = depth[b[spec_lib.INPUT]] + 1
-    columns = {}
-    for i in range(len(branches)):
-        columns.setdefault(depth[i], []).append(i)
+    rows = _rows(branches)
+    middle = (len(rows) - 1) / 2.0
     pos = {-1: (0.0, 0.0)}
-    for d, members in columns.items():
-        for j, i in enumerate(members):
-            pos[i] = (float(d), (len(members) - 1) / 2.0 - j)
-    pos["concat"] = (float(max(columns) + 1), 0.0)
+    for row, i in enumerate(rows):
+        pos[i] = (float(depth[i]), middle - row)
+    pos["concat"] = (float(max(depth.values()) + 1), 0.0)
     return pos
 
 
+BOX_W, BOX_H = 0.62, 0.72  # in column / row units
+
+
+def _box(ax, xy, text, color, fontsize=8):
+    x, y = xy
+    ax.add_patch(
+        FancyBboxPatch(
+            (x - BOX_W / 2, y - BOX_H / 2), BOX_W, BOX_H,
+            boxstyle="round,pad=0,rounding_size=0.06", fc=color, ec="#4a7ebb",
+            zorder=2,
+        )
+    )  # fmt: skip
+    ax.text(x, y, text, ha="center", va="center", fontsize=fontsize, zorder=3)
+
+
+def _arrow(ax, start, end, color="#555555", head=True):
+    style = "-|>,head_length=5,head_width=3" if head else "-"
+    ax.add_patch(
+        FancyArrowPatch(
+            start, end, arrowstyle=style, color=color, lw=1.2,
+            shrinkA=0, shrinkB=0, mutation_scale=1, zorder=1,
+        )
+    )  # fmt: skip
+
+
 def plot_cell(spec, path, title="Best DPC"):
-    """Fig. 5: the cell as a DAG: F -> branches -> concat -> 1x1 projection."""
+    """Fig. 5: the cell as a DAG: F -> branches -> concat -> 1x1 projection.
+
+    Parent -> child edges are dark; every branch also feeds the concat (grey
+    edges along its row into a bus before the concat). Every edge ends in an
+    arrowhead at a box border or at the bus.
+    """
     branches = spec_lib.parse_spec(spec, allow_outside_space=True)
     pos = _layout(branches)
-    width = pos["concat"][0] + 1.5
-    height = max(abs(y) for _, y in pos.values()) * 2 + 2
-    fig, ax = plt.subplots(figsize=(2.4 * width, 1.3 * height + 1))
-    box = {"boxstyle": "round,pad=0.4", "fc": "#eaf1fb", "ec": "#4a7ebb"}
-    arrow = {"arrowstyle": "->", "color": "#555555", "shrinkA": 28, "shrinkB": 28}
-    ax.text(
-        *pos[-1],
-        "F\n(backbone)",
-        ha="center",
-        va="center",
-        bbox={**box, "fc": "#f3f3f3"},
-    )
+    concat_x = pos["concat"][0]
+    rows = len(branches)
+    fig, ax = plt.subplots(figsize=(1.9 * (concat_x + 1), 0.8 * max(rows, 2) + 1.0))
+    half_w, half_h = BOX_W / 2, BOX_H / 2
     for i, b in enumerate(branches):
-        ax.annotate("", pos[i], pos[b[spec_lib.INPUT]], arrowprops=arrow)
-        # Every branch feeds the concat; an edge that skips a column is curved
-        # so it is not hidden behind the branches it would pass straight through.
-        skips = pos["concat"][0] - pos[i][0] > 1
-        bend = {"connectionstyle": "arc3,rad=-0.3"} if skips else {}
-        ax.annotate(
-            "", pos["concat"], pos[i], arrowprops={**arrow, "color": "#bbbbbb", **bend}
-        )
-        ax.text(
-            *pos[i],
-            f"branch {i}\n{_op_label(b)}",
-            ha="center",
-            va="center",
-            bbox=box,
-            fontsize=8,
-        )
-    ax.text(
-        *pos["concat"],
-        "concat\n1x1 conv 256",
-        ha="center",
-        va="center",
-        bbox={**box, "fc": "#fdf2e9"},
-    )
-    ax.set_xlim(-0.7, width - 0.8)
-    ax.set_ylim(-height / 2, height / 2)
+        (x0, y0), (x1, y1) = pos[b[spec_lib.INPUT]], pos[i]
+        _arrow(ax, (x0 + half_w, y0), (x1 - half_w, y1))
+    bus_x = concat_x - half_w - 0.18
+    ys = [pos[i][1] for i in range(rows)]
+    for i in range(rows):
+        x, y = pos[i]
+        _arrow(ax, (x + half_w, y), (bus_x, y), color="#aaaaaa")
+    _arrow(ax, (bus_x, min(ys + [0.0])), (bus_x, max(ys + [0.0])), "#aaaaaa", False)
+    _arrow(ax, (bus_x, 0.0), (concat_x - half_w, 0.0), color="#aaaaaa")
+    _box(ax, pos[-1], "F\n(backbone)", "#f3f3f3", 9)
+    for i, b in enumerate(branches):
+        _box(ax, pos[i], f"branch {i}\n{_op_label(b)}", "#eaf1fb")
+    _box(ax, pos["concat"], "concat\n1x1 conv\n256", "#fdf2e9", 9)
+    top = max(ys + [0.0]) + half_h + 0.1
+    bottom = min(ys + [0.0]) - half_h - 0.1
+    ax.set_xlim(-half_w - 0.05, concat_x + half_w + 0.05)
+    ax.set_ylim(bottom, top)
     ax.axis("off")
     ax.set_title(f"{title}\n{spec_lib.canonical_key(branches)}", fontsize=9)
     fig.tight_layout()
@@ -229,7 +316,10 @@ def write_report(search_study, rerank_study, out_dir, extra=None):
     pairs = rerank.rerank_pairs(search_study, rerank_study) if rerank_study else []
     rho = rerank.spearman(pairs)
     plot_proxy_scores(rows, os.path.join(out_dir, "proxy_scores.png"))
-    plot_proxy_vs_rerank(pairs, rho, os.path.join(out_dir, "proxy_vs_rerank.png"))
+    trials = {r["key"]: f"trial {r['trial']}, rank {r['rank']}" for r in rows}
+    plot_proxy_vs_rerank(
+        pairs, rho, os.path.join(out_dir, "proxy_vs_rerank.png"), trials
+    )
     plot_cell(best["spec"], os.path.join(out_dir, "best_cell.png"),
               title=f"Best DPC (by {by} mIoU, proxy rank {best['rank']})")  # fmt: skip
     summary = {
@@ -237,6 +327,7 @@ def write_report(search_study, rerank_study, out_dir, extra=None):
         "num_cells": len(rows),
         "num_reranked": len(pairs),
         "spearman_rho": rho,
+        "spearman_n": len(pairs),
         "best": {k: best[k] for k in COLUMNS} | {"chosen_by": by, "spec": best["spec"]},
         "failed_trials": len(
             search_study.get_trials(deepcopy=False, states=(TrialState.FAIL,))

@@ -62,8 +62,9 @@ def pretrain_backbone(
         max_checkpoints_to_keep=1,
     )  # fmt: skip
     logging.info(
-        "Pretraining the %s backbone on %s (%d steps)", model_variant, info.name, steps
-    )
+        "Pretraining the %s backbone on %s (%d steps) into %s",
+        model_variant, info.name, steps, logdir,
+    )  # fmt: skip
     trainer.train(model_cfg, options, info)
     return logdir
 
@@ -206,36 +207,52 @@ def make_proxy_objective(cache, *, steps, batch_size, learning_rate, seed, jit_c
     return evaluate
 
 
-def _log_result(result, best, bar):
+def _log_result(result, best, bar, desc, done, total, source_trials=None):
     value = "-" if result["value"] is None else f"{result['value']:.4f}"
     note = {"complete": "", "reused": " (reused)", "pruned": " (pruned)"}.get(
         result["state"], f" ({result['state']}: {result.get('why', '')})"
     )
     best_text = "-" if best is None else f"{best:.4f}"
-    bar.write(
-        f"trial {result['number']:4d} | {result['key']} | mIoU {value}{note}"
-        f" | best {best_text} | {result['seconds']:.1f} s"
+    source = ""
+    if source_trials and result["key"] in source_trials:
+        source = f" (search trial {source_trials[result['key']]})"
+    line = (
+        f"{desc} {done}/{total} | trial {result['number']}{source} | {result['key']}"
+        f" | mIoU {value}{note} | best {best_text} | {result['seconds']:.1f} s"
     )
+    if bar is not None:
+        bar.write(line)
+    else:
+        logging.info("%s", line)
 
 
-def run_with_progress(study, storage, evaluate, sampler, seed, desc, poll_seconds=1.0):
-    """`study.run_worker` with one log line per trial and a tqdm bar with ETA."""
-    from tqdm import tqdm
+def run_with_progress(study, storage, evaluate, sampler, seed, desc, poll_seconds=1.0,
+                      source_trials=None):  # fmt: skip
+    """`study.run_worker` with one line per trial; a tqdm bar on a terminal.
+
+    `source_trials` ({key: search trial number}) names, on each re-rank line,
+    the search trial the cell comes from.
+    """
+    from deeplab_dpc import console
 
     done, total = study_lib.progress_counts(study)
-    with tqdm(
-        total=total, initial=done, desc=desc, unit="trial", dynamic_ncols=True
-    ) as bar:
+    bar = console.progress_bar(total=total, initial=done, desc=desc, unit="trial")
+    try:
 
         def on_result(result):
             history = study_lib.scored_history(study)
             best = max((h.score for h in history), default=None)
-            _log_result(result, best, bar)
-            bar.update(study_lib.progress_counts(study)[0] - bar.n)
+            finished = study_lib.progress_counts(study)[0]
+            _log_result(result, best, bar, desc, finished, total, source_trials)
+            if bar is not None:
+                bar.update(finished - bar.n)
 
         results = study_lib.run_worker(
             study, storage, evaluate, sampler, seed, poll_seconds, on_result
         )
+    finally:
+        if bar is not None:
+            bar.close()
     return results
 
 
@@ -278,11 +295,19 @@ def stage_rerank(storage, study_name, top_k, objective, seed=0, selection="top")
     study = study_lib.create_study(
         storage, name, rerank.rerank_slots(candidates), attrs, seed
     )
-    run_with_progress(study, storage, objective, None, seed, "rerank")
+    logging.info(
+        "Re-ranking %d cells end to end: search trials %s",
+        len(candidates), ", ".join(str(c.number) for c in candidates),
+    )  # fmt: skip
+    sources = {c.key: c.number for c in candidates}
+    run_with_progress(
+        study, storage, objective, None, seed, "rerank", source_trials=sources
+    )
     pairs = rerank.rerank_pairs(search, study)
     rho = rerank.spearman(pairs)
     logging.info(
-        "Re-ranked %d cells; Spearman's rho (proxy vs re-rank) = %s",
-        len(pairs), "n/a" if rho is None else f"{rho:.3f}",
+        "Re-ranked %d cells; Spearman's rho (proxy vs re-rank) = %s (n = %d%s)",
+        len(pairs), "n/a" if rho is None else f"{rho:.3f}", len(pairs),
+        ": +-1 by construction" if len(pairs) == 2 else "",
     )  # fmt: skip
     return pairs, rho

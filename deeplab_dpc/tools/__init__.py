@@ -3,3 +3,10 @@
 The libraries they drive live below (`deeplab_dpc.model_stats`,
 `deeplab_dpc.export`, ...); nothing in the package imports a tool.
 """
+
+import sys
+
+if sys.argv[:1] == ["-m"]:  # `python -m deeplab_dpc.tools.x`: before TF loads
+    from deeplab_dpc import console
+
+    console.quiet_tensorflow()

@@ -323,6 +323,10 @@ class Trainer:
             tf.io.gfile.rmtree(self._checkpoint_dir())
         return path
 
+    def _log_saved(self, path, step):
+        if self.is_chief:
+            logging.info("Saved checkpoint %s (step %d)", path, step)
+
     def _check_finite(self, total, step):
         if np.isfinite(total):
             return
@@ -371,9 +375,11 @@ class Trainer:
                 last_summary = now
             due = now - last_save >= self.opts["save_interval_secs"]
             if step < total_steps and self._agree(due):
-                self.save()
+                self._log_saved(self.save(), step)
                 last_save = now
+        progress.close()
         path = self.save()
+        self._log_saved(path, int(self.step.numpy()))
         if self.is_chief:
             writer.scalars(int(self.step.numpy()), ce, total, None, None)
         writer.close()
