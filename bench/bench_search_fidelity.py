@@ -59,6 +59,19 @@ flags.DEFINE_float("proxy_learning_rate", 0.05, "Proxy base learning rate.")
 flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_string("rerank_storage", None, "Storage of the re-rank study.")
 flags.DEFINE_string("rerank_study", None, "Re-rank study (end-to-end scores).")
+flags.DEFINE_string(
+    "reference_json", None,
+    "Instead of a re-rank study: a JSON whose 'rerank' maps canonical keys to "
+    "end-to-end mIoU (bench/camvid_round1_rerank.json: g3doc/camvid.md's 14).",
+)  # fmt: skip
+flags.DEFINE_bool(
+    "upsample_logits", True, "multifidelity: the proxy's --proxy_upsample_logits."
+)
+flags.DEFINE_string(
+    "study_dir", None,
+    "multifidelity: keep each policy's study in <study_dir>/<policy>/search.db "
+    "(study name = the policy) to re-rank with search.py; default a temp dir.",
+)  # fmt: skip
 flags.DEFINE_list("options", ["up-fp32", "down-fp32", "up-bf16", "down-bf16"], "")
 flags.DEFINE_list("policies", ["paper", "hyperband"], "paper or a pruner name.")
 flags.DEFINE_string("sampler", "random", "Policy sampler (multifidelity).")
@@ -79,6 +92,9 @@ flags.DEFINE_string("figure", None, "multifidelity: best score vs time (PNG).")
 
 def rerank_scores():
     """{key: end-to-end mIoU} of the re-rank study ({} without one)."""
+    if FLAGS.reference_json:
+        with open(FLAGS.reference_json) as f:
+            return {k: float(v) for k, v in json.load(f)["rerank"].items()}
     if not FLAGS.rerank_study:
         return {}
     study = optuna.load_study(
@@ -143,6 +159,7 @@ def one_policy(cache, space, policy, tmp, reference):
         cache, steps=FLAGS.proxy_steps, batch_size=FLAGS.proxy_batch_size,
         learning_rate=FLAGS.proxy_learning_rate, seed=FLAGS.seed, jit_compile=False,
         eval_every=FLAGS.proxy_eval_every if pruning else 0, memory_limit_bytes=4 << 30,
+        upsample_logits=FLAGS.upsample_logits,
     )  # fmt: skip
     start, deadline = time.time(), time.time() + 60 * FLAGS.budget_minutes
     curve = []
@@ -176,6 +193,11 @@ def one_policy(cache, space, policy, tmp, reference):
 def multifidelity(cache, space, reference):
     results = {}
     for policy in FLAGS.policies:
+        if FLAGS.study_dir:
+            keep = os.path.join(FLAGS.study_dir, policy)
+            os.makedirs(keep, exist_ok=True)
+            results[policy] = one_policy(cache, space, policy, keep, reference)
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             results[policy] = one_policy(cache, space, policy, tmp, reference)
     print(
