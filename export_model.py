@@ -89,4 +89,9 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("checkpoint_path")
-    app.run(main, flags_parser=parse_flags)
+    from deeplab_dpc import interrupts
+
+    app.run(
+        lambda argv: interrupts.guard(lambda: main(argv), "export_model"),
+        flags_parser=parse_flags,
+    )

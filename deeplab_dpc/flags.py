@@ -228,11 +228,15 @@ def _parse_flags(argv):
 
 
 def run(main):
-    """`app.run(main)`, with flag errors and user errors as one line, exit code 2."""
+    """`app.run(main)`, with flag errors and user errors as one line, exit code 2.
+
+    SIGINT and SIGTERM stop the command with one line (`interrupts.guard`).
+    """
+    from deeplab_dpc import interrupts
 
     def guarded(argv):
         try:
-            return main(argv)
+            return interrupts.guard(lambda: main(argv))
         except (ValueError, FileNotFoundError) as e:
             fail(e)
 

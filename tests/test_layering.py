@@ -20,7 +20,8 @@ PACKAGE = "deeplab_dpc"
 # Lowest first. Each entry is one layer: a tuple of units (a module or a
 # package, with everything inside it).
 LAYERS = (
-    ("common", "artefacts", "errors"),  # vocabulary, files, exit-2 contract; no TF
+    # vocabulary, files, exit-2 contract, signals; no TF
+    ("common", "artefacts", "errors", "interrupts"),
     ("spec",),  # the DPC spec format and search space; no TF
     ("layers", "naming"),  # Keras layers; layer paths and DeepLab scopes
     ("backbones",),

@@ -29,7 +29,11 @@ Deviations from DeepLab, all deliberate:
   mode) or leaves the fresh head unnormalised (frozen).
 - `seed` seeds the weight initialisation too (`keras.utils.set_random_seed`),
   not only the input pipeline.
-- SIGTERM saves a checkpoint at the current step and stops (single worker).
+- SIGINT and SIGTERM (`deeplab_dpc.interrupts`) finish the step in flight,
+  save a checkpoint at that step and raise `interrupts.Interrupted`, so a
+  caller (the search's pretraining and re-ranking) never goes on with a model
+  that did not finish its schedule. Under MultiWorkerMirroredStrategy the
+  stop is agreed with the save decision: every worker saves the same step.
 - Checkpoints are written by `tf.train.CheckpointManager`, which updates its
   state file only after the data files are complete, so a kill at any point
   leaves the previous checkpoint as the latest.
@@ -44,7 +48,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from deeplab_dpc import artefacts, checkpoints, common, summaries
+from deeplab_dpc import artefacts, checkpoints, common, interrupts, summaries
 from deeplab_dpc import model as model_lib
 from deeplab_dpc.training import distribute, losses, schedules
 from deeplab_dpc.training.options import (
@@ -116,7 +120,6 @@ class Trainer:
             options["train_batch_size"], self.strategy
         )
         self.logdir = options["train_logdir"]
-        self.stop_requested = False
         if options["seed"] is not None:
             # The seed also fixes the initial weights of whatever is not
             # restored (a fresh head), so two runs with one seed are the same
@@ -335,14 +338,24 @@ class Trainer:
             f"{self.info.ignore_label}); last good checkpoint: {last}"
         )
 
-    def _agree(self, flag):
-        """All workers take the same save decision (the chief's clock decides)."""
+    def _agree(self, due):
+        """(save, stop): the chief's clock decides saves, a signal on any worker stops."""
+        stop = interrupts.requested() is not None
         if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            return flag
-        value = tf.constant(1.0 if (flag and self.is_chief) else 0.0)
+            return due, stop
+        value = tf.constant((1.0 if (due and self.is_chief) else 0.0) + 2.0 * stop)
         per_replica = self.strategy.run(lambda v: tf.identity(v), args=(value,))
-        total = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, None)
-        return bool(total.numpy() > 0)
+        total = self.strategy.reduce(tf.distribute.ReduceOp.MAX, per_replica, None)
+        total = int(total.numpy())
+        return bool(total & 1), bool(total & 2)
+
+    def _stopped(self, path):
+        signum = interrupts.requested() or signal.SIGTERM  # MWMS: another worker's
+        step = int(self.step.numpy())
+        logging.warning("Stopped at step %d: checkpoint %s", step, path)
+        return interrupts.Interrupted(
+            signum, f"checkpoint saved at step {step} ({path})"
+        )
 
     def run(self):
         """Trains to `training_number_of_steps`; returns a summary dict."""
@@ -356,7 +369,8 @@ class Trainer:
         )
         last_save = last_summary = time.time()
         ce = total = float("nan")
-        while int(self.step.numpy()) < total_steps and not self.stop_requested:
+        stop = self._agree(False)[1]
+        while int(self.step.numpy()) < total_steps and not stop:
             batch = next(iterator)
             ce_t, total_t = train_step(batch)
             ce, total = float(ce_t), float(total_t)
@@ -369,30 +383,17 @@ class Trainer:
                 writer.scalars(step, ce, total, lr, progress.images_per_sec())
                 writer.samples(step, self.model, self.strategy, batch)
                 last_summary = now
-            due = now - last_save >= self.opts["save_interval_secs"]
-            if step < total_steps and self._agree(due):
+            save, stop = self._agree(now - last_save >= self.opts["save_interval_secs"])
+            if step < total_steps and save and not stop:
                 self.save()
                 last_save = now
         path = self.save()
         if self.is_chief:
             writer.scalars(int(self.step.numpy()), ce, total, None, None)
         writer.close()
+        if stop:
+            raise self._stopped(path)
         return {"step": int(self.step.numpy()), "loss": total, "checkpoint": path}
-
-
-def _stop_on_sigterm(trainer):
-    """SIGTERM: finish the current step, save, stop (single worker only)."""
-    if isinstance(trainer.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return None
-
-    def handler(signum, frame):
-        logging.warning("SIGTERM: saving a checkpoint and stopping")
-        trainer.stop_requested = True
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        return None
 
 
 def _check_data(options, info):
@@ -407,7 +408,10 @@ def _check_data(options, info):
 
 
 def train(model_cfg, options, info):
-    """Trains (or resumes) and returns {"step", "loss", "checkpoint", "stopped"}."""
+    """Trains (or resumes) and returns {"step", "loss", "checkpoint"}.
+
+    A SIGINT or SIGTERM saves a checkpoint and raises `interrupts.Interrupted`.
+    """
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(
         PRECISION_POLICIES[options["mixed_precision"]]
@@ -419,13 +423,7 @@ def train(model_cfg, options, info):
         trainer = Trainer(model_cfg, options, info)
         trainer.write_configs()
         trainer.restore_or_initialize()
-        previous = _stop_on_sigterm(trainer)
-        try:
-            result = trainer.run()
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-        result["stopped"] = trainer.stop_requested
-        return result
+        with interrupts.handled(), interrupts.deferred():
+            return trainer.run()
     finally:
         keras.mixed_precision.set_global_policy(policy)
