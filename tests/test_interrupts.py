@@ -37,7 +37,10 @@ SCRIPT = textwrap.dedent(
                 open(marker, "w").write("aborted")
             with interrupts.on_abort(interrupts.once(abort)):
                 print("ready", flush=True)
-                ctypes.CDLL(None).system(b"exec sleep 8 </dev/null >/dev/null 2>&1")
+                started = (marker + ".started").encode()
+                ctypes.CDLL(None).system(
+                    b"touch " + started + b"; exec sleep 8 </dev/null >/dev/null 2>&1"
+                )
             print("returned from the C call", flush=True)
         else:
             try:
@@ -61,6 +64,9 @@ def _start(tmp_path, mode):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     assert proc.stdout.readline().strip() == "ready"
+    started = tmp_path / "marker.started"
+    while mode == "stuck" and not started.exists():  # inside the C call now
+        time.sleep(0.01)
     return proc, marker
 
 
