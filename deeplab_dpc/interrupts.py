@@ -10,6 +10,10 @@ How a signal is handled:
   thread at once, as Python's own SIGINT does (`KeyboardInterrupt` is its
   base class, so `except KeyboardInterrupt` clauses keep working). Cleanup in
   `finally` blocks runs; staged outputs are removed, never renamed in place.
+- Such a raise can land where Python cannot raise (a garbage-collector
+  callback, `__del__`) and is lost; the signal stays recorded, and the loops
+  of the search, the cache and the evaluator call `check()` at each step,
+  which raises it again.
 - Inside `deferred()` (the training loop) the handler only records the signal;
   the loop calls `requested()` between steps, saves, and raises `Interrupted`.
 - Python runs signal handlers only in the main thread between bytecodes, so
@@ -179,6 +183,8 @@ def install(grace_seconds=DEFAULT_GRACE_SECONDS, prog=None):
     _state.wakeup = (read_fd, write_fd, previous_fd)
     for signum in SIGNALS:
         _state.previous[signum] = signal.signal(signum, _handler)
+    _state.previous_hook = sys.unraisablehook
+    sys.unraisablehook = _unraisable
     threading.Thread(
         target=_watch, args=(read_fd,), name="interrupts-watchdog", daemon=True
     ).start()
@@ -186,10 +192,21 @@ def install(grace_seconds=DEFAULT_GRACE_SECONDS, prog=None):
     return True
 
 
+def _unraisable(info):
+    """Silences an `Interrupted` raised where Python cannot raise (a GC callback).
+
+    The signal stays recorded; the next `check()` of a loop raises it again.
+    """
+    if isinstance(info.exc_value, Interrupted):
+        return
+    _state.previous_hook(info)
+
+
 def uninstall():
     """Restores the previous handlers; the watchdog exits."""
     if not _state.installed:
         return
+    sys.unraisablehook = _state.previous_hook
     for signum, previous in _state.previous.items():
         signal.signal(signum, previous)
     read_fd, write_fd, previous_fd = _state.wakeup

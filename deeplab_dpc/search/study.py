@@ -440,6 +440,7 @@ def run_worker(
     results = []
     interval = storage.get_heartbeat_interval() or DEFAULT_HEARTBEAT_INTERVAL
     while True:
+        interrupts.check()  # a safe point between trials
         _retrying(optuna.storages.fail_stale_trials, study)
         trial_id = pop_waiting(study, storage)
         if trial_id is None:
