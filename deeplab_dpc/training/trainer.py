@@ -13,16 +13,14 @@ Deviations from DeepLab, all deliberate:
 - Resumable at every checkpoint: the checkpoint holds the model, the
   optimizer (momentum, iteration count, hence the learning rate), the step,
   the data position (global batches consumed) and, where TensorFlow can save
-  it, the `tf.data` iterator itself, so a resume costs the same at step 10 as
-  at step 10^6. The iterator is saved when there is one replica (default and
-  one-device strategies, which then read a plain `tf.data` iterator, not a
-  distributed one, and copy each batch to the device in the step). Distributed iterators (mirrored over several devices,
-  multi-worker, TPU) are not checkpointable, and a pipeline whose state
-  cannot be serialised (a generator source) fails its first save; there,
-  and when resuming a checkpoint without iterator state, the seeded,
-  deterministic pipeline skips the consumed batches instead (one pass of the
-  input pipeline over them, no model compute). The iterator's state includes
-  the shuffle buffers (100 encoded records): a checkpoint grows by them.
+  it (a non-distributed iterator: the default strategy only), the `tf.data`
+  iterator itself. Otherwise (one_device, mirrored, multi_worker, TPU:
+  distributed iterators are not checkpointable in TensorFlow 2.21; a
+  generator source, which fails the first save and is then saved without),
+  the seeded, deterministic pipeline skips the consumed batches on restart
+  (one pass of the input pipeline over them, no model compute). A plain
+  iterator for one replica was tried and is off: the losses after a resume
+  differed from an uninterrupted run's (see g3doc/training.md).
 - `model_config.json` and `train_config.json` (the resolved options) are
   written beside the checkpoints, so eval, vis and export need no model flags.
 - A non-finite loss stops training (`NonFiniteLossError`) with the step, the
@@ -246,23 +244,10 @@ class Trainer:
         """The input iterator, restored from the checkpoint or positioned by skipping."""
         latest = tf.train.latest_checkpoint(self.logdir)
         self.skip_batches = not self._iterator_state(latest)
-        if (
-            self.replicas == 1
-            and not self._is_tpu()
-            and not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
-        ):  # one replica: a plain iterator, which TensorFlow can checkpoint
-            options = tf.data.Options()
-            # The only external state is the py_function reading the rest of a
-            # shard after a corrupt record; it is a pure function of (shard,
-            # record index), so the iterator's state is complete without it.
-            options.experimental_external_state_policy = (
-                tf.data.experimental.ExternalStatePolicy.IGNORE
-            )
-            dataset = self.dataset_fn(tf.distribute.InputContext())
-            iterator = iter(dataset.with_options(options))
-        else:
-            dataset = self.strategy.distribute_datasets_from_function(self.dataset_fn)
-            iterator = iter(dataset)
+        # A plain tf.data iterator for one replica (checkpointable) was tried
+        # and is off: its resumed losses differed from an uninterrupted run's.
+        dataset = self.strategy.distribute_datasets_from_function(self.dataset_fn)
+        iterator = iter(dataset)
         if not isinstance(iterator, tf.__internal__.tracking.Trackable):
             if not self.skip_batches:  # saved by a one-device run: skip instead
                 self.skip_batches = True
