@@ -124,6 +124,7 @@ def _run(module, kind, seed):
     return bad
 
 
+@pytest.mark.slow  # 40 s (images) and 90 s (encoded) on the loaded 2-core machine
 @pytest.mark.parametrize("kind", ["images", "encoded"])
 def test_serving_requests_fuzzed(module, kind):
     bad = _run(module, kind, seed=0)
