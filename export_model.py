@@ -103,5 +103,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from deeplab_dpc import interrupts
+
     console.quiet_tensorflow()  # before main() loads TensorFlow
-    app.run(main, flags_parser=parse_flags)
+    app.run(
+        lambda argv: interrupts.guard(lambda: main(argv), "export_model"),
+        flags_parser=parse_flags,
+    )

@@ -32,10 +32,9 @@ def main(argv):
         result = trainer.train(model_cfg, options, info)
     except trainer.NonFiniteLossError as e:
         dpc_flags.fail(e)
-    verb = "Stopped" if result["stopped"] else "Finished"
     logging.info(
-        "%s at step %d, loss %.4f; checkpoint %s",
-        verb, result["step"], result["loss"], result["checkpoint"],
+        "Finished at step %d, loss %.4f; checkpoint %s",
+        result["step"], result["loss"], result["checkpoint"],
     )  # fmt: skip
 
 

@@ -230,12 +230,14 @@ def _parse_flags(argv):
 def run(main):
     """`app.run(main)`, with flag errors and user errors as one line, exit code 2.
 
-    TensorFlow's console logging is quieted first (`console.quiet_tensorflow`).
+    TensorFlow's console logging is quieted first (`console.quiet_tensorflow`);
+    SIGINT and SIGTERM stop the command with one line (`interrupts.guard`).
     """
+    from deeplab_dpc import interrupts
 
     def guarded(argv):
         try:
-            return main(argv)
+            return interrupts.guard(lambda: main(argv))
         except (ValueError, FileNotFoundError) as e:
             fail(e)
 

@@ -20,7 +20,8 @@ PACKAGE = "deeplab_dpc"
 # Lowest first. Each entry is one layer: a tuple of units (a module or a
 # package, with everything inside it).
 LAYERS = (
-    ("common", "artefacts", "errors", "console"),  # no TF
+    # vocabulary, files, exit-2 contract, consoles, signals; no TF
+    ("common", "artefacts", "errors", "console", "interrupts"),
     ("spec", "nas_spec"),  # DPC spec, Auto-DeepLab architecture formats; no TF
     ("layers", "naming"),  # Keras layers; layer paths and DeepLab scopes
     ("backbones",),

@@ -183,7 +183,9 @@ def test_sigkill_then_resume_then_sigterm(tiny_data, tmp_path):
     assert int(ckpt) == int(step) == int(position) == killed_at
     schedule = schedules.DeepLabSchedule("poly", 0.02, 100000)
     assert float(lr) == pytest.approx(float(schedule(killed_at)), rel=1e-4)
-    stopped = re.search(r"Stopped at step (\d+)", out)
+    stopped = re.search(
+        r"train.py: stopped by SIGTERM: checkpoint saved at step (\d+)", out
+    )
     assert stopped and latest_step(logdir) == int(stopped.group(1)) > killed_at
     # The first logged step after the resume is the next one, not step 1.
     assert re.search(rf"step {killed_at + 1}/100000 ", out)

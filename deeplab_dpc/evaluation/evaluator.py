@@ -180,7 +180,10 @@ def make_predict_fn(model, scales, add_flipped_images):
 
 def iterate_predictions(dataset, predict):
     """Yields (name, image, label, prediction) cropped to the original size."""
+    from deeplab_dpc import interrupts
+
     for batch in dataset:
+        interrupts.check()  # a safe point (the handler's raise can be swallowed)
         preds = predict(batch[common.IMAGE]).numpy()
         for i in range(preds.shape[0]):
             h, w = int(batch[common.HEIGHT][i]), int(batch[common.WIDTH][i])

@@ -135,6 +135,26 @@ def decode_image(encoded):
         )
 
 
+def request_error(error):
+    """One line saying why a serving request failed (for logs and the predict tool).
+
+    A failed check in the serving graph reaches the caller as a multi-line
+    `InvalidArgumentError` whose first line is TensorFlow's "Graph execution
+    error:" and whose cause is further down ("assertion failed: [empty batch
+    of images] ..." or a decoder's message); this returns that cause.
+    """
+    text = getattr(error, "message", None) or str(error)
+    lines = [line.strip() for line in text.splitlines()]
+    for line in lines:
+        if line.startswith("assertion failed: ["):
+            return line[len("assertion failed: [") :].split("]", 1)[0]
+    skip = ("Graph execution error", "Detected at node", "File ", "[[", "Op:")
+    for raw, line in zip(text.splitlines(), lines):
+        if line and not raw.startswith((" ", "\t")) and not line.startswith(skip):
+            return line
+    return type(error).__name__
+
+
 def check_images(images, max_pixels=0):
     """Asserts a usable uint8 batch [B, H, W, 3]; returns it after the checks."""
     shape = tf.shape(images, out_type=tf.int64)

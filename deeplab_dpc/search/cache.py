@@ -34,7 +34,7 @@ import shutil
 
 import numpy as np
 
-from deeplab_dpc import artefacts, common
+from deeplab_dpc import artefacts, common, interrupts
 
 CACHE_INFO_FILENAME = artefacts.CACHE_INFO
 CACHE_VERSION = 1
@@ -128,6 +128,7 @@ def _write_split(directory, split, batches, feature_fn, writer_args):
     """Runs the backbone over `batches` and writes shards; returns their list."""
     writer = _ShardWriter(directory, split, *writer_args)
     for batch in batches:
+        interrupts.check()  # a safe point (the handler's raise can be swallowed)
         features = feature_fn(batch[common.IMAGE]).numpy()
         writer.add(features, batch[common.LABEL].numpy()[..., 0])
     return writer.close()

@@ -34,7 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from deeplab_dpc import common
+from deeplab_dpc import common, interrupts
 from deeplab_dpc.layers import DensePredictionCell
 from deeplab_dpc.layers.conv import Logits
 from deeplab_dpc.layers.resize import resize_bilinear
@@ -240,6 +240,7 @@ def train_proxy(
     )
     losses, eval_seconds = [], 0.0
     for step in range(1, steps + 1):
+        interrupts.check()  # a safe point (the handler's raise can be swallowed)
         losses.append(train_step(*data.next_args()))
         if on_eval and eval_every > 0 and step % eval_every == 0 and step < steps:
             t = time.perf_counter()

@@ -19,6 +19,11 @@ How a study runs:
   preempted) goes stale after `grace_period`, is marked FAIL, and Optuna's
   `RetryHeartbeatStaleTrialCallback` re-queues a copy (same user attrs, so
   the same slot and the same spec) as WAITING. Nothing is lost or run twice.
+* **Signals.** SIGINT or SIGTERM during a trial (`deeplab_dpc.interrupts`)
+  marks it FAIL (user attr `interrupted`) and requeues its copy at once, as a
+  stale one would be, and stops the worker: an interrupted trial is never
+  scored. When the main thread is stuck in a long TensorFlow call, the
+  interrupts watchdog requeues the trial before it ends the process.
 * **Claims.** The policy's spec is written to the trial (user attrs `spec`,
   `key`) and then the other trials are read again; if another active trial
   claimed the same canonical key meanwhile, the policy proposes again. (Each
@@ -47,6 +52,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from deeplab_dpc import interrupts
 from deeplab_dpc import spec as spec_lib
 from deeplab_dpc.search import SearchError
 from deeplab_dpc.search.samplers import Scored
@@ -385,8 +391,11 @@ def run_trial(study, storage, trial_id, evaluate, sampler, seed, poll_seconds):
         _finish(storage, trial_id, TrialState.COMPLETE, source.value, copied)
         return {**result, "state": "reused", "value": source.value, "seconds": 0.0}
     start = time.perf_counter()
+    requeue = interrupts.once(lambda: _requeue(study, storage, trial_id))
     try:
-        out = evaluate(spec, optuna.Trial(study, trial_id))
+        with interrupts.on_abort(requeue):
+            out = evaluate(spec, optuna.Trial(study, trial_id))
+        interrupts.check(f"trial {number} not recorded, it is retried")
     except optuna.TrialPruned as e:
         seconds = time.perf_counter() - start
         _finish(storage, trial_id, TrialState.PRUNED, None, {SECONDS: seconds})
@@ -397,18 +406,19 @@ def run_trial(study, storage, trial_id, evaluate, sampler, seed, poll_seconds):
             "seconds": seconds,
             "why": str(e),
         }
-    except (KeyboardInterrupt, SystemExit):
-        _requeue(study, storage, trial_id)
+    except (KeyboardInterrupt, SystemExit):  # interrupts.Interrupted included
+        requeue()
         raise
     except Exception as e:  # a bad candidate must not stop the worker
         line = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
         _finish(storage, trial_id, TrialState.FAIL, None, {ERROR: line})
         return {**result, "state": "failed", "value": None, "seconds": 0.0, "why": line}
     seconds = time.perf_counter() - start
-    _finish(
-        storage, trial_id, TrialState.COMPLETE, out["value"],
-        {**out.get("user_attrs", {}), SECONDS: seconds},
-    )  # fmt: skip
+    with interrupts.deferred():  # a signal now waits until the score is written
+        _finish(
+            storage, trial_id, TrialState.COMPLETE, out["value"],
+            {**out.get("user_attrs", {}), SECONDS: seconds},
+        )  # fmt: skip
     return {**result, "state": "complete", "value": out["value"], "seconds": seconds}
 
 
@@ -430,6 +440,7 @@ def run_worker(
     results = []
     interval = storage.get_heartbeat_interval() or DEFAULT_HEARTBEAT_INTERVAL
     while True:
+        interrupts.check()  # a safe point between trials
         _retrying(optuna.storages.fail_stale_trials, study)
         trial_id = pop_waiting(study, storage)
         if trial_id is None:

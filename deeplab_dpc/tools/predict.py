@@ -133,8 +133,7 @@ def predict_files(predictor, paths, output_dir, alpha=DEFAULT_OVERLAY_ALPHA):
             image = saved_model.decode_image(tf.constant(encoded)).numpy()
             labels = predictor(encoded, image)
         except (OSError, tf.errors.OpError) as e:
-            message = getattr(e, "message", None) or str(e)
-            failed[path] = message.strip().splitlines()[0]
+            failed[path] = saved_model.request_error(e)
             continue
         label_image(labels).save(os.path.join(output_dir, f"{name}_label.png"))
         Image.fromarray(overlay(image, labels, palette, alpha)).save(

@@ -12,12 +12,15 @@ trained, as slim's `is_training=False`), optional initialisation from
 Deviations from DeepLab, all deliberate:
 - Resumable at every checkpoint: the checkpoint holds the model, the
   optimizer (momentum, iteration count, hence the learning rate), the step,
-  and the data position (global batches consumed). On restart the input
-  pipeline, seeded and deterministic, skips that many batches, so the run
-  continues on the same data it would have seen (tf.data iterator
-  checkpoints would avoid re-reading, but distributed iterators cannot be
-  checkpointed; the skip costs one pass of the input pipeline over the
-  consumed batches, no model compute).
+  the data position (global batches consumed) and, where TensorFlow can save
+  it (a non-distributed iterator: the default strategy only), the `tf.data`
+  iterator itself. Otherwise (one_device, mirrored, multi_worker, TPU:
+  distributed iterators are not checkpointable in TensorFlow 2.21; a
+  generator source, which fails the first save and is then saved without),
+  the seeded, deterministic pipeline skips the consumed batches on restart
+  (one pass of the input pipeline over them, no model compute). A plain
+  iterator for one replica was tried and is off: the losses after a resume
+  differed from an uninterrupted run's (see g3doc/training.md).
 - `model_config.json` and `train_config.json` (the resolved options) are
   written beside the checkpoints, so eval, vis and export need no model flags.
 - A non-finite loss stops training (`NonFiniteLossError`) with the step, the
@@ -29,7 +32,11 @@ Deviations from DeepLab, all deliberate:
   mode) or leaves the fresh head unnormalised (frozen).
 - `seed` seeds the weight initialisation too (`keras.utils.set_random_seed`),
   not only the input pipeline.
-- SIGTERM saves a checkpoint at the current step and stops (single worker).
+- SIGINT and SIGTERM (`deeplab_dpc.interrupts`) finish the step in flight,
+  save a checkpoint at that step and raise `interrupts.Interrupted`, so a
+  caller (the search's pretraining and re-ranking) never goes on with a model
+  that did not finish its schedule. Under MultiWorkerMirroredStrategy the
+  stop is agreed with the save decision: every worker saves the same step.
 - Checkpoints are written by `tf.train.CheckpointManager`, which updates its
   state file only after the data files are complete, so a kill at any point
   leaves the previous checkpoint as the latest.
@@ -44,7 +51,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from deeplab_dpc import artefacts, checkpoints, common, summaries
+from deeplab_dpc import artefacts, checkpoints, common, errors, interrupts, summaries
 from deeplab_dpc import model as model_lib
 from deeplab_dpc.training import distribute, losses, schedules
 from deeplab_dpc.training.options import (
@@ -116,7 +123,6 @@ class Trainer:
             options["train_batch_size"], self.strategy
         )
         self.logdir = options["train_logdir"]
-        self.stop_requested = False
         if options["seed"] is not None:
             # The seed also fixes the initial weights of whatever is not
             # restored (a fresh head), so two runs with one seed are the same
@@ -226,6 +232,34 @@ class Trainer:
             )
         return None
 
+    def _iterator_state(self, prefix):
+        """Whether checkpoint `prefix` holds the input iterator's state."""
+        if not prefix:
+            return False
+        return any(
+            n.startswith("iterator/") for n, _ in tf.train.list_variables(prefix)
+        )
+
+    def make_iterator(self):
+        """The input iterator, restored from the checkpoint or positioned by skipping."""
+        latest = tf.train.latest_checkpoint(self.logdir)
+        self.skip_batches = not self._iterator_state(latest)
+        # A plain tf.data iterator for one replica (checkpointable) was tried
+        # and is off: its resumed losses differed from an uninterrupted run's.
+        dataset = self.strategy.distribute_datasets_from_function(self.dataset_fn)
+        iterator = iter(dataset)
+        if not isinstance(iterator, tf.__internal__.tracking.Trackable):
+            if not self.skip_batches:  # saved by a one-device run: skip instead
+                self.skip_batches = True
+                iterator = iter(self.strategy.distribute_datasets_from_function(
+                    self.dataset_fn
+                ))  # fmt: skip
+            return iterator
+        if not self.skip_batches:
+            tf.train.Checkpoint(iterator=iterator).restore(latest).expect_partial()
+        self.checkpoint.iterator = iterator
+        return iterator
+
     def dataset_fn(self, input_context):
         """The per-worker input pipeline, positioned after the consumed batches."""
         from deeplab_dpc.data import pipeline
@@ -251,6 +285,8 @@ class Trainer:
             tfds_manual_dir=opts["tfds_manual_dir"],
             shard=input_context,
         )
+        if not getattr(self, "skip_batches", True):
+            return dataset  # the iterator's own state is restored
         local_replicas = (
             input_context.num_replicas_in_sync // input_context.num_input_pipelines
         )
@@ -318,7 +354,17 @@ class Trainer:
 
     def save(self):
         """Saves a checkpoint at the current step (every worker must call it)."""
-        path = self.manager.save(checkpoint_number=self.step)
+        try:
+            path = self.manager.save(checkpoint_number=self.step)
+        except (tf.errors.FailedPreconditionError, tf.errors.UnimplementedError) as e:
+            if not hasattr(self.checkpoint, "iterator"):
+                raise
+            logging.warning(  # a generator source: resumes skip batches instead
+                "The input iterator cannot be saved (%s); saving without it",
+                errors.one_line(e),
+            )
+            del self.checkpoint.iterator
+            path = self.manager.save(checkpoint_number=self.step)
         if not self.is_chief:
             tf.io.gfile.rmtree(self._checkpoint_dir())
         return path
@@ -339,20 +385,29 @@ class Trainer:
             f"{self.info.ignore_label}); last good checkpoint: {last}"
         )
 
-    def _agree(self, flag):
-        """All workers take the same save decision (the chief's clock decides)."""
+    def _agree(self, due):
+        """(save, stop): the chief's clock decides saves, a signal on any worker stops."""
+        stop = interrupts.requested() is not None
         if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            return flag
-        value = tf.constant(1.0 if (flag and self.is_chief) else 0.0)
+            return due, stop
+        value = tf.constant((1.0 if (due and self.is_chief) else 0.0) + 2.0 * stop)
         per_replica = self.strategy.run(lambda v: tf.identity(v), args=(value,))
-        total = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, None)
-        return bool(total.numpy() > 0)
+        total = self.strategy.reduce(tf.distribute.ReduceOp.MAX, per_replica, None)
+        total = int(total.numpy())
+        return bool(total & 1), bool(total & 2)
+
+    def _stopped(self, path):
+        signum = interrupts.requested() or signal.SIGTERM  # MWMS: another worker's
+        step = int(self.step.numpy())
+        logging.warning("Stopped at step %d: checkpoint %s", step, path)
+        return interrupts.Interrupted(
+            signum, f"checkpoint saved at step {step} ({path})"
+        )
 
     def run(self):
         """Trains to `training_number_of_steps`; returns a summary dict."""
         total_steps = self.opts["training_number_of_steps"]
-        dataset = self.strategy.distribute_datasets_from_function(self.dataset_fn)
-        iterator = iter(dataset)
+        iterator = self.make_iterator()
         train_step = self.make_train_step()
         writer = summaries.SummaryWriter(self.logdir, self.is_chief, self.info)
         progress = summaries.Progress(
@@ -360,8 +415,19 @@ class Trainer:
         )
         last_save = last_summary = time.time()
         ce = total = float("nan")
-        while int(self.step.numpy()) < total_steps and not self.stop_requested:
+        stop = self._agree(False)[1]
+        start_step = int(self.step.numpy())
+        first = time.perf_counter() if start_step else None
+        while int(self.step.numpy()) < total_steps and not stop:
             batch = next(iterator)
+            if first is not None:  # a resume: what positioning the input cost
+                logging.info(
+                    "Input positioned at data position %d in %.2f s (%s)",
+                    int(self.data_position.numpy()), time.perf_counter() - first,
+                    "skipped the consumed batches" if self.skip_batches
+                    else "restored the iterator",
+                )  # fmt: skip
+                first = None
             ce_t, total_t = train_step(batch)
             ce, total = float(ce_t), float(total_t)
             step = int(self.step.numpy())
@@ -373,32 +439,23 @@ class Trainer:
                 writer.scalars(step, ce, total, lr, progress.images_per_sec())
                 writer.samples(step, self.model, self.strategy, batch)
                 last_summary = now
-            due = now - last_save >= self.opts["save_interval_secs"]
-            if step < total_steps and self._agree(due):
+            save, stop = self._agree(now - last_save >= self.opts["save_interval_secs"])
+            if step < total_steps and save and not stop:
                 self._log_saved(self.save(), step)
                 last_save = now
         progress.close()
-        path = self.save()
-        self._log_saved(path, int(self.step.numpy()))
+        latest = tf.train.latest_checkpoint(self.logdir)
+        if latest and int(self.step.numpy()) == start_step:
+            path = latest  # nothing trained: a complete run's checkpoint stays as is
+        else:
+            path = self.save()
+            self._log_saved(path, int(self.step.numpy()))
         if self.is_chief:
             writer.scalars(int(self.step.numpy()), ce, total, None, None)
         writer.close()
+        if stop:
+            raise self._stopped(path)
         return {"step": int(self.step.numpy()), "loss": total, "checkpoint": path}
-
-
-def _stop_on_sigterm(trainer):
-    """SIGTERM: finish the current step, save, stop (single worker only)."""
-    if isinstance(trainer.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return None
-
-    def handler(signum, frame):
-        logging.warning("SIGTERM: saving a checkpoint and stopping")
-        trainer.stop_requested = True
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        return None
 
 
 def _check_data(options, info):
@@ -413,7 +470,10 @@ def _check_data(options, info):
 
 
 def train(model_cfg, options, info):
-    """Trains (or resumes) and returns {"step", "loss", "checkpoint", "stopped"}."""
+    """Trains (or resumes) and returns {"step", "loss", "checkpoint"}.
+
+    A SIGINT or SIGTERM saves a checkpoint and raises `interrupts.Interrupted`.
+    """
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(
         PRECISION_POLICIES[options["mixed_precision"]]
@@ -425,13 +485,7 @@ def train(model_cfg, options, info):
         trainer = Trainer(model_cfg, options, info)
         trainer.write_configs()
         trainer.restore_or_initialize()
-        previous = _stop_on_sigterm(trainer)
-        try:
-            result = trainer.run()
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-        result["stopped"] = trainer.stop_requested
-        return result
+        with interrupts.handled(), interrupts.deferred():
+            return trainer.run()
     finally:
         keras.mixed_precision.set_global_policy(policy)
