@@ -114,6 +114,12 @@ flags.DEFINE_float(
     "Re-ranking: gradient multiplier of the cell and logits (DeepLab's flag).",
 )  # fmt: skip
 flags.DEFINE_integer("seed", 0, "Seed of the cache, the policies and the trainers.")
+flags.DEFINE_enum(
+    "search_method", "dpc", ["dpc", "auto_deeplab"],
+    "dpc: the DPC study (these flags); auto_deeplab: the Auto-DeepLab search "
+    "with its defaults into --workdir (its own knobs: "
+    "python -m deeplab_dpc.search.auto_deeplab --help).",
+)  # fmt: skip
 
 NEEDS_STORAGE = ("create", "run", "rerank", "report")
 NEEDS_CACHE = ("create", "run", "rerank")
@@ -231,8 +237,19 @@ def _report(storage, out_dir):
     )
 
 
+def _auto_deeplab():
+    from deeplab_dpc.search.auto_deeplab.search import run_search
+
+    run_search(
+        FLAGS.workdir, dataset=FLAGS.dataset, dataset_dir=FLAGS.dataset_dir,
+        seed=FLAGS.seed,
+    )  # fmt: skip
+
+
 def main(argv):
     del argv
+    if FLAGS.search_method == "auto_deeplab":
+        return _auto_deeplab()
     from deeplab_dpc import console
     from deeplab_dpc.data import registry
     from deeplab_dpc.search import stages as stages_lib

@@ -46,10 +46,21 @@ def define_model_variant_flag():
     )
 
 
+def define_nas_flags():
+    """The NAS variants' flags (`--model_variant=nas_hnasnet`)."""
+    flags.DEFINE_integer(
+        "nas_stem_output_num_conv_filters", 20, "F of nas_hnasnet (S/M/L: 20/32/48)."
+    )
+    flags.DEFINE_string(
+        "nas_architecture", None, "nas_spec JSON of nas_hnasnet; empty: the paper's."
+    )
+
+
 def define_model_flags():
     """Model and dataset flags (DeepLab's common.py), shared by all entry points."""
     define_model_variant_flag()
     flags.DEFINE_float("depth_multiplier", 1.0, "MobileNetV2 width multiplier.")
+    define_nas_flags()
     flags.DEFINE_integer("output_stride", 16, "Backbone output stride: 8, 16 or 32.")
     flags.DEFINE_multi_string(
         "atrous_rates", [], "ASPP rates at output stride 16; empty: the head default."
@@ -164,6 +175,7 @@ def dataset_info():
 MODEL_CONFIG_FLAGS = (
     "output_stride", "decoder_output_stride", "depth_multiplier",
     "batch_norm_decay", "upsample_logits", "dataset",
+    "nas_stem_output_num_conv_filters", "nas_architecture",
 )  # fmt: skip
 
 

@@ -13,9 +13,9 @@ ASPP), optional `decoder`, `logits` (`logits/semantic`), and `upsample`.
 
 import keras
 
-from deeplab_dpc import artefacts, common
+from deeplab_dpc import artefacts, common, nas_spec
 from deeplab_dpc import spec as spec_lib
-from deeplab_dpc.backbones import MODEL_VARIANTS, build_backbone
+from deeplab_dpc.backbones import MODEL_VARIANTS, NAS_VARIANTS, build_backbone
 from deeplab_dpc.layers import ASPP, DEFAULT_ATROUS_RATES, Decoder, DensePredictionCell
 from deeplab_dpc.layers.conv import Logits
 from deeplab_dpc.layers.resize import ResizeLike
@@ -49,6 +49,8 @@ def model_config(
     upsample_logits=True,
     allow_outside_space=False,
     dataset=None,
+    nas_stem_output_num_conv_filters=20,
+    nas_architecture=None,
 ):
     """Validates the model options and returns them as a JSON-ready dict.
 
@@ -65,6 +67,9 @@ def model_config(
       upsample_logits: resize logits to the input size inside the model.
       dataset: name of the dataset the weights are trained on; recorded so a
         checkpoint explains itself, not used to build the model.
+      nas_stem_output_num_conv_filters: F of the NAS variants (DeepLab's flag).
+      nas_architecture: a NAS variant's architecture, a `nas_spec` dict or
+        JSON file (recorded as the dict); None is the paper's hnasnet.
     """
     if model_variant not in MODEL_VARIANTS:
         raise ModelConfigError(
@@ -96,7 +101,30 @@ def model_config(
             "dpc_spec: given, but head is 'aspp'; use head='dpc' or drop the spec"
         )
     rates = list(DEFAULT_ATROUS_RATES if atrous_rates is None else atrous_rates)
+    nas = {}
+    if model_variant in NAS_VARIANTS:
+        if int(nas_stem_output_num_conv_filters) < 1:
+            raise ModelConfigError(
+                "nas_stem_output_num_conv_filters: must be positive, got "
+                f"{nas_stem_output_num_conv_filters}"
+            )
+        try:
+            if isinstance(nas_architecture, str):
+                nas_architecture = nas_spec.load_architecture(nas_architecture)
+            if nas_architecture is not None:
+                nas_architecture = nas_spec.parse_architecture(nas_architecture)
+        except ValueError as e:
+            raise ModelConfigError(f"nas_architecture: {e}") from e
+        nas = {
+            "nas_stem_output_num_conv_filters": int(nas_stem_output_num_conv_filters),
+            "nas_architecture": nas_architecture,
+        }
+    elif nas_architecture is not None:
+        raise ModelConfigError(
+            f"nas_architecture: given, but model_variant is {model_variant!r}"
+        )
     return {
+        **nas,
         "version": CONFIG_VERSION,
         "model_variant": model_variant,
         "num_classes": int(num_classes),
@@ -136,11 +164,18 @@ def build_head(config):
 
 def build_model(config):
     """Builds the Keras model described by a `model_config` dict."""
+    options = {}
+    if config["model_variant"] in NAS_VARIANTS:
+        options = dict(
+            num_conv_filters=config["nas_stem_output_num_conv_filters"],
+            architecture=config["nas_architecture"],
+        )
     backbone = build_backbone(
         config["model_variant"],
         config["output_stride"],
         config["depth_multiplier"],
         config["batch_norm_decay"],
+        **options,
     )
     image = keras.Input(shape=(None, None, 3), name=common.IMAGE)
     endpoints = backbone(image)

@@ -143,6 +143,22 @@ def test_model_json_round_trip():
             "decoder_output_stride: must be None or 4",
         ),
         (dict(head="aspp", num_classes=0), "num_classes: must be positive"),
+        (
+            dict(head="aspp", nas_architecture="specs/hnasnet.json"),
+            "nas_architecture: given, but model_variant is 'mobilenet_v2'",
+        ),
+        (
+            dict(model_variant="nas_hnasnet", head="aspp", nas_architecture={}),
+            "nas_architecture: ",
+        ),
+        (
+            dict(
+                model_variant="nas_hnasnet",
+                head="aspp",
+                nas_stem_output_num_conv_filters=0,
+            ),
+            "nas_stem_output_num_conv_filters: must be positive",
+        ),
     ],
 )
 def test_bad_config_names_the_field(kwargs, message):
@@ -195,3 +211,36 @@ def test_checkpoint_holds_every_weight_and_restores_outputs(tmp_path, variant, k
     np.testing.assert_allclose(
         fresh(x)[common.SEMANTIC_LOGITS], model(x)[common.SEMANTIC_LOGITS], atol=1e-5
     )
+
+
+def test_nas_flags_translate_into_the_recorded_config(tmp_path):
+    from absl import flags
+
+    from deeplab_dpc import flags as dpc_flags
+    from deeplab_dpc import nas_spec
+
+    def parsed(*argv):
+        values = flags.FlagValues()
+        flags.DEFINE_string("model_variant", "mobilenet_v2", "", flag_values=values)
+        flags.DEFINE_multi_string("atrous_rates", [], "", flag_values=values)
+        flags.DEFINE_integer("decoder_output_stride", None, "", flag_values=values)
+        flags.DEFINE_integer(
+            "nas_stem_output_num_conv_filters", 20, "", flag_values=values
+        )
+        flags.DEFINE_string("nas_architecture", None, "", flag_values=values)
+        values(["prog", *argv])
+        return values
+
+    values = parsed(
+        "--model_variant=nas_hnasnet", "--nas_stem_output_num_conv_filters=32",
+        "--nas_architecture=specs/hnasnet.json", "--decoder_output_stride=4",
+    )  # fmt: skip
+    config = dpc_flags.model_config_from_flags(values, 19)
+    assert config["model_variant"] == "nas_hnasnet" and config["head"] == "aspp"
+    assert config["nas_stem_output_num_conv_filters"] == 32
+    assert config["nas_architecture"] == nas_spec.HNASNET  # the file, as data
+    assert config["decoder_output_stride"] == 4
+    save_config(config, tmp_path / "model_config.json")
+    assert load_config(tmp_path / "model_config.json") == config
+    default = dpc_flags.model_config_from_flags(parsed(), 19)
+    assert "nas_architecture" not in default  # other variants record no NAS keys

@@ -21,14 +21,26 @@ _BUILDERS = {
     "mobilenet_v2": ("deeplab_dpc.backbones.mobilenet_v2", "build"),
     "xception_65": ("deeplab_dpc.backbones.xception", "build"),
     "xception_71": ("deeplab_dpc.backbones.xception", "build"),
+    "nas_hnasnet": ("deeplab_dpc.backbones.nas_hnasnet", "build"),
 }
+# Variants taking the NAS options (`nas_stem_output_num_conv_filters`,
+# `nas_architecture`) as the builder's `num_conv_filters`, `architecture`.
+NAS_VARIANTS = ("nas_hnasnet",)
 MODEL_VARIANTS = tuple(_BUILDERS)
 
 
 def build_backbone(
-    model_variant, output_stride=16, depth_multiplier=1.0, batch_norm_decay=None
+    model_variant,
+    output_stride=16,
+    depth_multiplier=1.0,
+    batch_norm_decay=None,
+    **options,
 ):
-    """The backbone for `model_variant`; `batch_norm_decay` None keeps DeepLab's."""
+    """The backbone for `model_variant`; `batch_norm_decay` None keeps DeepLab's.
+
+    `options` are a variant's own arguments (the NAS variants' F and
+    architecture), passed to its builder.
+    """
     if model_variant not in _BUILDERS:
         raise ValueError(
             f"unknown model_variant {model_variant!r}; known: {', '.join(MODEL_VARIANTS)}"
@@ -36,4 +48,4 @@ def build_backbone(
     bn = {} if batch_norm_decay is None else {"bn_momentum": batch_norm_decay}
     module, function = _BUILDERS[model_variant]
     build = getattr(importlib.import_module(module), function)
-    return build(model_variant, output_stride, depth_multiplier, bn)
+    return build(model_variant, output_stride, depth_multiplier, bn, **options)

@@ -51,6 +51,7 @@ def define_flags():
         "decoder_output_stride", None, "4 adds the DeepLab v3+ decoder."
     )
     flags.DEFINE_float("depth_multiplier", 1.0, "MobileNetV2 width multiplier.")
+    dpc_flags.define_nas_flags()
     flags.DEFINE_integer("num_classes", 19, "Number of classes of the logits layer.")
     flags.DEFINE_list("crop_size", ["513", "513"], "Input size H,W.")
     flags.DEFINE_boolean("json", False, "Print a JSON list of rows instead of a table.")

@@ -41,12 +41,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from deeplab_dpc import common, nas_spec
+from deeplab_dpc import common, metrics, nas_spec, summaries
 from deeplab_dpc.data import registry
 from deeplab_dpc.data.pipeline import build_dataset
-from deeplab_dpc.evaluation import metrics
 from deeplab_dpc.search.auto_deeplab.supernet import AutoDeepLabSupernet
-from deeplab_dpc.training import losses, summaries
+from deeplab_dpc.training import losses
 
 ARCHITECTURE_FILE = "architecture.json"
 HISTORY_FILE = "history.json"
@@ -154,11 +153,10 @@ def run_search(
     def predict(images):
         return tf.argmax(model(images, training=False), axis=-1)
 
-    # Building the model inside the first trace of `predict` costs one graph
-    # construction instead of an eager forward pass plus a trace.
-    predict(
-        tf.zeros((batch_size, crop_size[0], crop_size[1], 3))
-    )  # the batch shape: no retrace
+    # Built eagerly from the channel counts: variables created inside a
+    # tf.function trace each get an initialisation graph (most of the
+    # trace time), and a build by symbolic call is one more trace.
+    model.build((batch_size, crop_size[0], crop_size[1], 3))
     schedule = keras.optimizers.schedules.CosineDecay(
         weight_learning_rate,
         num_steps,

@@ -239,6 +239,37 @@ class AutoDeepLabSupernet(keras.Model):
         """[L, levels, 3] softmax of beta over each node's legal outgoing edges."""
         return tf.nn.softmax(self.beta + self._beta_mask[None], axis=-1)
 
+    # --- Build ----------------------------------------------------------
+    def build(self, input_shape):
+        """Builds every layer from the channel counts alone.
+
+        Without it Keras builds the model by tracing `call` once on symbolic
+        inputs: a whole extra graph construction of the supernet.
+        """
+
+        def shape(channels):
+            return (None, None, None, channels)
+
+        f0, f1, f2 = self.stem_filters
+        self.stem0.build(shape(input_shape[-1]))
+        self.stem1.build(shape(f0))
+        self.stem2.build(shape(f1))
+        channels = [{0: f1}, {0: f2}]  # layers -1 and 0
+        weights = (nas_spec.num_cell_edges(self.num_blocks), len(self.op_names))
+        for layer in range(1, self.num_layers + 1):
+            before, two_back = channels[-1], channels[-2]
+            for source, target in self.edges[layer]:
+                key = f"l{layer}_{source}to{target}"
+                prev = two_back.get(target, two_back[max(two_back)])
+                self.adapters[key].build(shape(before[source]))
+                net = before[source] if source == target else self.node_filters(target)
+                self.cells[key].build([shape(net), shape(prev), weights])
+            channels.append({t: self.node_filters(t) for t in self.nodes[layer]})
+        for level in self.nodes[-1]:
+            self.heads[level].build(shape(self.node_filters(level)))
+            self.logits[level].build(shape(self.node_filters(level)))
+        self.built = True
+
     # --- Forward --------------------------------------------------------
     def _candidate(self, key, x, prev, size, weights, training):
         adapter, cell = self.adapters[key], self.cells[key]

@@ -1,0 +1,32 @@
+"""`--model_variant=nas_hnasnet`: the Auto-DeepLab network as a DeepLab backbone.
+
+`build` wraps `nas_network.nas_network` as the other backbones: named
+`common.BACKBONE`, with DeepLab's variable scope (`hnasnet`, the official
+`feature_extractor` name of `nas_hnasnet`). `num_conv_filters` is F
+(`--nas_stem_output_num_conv_filters`) and `architecture` a found
+architecture (`--nas_architecture`, a `nas_spec` JSON file; None: the
+paper's). The features come at the stride of the path's last level (8 for
+the paper's path), whatever `output_stride` says: the path fixes it, and
+`output_stride` only scales the ASPP rates (pass the network's stride to get
+the rates as given).
+"""
+
+from deeplab_dpc import common
+from deeplab_dpc.backbones.nas_network import DEFAULT_NUM_CONV_FILTERS, nas_network
+
+DEEPLAB_SCOPE = "hnasnet"
+
+
+def build(
+    model_variant,
+    output_stride,
+    depth_multiplier,
+    bn,
+    num_conv_filters=DEFAULT_NUM_CONV_FILTERS,
+    architecture=None,
+):
+    """The `backbones.build_backbone` entry of this network."""
+    del model_variant, output_stride, depth_multiplier
+    model = nas_network(architecture, num_conv_filters, name=common.BACKBONE, **bn)
+    model.deeplab_scope = DEEPLAB_SCOPE
+    return model
