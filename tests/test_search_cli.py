@@ -141,6 +141,8 @@ def test_rerank_lines_name_their_search_trial_and_rho_its_n(tmp_path, caplog):
     storage, search = _random_search(tmp_path, 6)
     top = rerank.top_candidates(search, 3)
     caplog.set_level(logging.INFO)
+    # absl's logger may have been quieted by an earlier test's console setup.
+    caplog.set_level(logging.INFO, logger="absl")
     pairs, rho = stages.stage_rerank(
         storage, "s", 3, lambda spec, t: {"value": 1.0 / len(spec)}
     )

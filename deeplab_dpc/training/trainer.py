@@ -390,11 +390,13 @@ class Trainer:
         stop = interrupts.requested() is not None
         if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
             return due, stop
-        value = tf.constant((1.0 if (due and self.is_chief) else 0.0) + 2.0 * stop)
+        # ReduceOp has no MAX: sum [chief's save, stop] over every replica; any
+        # non-zero count decides for all workers.
+        value = tf.constant([float(due and self.is_chief), float(stop)])
         per_replica = self.strategy.run(lambda v: tf.identity(v), args=(value,))
-        total = self.strategy.reduce(tf.distribute.ReduceOp.MAX, per_replica, None)
-        total = int(total.numpy())
-        return bool(total & 1), bool(total & 2)
+        counts = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, None)
+        save_count, stop_count = counts.numpy().tolist()
+        return save_count > 0, stop_count > 0
 
     def _stopped(self, path):
         signum = interrupts.requested() or signal.SIGTERM  # MWMS: another worker's
