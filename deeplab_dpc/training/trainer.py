@@ -43,6 +43,7 @@ Deviations from DeepLab, all deliberate:
 """
 
 import os
+import re
 import signal
 import time
 
@@ -107,6 +108,10 @@ def gradient_multipliers(model, multiplier, logits_only):
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or Inf; the message names the step and the likely causes."""
+
+
+class BadLabelsError(ValueError):
+    """The input pipeline met a bad record (named by shard and index): one line."""
 
 
 class Trainer:
@@ -421,7 +426,20 @@ class Trainer:
         start_step = int(self.step.numpy())
         first = time.perf_counter() if start_step else None
         while int(self.step.numpy()) < total_steps and not stop:
-            batch = next(iterator)
+            try:
+                batch = next(iterator)
+            except tf.errors.InvalidArgumentError as e:
+                found = re.search(r"bad record: ([^\]]*)", str(e))
+                if not found:
+                    raise
+                raise BadLabelsError(
+                    f"input stopped at step {int(self.step.numpy()) + 1} "
+                    f"({found.group(1).strip()}): class ids must be below "
+                    f"{self.cfg['num_classes']} or the ignore label "
+                    f"{self.info.ignore_label}; python -m "
+                    f"deeplab_dpc.tools.check_records lists every bad record, "
+                    f"--skip_bad_records skips them"
+                ) from None
             if first is not None:  # a resume: what positioning the input cost
                 logging.info(
                     "Input positioned at data position %d in %.2f s (%s)",
