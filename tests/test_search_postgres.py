@@ -9,7 +9,7 @@ import sys
 
 import optuna
 import pytest
-from optuna.trial import TrialState
+from search_checks import assert_each_slot_once_and_killed_trial_retried
 from test_search_study import _tiny_cache, _wait_for_running_trial_of
 
 from deeplab_dpc import spec as spec_lib
@@ -61,21 +61,9 @@ def test_three_workers_one_killed_lose_and_duplicate_nothing(tmp_path, postgres_
         for w in workers:
             if w.poll() is None:
                 w.kill()
-    trials = study.get_trials()
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    slots = sorted(t.user_attrs[study_lib.SLOT] for t in complete)
-    assert slots == list(range(num_trials))  # none lost, none twice
-    assert len({t.user_attrs[study_lib.KEY] for t in complete}) == num_trials
-    assert [t.number for t in trials if t.state == TrialState.FAIL] == [victim.number]
-    assert not [
-        t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)
-    ]
-    retry = [t for t in complete if t.system_attrs.get("failed_trial") == victim.number]
-    assert len(retry) == 1
-    assert retry[0].user_attrs[study_lib.KEY] == victim.user_attrs[study_lib.KEY]
-    assert retry[0].user_attrs[study_lib.SLOT] == victim.user_attrs[study_lib.SLOT]
-    survivors = {f":{w.pid}:" for w in workers[1:]}
-    assert any(p in retry[0].user_attrs[study_lib.WORKER] for p in survivors)
+    complete = assert_each_slot_once_and_killed_trial_retried(
+        study.get_trials(), num_trials, victim, [w.pid for w in workers[1:]]
+    )
     for t in complete:
         assert 0.0 <= t.value <= 1.0 and t.user_attrs["proxy_steps"] == 10
 

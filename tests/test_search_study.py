@@ -10,6 +10,7 @@ import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
+from search_checks import assert_each_slot_once_and_killed_trial_retried
 
 from deeplab_dpc import spec as spec_lib
 from deeplab_dpc.search import samplers, spaces, stages
@@ -195,20 +196,10 @@ def test_killed_worker_loses_and_duplicates_nothing(tmp_path):
         for w in workers:
             if w.poll() is None:
                 w.kill()
-    trials = study.get_trials()
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert sorted(t.user_attrs[study_lib.SLOT] for t in complete) == list(range(4))
-    assert len({t.user_attrs[study_lib.KEY] for t in complete}) == 4
+    complete = assert_each_slot_once_and_killed_trial_retried(
+        study.get_trials(), 4, victim, [workers[1].pid]
+    )
     assert not any(study_lib.REUSED_FROM in t.user_attrs for t in complete)
-    assert [t.number for t in trials if t.state == TrialState.FAIL] == [victim.number]
-    assert not [
-        t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)
-    ]
-    retry = [t for t in complete if t.system_attrs.get("failed_trial") == victim.number]
-    assert len(retry) == 1
-    assert retry[0].user_attrs[study_lib.KEY] == victim.user_attrs[study_lib.KEY]
-    assert retry[0].user_attrs[study_lib.SLOT] == victim.user_attrs[study_lib.SLOT]
-    assert f":{workers[1].pid}:" in retry[0].user_attrs[study_lib.WORKER]
 
 
 def test_median_pruner_stops_a_clearly_bad_candidate(tmp_path):
