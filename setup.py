@@ -31,6 +31,7 @@ setuptools.setup(
     extras_require={
         "test": [
             "pytest>=8,<10",
+            "pytest-xdist>=3.5,<4",
             "ruff>=0.5",
             "psycopg2-binary>=2.9,<3",
             "optuna-dashboard>=0.15,<1",

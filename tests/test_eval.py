@@ -162,6 +162,8 @@ def test_watch_stops_after_the_final_step_without_waiting(tmp_path):
 def test_watch_says_it_waits_then_stops_when_training_was_interrupted(tmp_path, caplog):
     directory = _train_dir(tmp_path, final_step=10, steps=[4])
     caplog.set_level(logging.INFO)
+    # absl's logger may have been quieted by an earlier test's console setup.
+    caplog.set_level(logging.INFO, logger="absl")
     start = time.time()
     seen = list(evaluator.watch_checkpoints(str(directory), 0, 0, wait_secs=1.5))
     elapsed = time.time() - start
