@@ -232,29 +232,55 @@ def model_config(num_classes):
 fail = errors.fail  # one line on stderr, exit code 2
 
 
-def _parse_flags(argv):
+def parse_flags(argv, prog=None):
+    """absl's parse of `argv`, but a bad flag is one line and exit code 2.
+
+    absl's own parse errors exit 1 with the usage text; here the line names
+    the flag (`flag --train_batch_size=abc: invalid literal ...`).
+    """
     try:
         return FLAGS(argv)
     except flags.Error as e:
-        fail(e)
+        fail(e, prog)
 
 
-def run(main):
+def _parsed(argv, prog):
+    argv = parse_flags(argv, prog)
+    if len(argv) > 1:  # no entry point takes positional arguments
+        fail(f"unexpected arguments: {' '.join(argv[1:])}", prog)
+    return argv
+
+
+def _guarded(main, argv, prog):
+    from deeplab_dpc import interrupts
+
+    try:
+        return interrupts.guard(lambda: main(argv), prog)
+    except (ValueError, FileNotFoundError) as e:
+        fail(e, prog)
+
+
+def run_main(main, argv, prog=None):
+    """Parses `argv` and runs `main` as `run` does, without absl's process setup.
+
+    Tests call it in-process with hundreds of command lines.
+    """
+    return _guarded(main, _parsed(argv, prog), prog)
+
+
+def run(main, prog=None):
     """`app.run(main)`, with flag errors and user errors as one line, exit code 2.
 
+    A bad flag value, a positional argument, a `ValueError` or
+    `FileNotFoundError` from `main`: `<prog>: error: <one line>`, exit code 2.
     TensorFlow's console logging is quieted first (`console.quiet_tensorflow`);
     SIGINT and SIGTERM stop the command with one line (`interrupts.guard`).
     """
-    from deeplab_dpc import interrupts
-
-    def guarded(argv):
-        try:
-            return interrupts.guard(lambda: main(argv))
-        except (ValueError, FileNotFoundError) as e:
-            fail(e)
-
     console.quiet_tensorflow()  # before main() loads TensorFlow
-    app.run(guarded, flags_parser=_parse_flags)
+    app.run(
+        lambda argv: _guarded(main, argv, prog),
+        flags_parser=lambda argv: _parsed(argv, prog),
+    )
 
 
 def dataset_for_checkpoint(checkpoint_path):

@@ -58,7 +58,5 @@ def define_flags():
 
 
 if __name__ == "__main__":
-    from absl import app
-
     define_flags()
-    app.run(main)
+    dpc_flags.run(main, "model_stats")

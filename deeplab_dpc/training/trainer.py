@@ -144,6 +144,9 @@ class Trainer:
             options["distribution_strategy"], options["tpu"]
         )
         _, self.task_id, self.is_chief = distribute.task_info(self.strategy)
+        # The multi-worker runtime replaces the SIGTERM handler (natively);
+        # put ours back so that a SIGTERM stops the run (interrupts.reinstall).
+        interrupts.reinstall()
         self.replicas = self.strategy.num_replicas_in_sync
         self.per_replica_batch = distribute.per_replica_batch_size(
             options["train_batch_size"], self.strategy
