@@ -12,6 +12,7 @@ See g3doc/evaluation.md.
 
 from absl import flags
 
+from deeplab_dpc import common
 from deeplab_dpc import flags as dpc_flags
 
 FLAGS = flags.FLAGS
@@ -39,6 +40,9 @@ flags.DEFINE_multi_string(
 
 def main(argv):
     del argv
+    scales = dpc_flags.check_scales("eval_scales")
+    for name in ("eval_interval_secs", "max_wait_secs"):
+        dpc_flags.check_number(name, FLAGS[name].value)
     dpc_flags.require_checkpoint(FLAGS.checkpoint_dir)
     dpc_flags.note_ignored_model_flags(honoured=("output_stride",))
     info, dataset_dir, source = dpc_flags.dataset_for_checkpoint(FLAGS.checkpoint_dir)
@@ -47,6 +51,14 @@ def main(argv):
     from deeplab_dpc.evaluation import evaluator
 
     stride = FLAGS.output_stride if dpc_flags.is_set("output_stride") else None
+    if stride is not None and stride not in common.OUTPUT_STRIDES:
+        raise ValueError(f"--output_stride: must be 8, 16 or 32, got {stride}")
+    from deeplab_dpc.data import registry
+
+    try:
+        registry.resolve_split(info, FLAGS.eval_split)
+    except ValueError as e:
+        raise ValueError(f"--eval_split: {e}") from None
 
     evaluator.evaluate(
         FLAGS.checkpoint_dir,
@@ -54,7 +66,7 @@ def main(argv):
         info,
         dataset_dir=dataset_dir,
         eval_split=FLAGS.eval_split,
-        eval_scales=dpc_flags.multi_values(FLAGS.eval_scales, float, "eval_scales"),
+        eval_scales=scales,
         add_flipped_images=FLAGS.add_flipped_images,
         max_number_of_evaluations=FLAGS.max_number_of_evaluations,
         eval_interval_secs=FLAGS.eval_interval_secs,

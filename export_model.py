@@ -15,9 +15,9 @@ only checks it and `--output_stride` may change it (atrous rates follow).
 g3doc/export.md and `deeplab_dpc/export/`.
 """
 
-from absl import app, flags
+from absl import flags
 
-from deeplab_dpc import console, errors
+from deeplab_dpc import errors
 
 FLAGS = flags.FLAGS
 
@@ -55,17 +55,8 @@ def _fail(message):
     errors.fail(message, "export_model")
 
 
-def parse_flags(argv):
-    """absl flag parsing, but a bad flag is one line and exit code 2."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e).splitlines()[0])
-
-
 def main(argv):
-    if len(argv) > 1:
-        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # positional arguments are refused by dpc_flags.run
     from deeplab_dpc.checkpoints import CheckpointError, ModelConfigError
     from deeplab_dpc.export import saved_model
 
@@ -103,10 +94,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from deeplab_dpc import interrupts
+    from deeplab_dpc import flags as dpc_flags
 
-    console.quiet_tensorflow()  # before main() loads TensorFlow
-    app.run(
-        lambda argv: interrupts.guard(lambda: main(argv), "export_model"),
-        flags_parser=parse_flags,
-    )
+    dpc_flags.run(main, "export_model")

@@ -41,6 +41,9 @@ flags.DEFINE_multi_string("vis_crop_size", [], "Unused: whole images are shown."
 
 def main(argv):
     del argv
+    scales = dpc_flags.check_scales("eval_scales")
+    for name in ("eval_interval_secs", "max_wait_secs"):
+        dpc_flags.check_number(name, FLAGS[name].value)
     dpc_flags.require_checkpoint(FLAGS.checkpoint_dir)
     dpc_flags.note_ignored_model_flags()
     info, dataset_dir, source = dpc_flags.dataset_for_checkpoint(FLAGS.checkpoint_dir)
@@ -55,7 +58,7 @@ def main(argv):
         dataset_dir=dataset_dir,
         vis_split=FLAGS.vis_split,
         colormap_type=FLAGS.colormap_type,
-        vis_scales=dpc_flags.multi_values(FLAGS.eval_scales, float, "eval_scales"),
+        vis_scales=scales,
         add_flipped_images=FLAGS.add_flipped_images,
         also_save_raw_predictions=FLAGS.also_save_raw_predictions,
         max_number_of_iterations=FLAGS.max_number_of_iterations,

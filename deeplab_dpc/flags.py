@@ -150,6 +150,30 @@ def multi_values(values, cast, name):
     return out
 
 
+def check_number(name, value, low=0.0, high=None):
+    """ValueError naming `--name` unless `value` is None or a finite number in range."""
+    import math
+
+    if value is None:
+        return value
+    if not math.isfinite(float(value)) or value < low or (
+        high is not None and value > high
+    ):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"--{name}: must be a finite number {bound}, got {value}")
+    return value
+
+
+def check_scales(name):
+    """The positive, finite scales of multi-value flag `name` ("0.5,1" or repeated)."""
+    scales = multi_values(FLAGS[name].value, float, name)
+    for scale in scales:
+        check_number(name, scale, 0.0)
+        if scale <= 0:
+            raise ValueError(f"--{name}: scales must be positive, got {scale}")
+    return scales
+
+
 def is_set(name):
     """Whether the user gave flag `name` on the command line."""
     return FLAGS[name].present > 0
@@ -166,7 +190,14 @@ def dataset_info():
     """The `DatasetInfo` of --dataset (and --dataset_info_json)."""
     from deeplab_dpc.data import registry
 
-    return registry.get_dataset_info(FLAGS.dataset, FLAGS.dataset_info_json)
+    try:
+        return registry.get_dataset_info(FLAGS.dataset, FLAGS.dataset_info_json)
+    except (ValueError, OSError) as e:
+        name = "dataset_info_json" if FLAGS.dataset_info_json else "dataset"
+        message = errors.one_line(e)
+        if f"--{name}" not in message:
+            message = f"--{name}: {message}"
+        raise ValueError(message) from None
 
 
 # Model flags whose value is the `model.model_config` argument of the same
@@ -213,7 +244,10 @@ def model_config_from_flags(flag_values, num_classes, **overrides):
     if head == "dpc" and isinstance(spec, str):
         from deeplab_dpc import spec as spec_lib
 
-        spec_lib.load_spec(spec)  # a bad spec fails here, before TensorFlow loads
+        try:  # a bad spec fails here, before TensorFlow loads
+            spec_lib.load_spec(spec)
+        except ValueError as e:
+            raise ValueError(f"--dpc_spec: {errors.one_line(e)}") from None
     kwargs = {n: get(n) for n in MODEL_CONFIG_FLAGS if get(n) is not None}
     from deeplab_dpc import model  # TensorFlow loads here
 
@@ -232,29 +266,55 @@ def model_config(num_classes):
 fail = errors.fail  # one line on stderr, exit code 2
 
 
-def _parse_flags(argv):
+def parse_flags(argv, prog=None):
+    """absl's parse of `argv`, but a bad flag is one line and exit code 2.
+
+    absl's own parse errors exit 1 with the usage text; here the line names
+    the flag (`flag --train_batch_size=abc: invalid literal ...`).
+    """
     try:
         return FLAGS(argv)
     except flags.Error as e:
-        fail(e)
+        fail(e, prog)
 
 
-def run(main):
+def _parsed(argv, prog):
+    argv = parse_flags(argv, prog)
+    if len(argv) > 1:  # no entry point takes positional arguments
+        fail(f"unexpected arguments: {' '.join(argv[1:])}", prog)
+    return argv
+
+
+def _guarded(main, argv, prog):
+    from deeplab_dpc import interrupts
+
+    try:
+        return interrupts.guard(lambda: main(argv), prog)
+    except (ValueError, FileNotFoundError) as e:
+        fail(e, prog)
+
+
+def run_main(main, argv, prog=None):
+    """Parses `argv` and runs `main` as `run` does, without absl's process setup.
+
+    Tests call it in-process with hundreds of command lines.
+    """
+    return _guarded(main, _parsed(argv, prog), prog)
+
+
+def run(main, prog=None):
     """`app.run(main)`, with flag errors and user errors as one line, exit code 2.
 
+    A bad flag value, a positional argument, a `ValueError` or
+    `FileNotFoundError` from `main`: `<prog>: error: <one line>`, exit code 2.
     TensorFlow's console logging is quieted first (`console.quiet_tensorflow`);
     SIGINT and SIGTERM stop the command with one line (`interrupts.guard`).
     """
-    from deeplab_dpc import interrupts
-
-    def guarded(argv):
-        try:
-            return interrupts.guard(lambda: main(argv))
-        except (ValueError, FileNotFoundError) as e:
-            fail(e)
-
     console.quiet_tensorflow()  # before main() loads TensorFlow
-    app.run(guarded, flags_parser=_parse_flags)
+    app.run(
+        lambda argv: _guarded(main, argv, prog),
+        flags_parser=lambda argv: _parsed(argv, prog),
+    )
 
 
 def dataset_for_checkpoint(checkpoint_path):
@@ -285,7 +345,8 @@ def require_checkpoint(path):
 
     if not (os.path.isdir(path) or os.path.exists(path + ".index")):
         raise FileNotFoundError(
-            f"{path}: no such checkpoint (expected a directory or a ckpt-N prefix)"
+            f"--checkpoint_dir={path}: no such checkpoint (expected a directory or "
+            "a ckpt-N prefix)"
         )
 
 

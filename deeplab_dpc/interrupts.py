@@ -192,6 +192,23 @@ def install(grace_seconds=DEFAULT_GRACE_SECONDS, prog=None):
     return True
 
 
+def reinstall():
+    """Puts the handlers back after native code replaced them; False if not installed.
+
+    TensorFlow's coordination service (MultiWorkerMirroredStrategy) creates a
+    SIGTERM `PreemptionNotifier` that calls `std::signal(SIGTERM, ...)`
+    (`xla/tsl/distributed_runtime/preemption/preemption_notifier.cc`), which
+    replaces Python's C-level handler: a SIGTERM then only sets a flag inside
+    TensorFlow and the process trains on. `signal.signal` installs Python's
+    again; Python never saw the replacement, so its records stay right.
+    """
+    if not _state.installed or threading.current_thread() is not threading.main_thread():
+        return False
+    for signum in SIGNALS:
+        signal.signal(signum, _handler)
+    return True
+
+
 def _unraisable(info):
     """Silences an `Interrupted` raised where Python cannot raise (a GC callback).
 

@@ -36,6 +36,14 @@ def check_output_stride(output_stride):
         )
 
 
+def _check_number(name, value, low, high, low_open=False):
+    """ModelConfigError unless `value` is a finite number in [low, high] (or (low, high])."""
+    value = float(value)
+    if not (low < value <= high if low_open else low <= value <= high):
+        bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
+        raise ModelConfigError(f"{name}: must be a finite number in {bound}, got {value}")
+
+
 def model_config(
     model_variant="mobilenet_v2",
     num_classes=21,
@@ -84,6 +92,12 @@ def model_config(
         )
     if int(num_classes) < 1:
         raise ModelConfigError(f"num_classes: must be positive, got {num_classes}")
+    _check_number("depth_multiplier", depth_multiplier, 0.0, 4.0, low_open=True)
+    if batch_norm_decay is not None:
+        _check_number("batch_norm_decay", batch_norm_decay, 0.0, 1.0)
+    for rate in atrous_rates or ():
+        if int(rate) < 1:
+            raise ModelConfigError(f"atrous_rates: must be positive, got {rate}")
     if head == "dpc":
         if dpc_spec is None:
             raise ModelConfigError(

@@ -178,3 +178,86 @@ def test_batch_must_split_over_replicas_and_strategy_names_are_checked():
 
     with pytest.raises(ValueError, match="multiple of 2"):
         distribute.per_replica_batch_size(3, TwoReplicas())
+
+
+def _launch_workers(tmp_path, name, flags, ports):
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs, logs = [], []
+    for index in range(2):
+        tf_config = json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        )
+        logs.append(tmp_path / f"{name}{index}.log")
+        with open(logs[-1], "w") as out:  # a file: a full pipe would block
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(REPO / "train.py"), *flags],
+                    stdout=out, stderr=subprocess.STDOUT,
+                    env=_env(TF_CONFIG=tf_config),
+                )  # fmt: skip
+            )
+    return procs, logs
+
+
+def _wait_all(procs, logs):
+    try:
+        for proc in procs:
+            proc.wait(timeout=300)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    return [log.read_text() for log in logs]
+
+
+STOPPED = r"train\.py: stopped by SIGTERM: checkpoint saved at step (\d+) \((\S+)\)"
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_worker_saves_an_agreed_checkpoint_on_both(tiny_data, tmp_path):
+    """TensorFlow's PreemptionCheckpointHandler: SIGTERM to worker 1 stops both
+    at one step, saved once in train_logdir; both resume from it."""
+    import re
+    import signal
+    import time
+
+    logdir = tmp_path / "train"
+    flags = [
+        f"--dataset_dir={tiny_data}", f"--train_logdir={logdir}",
+        "--distribution_strategy=multi_worker", "--train_batch_size=4",
+        "--train_crop_size=33,33", "--depth_multiplier=0.25", "--log_steps=1",
+        "--save_interval_secs=100000",  # no periodic save: the stop must save
+    ]  # fmt: skip
+    procs, logs = _launch_workers(
+        tmp_path, "run", [*flags, "--training_number_of_steps=1000"], _free_ports(2)
+    )
+    deadline = time.time() + 300
+    while "step 3/1000" not in logs[1].read_text() and time.time() < deadline:
+        assert procs[1].poll() is None, logs[1].read_text()[-3000:]
+        time.sleep(0.2)
+    procs[1].send_signal(signal.SIGTERM)
+    outputs = _wait_all(procs, logs)
+    steps = []
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out[-3000:]
+        assert "Preemption handler on" in out
+        stopped = re.search(STOPPED, out)
+        assert stopped, out[-3000:]
+        steps.append(int(stopped.group(1)))
+        assert "Traceback" not in out
+    assert steps[0] == steps[1] >= 3
+    step = steps[0]
+    latest = tf.train.latest_checkpoint(str(logdir))
+    assert latest.endswith(f"ckpt-{step}")
+    assert tf.train.load_variable(latest, "step/.ATTRIBUTES/VARIABLE_VALUE") == step
+    assert not list(logdir.glob(".worker_*"))
+
+    procs, logs = _launch_workers(
+        tmp_path, "resume", [*flags, f"--training_number_of_steps={step + 2}"],
+        _free_ports(2),
+    )  # fmt: skip
+    for proc, out in zip(procs, _wait_all(procs, logs)):
+        assert proc.returncode == 0, out[-3000:]
+        assert f"ckpt-{step} at step {step} " in out, out[-3000:]
+        assert f"Finished at step {step + 2}" in out
+    assert tf.train.latest_checkpoint(str(logdir)).endswith(f"ckpt-{step + 2}")

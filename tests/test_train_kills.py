@@ -61,10 +61,6 @@ def _latest(logdir):
     return step
 
 
-@pytest.mark.skip(
-    reason="iterator checkpoints are off for one_device runs: a resume restoring "
-    "the iterator logged loss 1.3343 at step 2 against 1.3223 uninterrupted"
-)
 @pytest.mark.slow
 def test_sigkill_at_ten_points_resumes_to_the_same_losses(tmp_path):
     data = tmp_path / "data"

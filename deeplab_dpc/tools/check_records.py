@@ -219,4 +219,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    cli.run(main)
+    cli.run(main, "check_records")

@@ -470,7 +470,7 @@ def define_flags():
 
 
 if __name__ == "__main__":
-    from absl import app
+    from deeplab_dpc import flags as dpc_flags
 
     define_flags()
-    app.run(main)
+    dpc_flags.run(main, "import_weights")

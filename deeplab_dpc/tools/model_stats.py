@@ -19,7 +19,7 @@ def main(argv):
     f = flags.FLAGS
     # SpecError and ModelConfigError are ValueErrors: one line, exit code 2.
     with errors.user_errors(ValueError, "model_stats"):
-        crop = [int(v) for v in f.crop_size]
+        crop = dpc_flags.multi_values(f.crop_size, int, "crop_size")
         if len(crop) != 2 or min(crop) < 1:
             raise ValueError(
                 f"--crop_size: expected H,W with positive sizes, got {','.join(f.crop_size)}"
@@ -58,7 +58,5 @@ def define_flags():
 
 
 if __name__ == "__main__":
-    from absl import app
-
     define_flags()
-    app.run(main)
+    dpc_flags.run(main, "model_stats")

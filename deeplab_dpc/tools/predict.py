@@ -23,7 +23,7 @@ import sys
 
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 from PIL import Image
 
 from deeplab_dpc import errors
@@ -185,4 +185,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from deeplab_dpc import flags as dpc_flags
+
+    dpc_flags.run(main, "predict")

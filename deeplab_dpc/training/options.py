@@ -12,6 +12,7 @@ TensorFlow at load time, so that a bad command line fails in a second.
 """
 
 import json
+import math
 import os
 
 from absl import logging
@@ -28,7 +29,14 @@ class TrainOptionsError(ValueError):
     """Training options that contradict each other or cannot work."""
 
 
+MAX_CROP_SIDE = 16385  # 16K pixels a side (k*32+1); larger cannot fit any device
+MAX_BATCH_SIZE = 65536
+MAX_STEPS = 2**62  # the step counter is an int64
+
+
 def _check_range(name, value, low, high=None):
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TrainOptionsError(f"{name}: must be a finite number, got {value}")
     if value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise TrainOptionsError(f"{name}: must be {bound}, got {value}")
@@ -38,6 +46,11 @@ def _check_crop(crop_size):
     crop = [int(v) for v in crop_size]
     if len(crop) != 2:
         raise TrainOptionsError(f"train_crop_size: needs 2 values (h,w), got {crop}")
+    if max(crop) > MAX_CROP_SIDE:
+        raise TrainOptionsError(
+            f"train_crop_size: {crop[0]}x{crop[1]} is too large; each side must "
+            f"be at most {MAX_CROP_SIDE}"
+        )
     if min(crop) < MIN_CROP_SIZE:
         raise TrainOptionsError(
             f"train_crop_size: {crop[0]}x{crop[1]} is too small; each side must "
@@ -47,6 +60,8 @@ def _check_crop(crop_size):
 
 
 def _check_scales(min_scale, max_scale, step):
+    _check_range("min_scale_factor", float(min_scale), 0.0)
+    _check_range("max_scale_factor", float(max_scale), 0.0)
     if min_scale <= 0 or max_scale < min_scale:
         raise TrainOptionsError(
             f"min_scale_factor/max_scale_factor: need 0 < min <= max, "
@@ -77,9 +92,8 @@ def check_schedule(learning_policy, training_number_of_steps, learning_rate_deca
             f"learning_policy: unknown {learning_policy!r}; "
             f"known: {', '.join(LEARNING_POLICIES)}"
         )
-    _check_range("training_number_of_steps", int(training_number_of_steps), 1)
-    if learning_policy == "step":
-        _check_range("learning_rate_decay_step", int(learning_rate_decay_step), 1)
+    _check_range("training_number_of_steps", int(training_number_of_steps), 1, MAX_STEPS)
+    _check_range("learning_rate_decay_step", int(learning_rate_decay_step), 1, MAX_STEPS)
 
 
 def _check_values(
@@ -90,8 +104,8 @@ def _check_values(
     """Range and consistency checks of train_options' scalar arguments."""
     if not train_logdir:
         raise TrainOptionsError("train_logdir: a directory is required")
-    _check_range("train_batch_size", int(train_batch_size), 1)
-    _check_range("training_number_of_steps", int(training_number_of_steps), 1)
+    _check_range("train_batch_size", int(train_batch_size), 1, MAX_BATCH_SIZE)
+    _check_range("training_number_of_steps", int(training_number_of_steps), 1, MAX_STEPS)
     _check_range("base_learning_rate", float(base_learning_rate), 0.0)
     _check_range("momentum", float(momentum), 0.0, 1.0)
     _check_range("weight_decay", float(weight_decay), 0.0)
@@ -108,6 +122,19 @@ def _check_values(
             f"tpu: --tpu={tpu} needs --distribution_strategy=tpu "
             f"(got {distribution_strategy})"
         )
+
+
+def _check_more(o):
+    """The numbers `_check_values` does not cover: finite, in range."""
+    for name in ("learning_power", "end_learning_rate", "learning_rate_decay_factor",
+                 "slow_start_learning_rate", "last_layer_gradient_multiplier",
+                 "save_interval_secs", "save_summaries_secs"):  # fmt: skip
+        _check_range(name, float(o[name]), 0.0)
+    _check_range("slow_start_step", int(o["slow_start_step"]), 0, MAX_STEPS)
+    if o["seed"] is not None:
+        _check_range("seed", int(o["seed"]), 0, 2**32 - 1)
+    for i, w in enumerate(o["label_weights"] or ()):
+        _check_range(f"label_weights[{i}]", float(w), 0.0)
 
 
 # The training options, once: (name, kind, default, help). train.py defines
@@ -179,6 +206,7 @@ def train_options(train_logdir, **options):
     _check_scales(
         o["min_scale_factor"], o["max_scale_factor"], o["scale_factor_step_size"]
     )
+    _check_more(o)
     schedule = {
         "learning_policy": o["learning_policy"],
         "base_learning_rate": float(o["base_learning_rate"]),

@@ -12,15 +12,18 @@ trained, as slim's `is_training=False`), optional initialisation from
 Deviations from DeepLab, all deliberate:
 - Resumable at every checkpoint: the checkpoint holds the model, the
   optimizer (momentum, iteration count, hence the learning rate), the step,
-  the data position (global batches consumed) and, where TensorFlow can save
-  it (a non-distributed iterator: the default strategy only), the `tf.data`
-  iterator itself. Otherwise (one_device, mirrored, multi_worker, TPU:
-  distributed iterators are not checkpointable in TensorFlow 2.21; a
-  generator source, which fails the first save and is then saved without),
-  the seeded, deterministic pipeline skips the consumed batches on restart
-  (one pass of the input pipeline over them, no model compute). A plain
-  iterator for one replica was tried and is off: the losses after a resume
-  differed from an uninterrupted run's (see g3doc/training.md).
+  the data position (global batches consumed), the dropout RNG states
+  (`rng`: Keras' SeedGenerator states, which `tf.train.Checkpoint` does not
+  reach through the layers) and, with one replica (`one_device`, the
+  default), the `tf.data` iterator itself, so a resume costs the same at
+  step 10 as at step 10^6 and continues bit-equal to an uninterrupted run on
+  CPU. Several replicas (mirrored, multi_worker, TPU) read a distributed
+  iterator, which TensorFlow 2.21 cannot checkpoint, and a generator source
+  fails the first save and is then saved without it: there the seeded,
+  deterministic pipeline skips the consumed batches on restart (one pass of
+  the input pipeline over them, no model compute).
+- Multi-worker preemption: TensorFlow's `PreemptionCheckpointHandler`; a
+  SIGTERM to any worker makes every worker save the same step and stop.
 - `model_config.json` and `train_config.json` (the resolved options) are
   written beside the checkpoints, so eval, vis and export need no model flags.
 - A non-finite loss stops training (`NonFiniteLossError`) with the step, the
@@ -106,12 +109,30 @@ def gradient_multipliers(model, multiplier, logits_only):
     ]
 
 
+def seed_generator_states(model):
+    """The state variables of the Keras `SeedGenerator`s in `model` (its dropouts).
+
+    In layer order, so a list of them is one checkpoint layout per model.
+    """
+    states, seen = [], set()
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        for generator in getattr(layer, "_seed_generators", ()):
+            if id(generator.state) not in seen:
+                seen.add(id(generator.state))
+                states.append(generator.state)
+    return states
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or Inf; the message names the step and the likely causes."""
 
 
 class BadLabelsError(ValueError):
     """The input pipeline met a bad record (named by shard and index): one line."""
+
+
+class _Preempted(Exception):
+    """Raised by the preemption handler's exit function after its save."""
 
 
 class Trainer:
@@ -123,6 +144,9 @@ class Trainer:
             options["distribution_strategy"], options["tpu"]
         )
         _, self.task_id, self.is_chief = distribute.task_info(self.strategy)
+        # The multi-worker runtime replaces the SIGTERM handler (natively);
+        # put ours back so that a SIGTERM stops the run (interrupts.reinstall).
+        interrupts.reinstall()
         self.replicas = self.strategy.num_replicas_in_sync
         self.per_replica_batch = distribute.per_replica_batch_size(
             options["train_batch_size"], self.strategy
@@ -183,6 +207,8 @@ class Trainer:
             max_to_keep=options["max_checkpoints_to_keep"],
             step_counter=self.step,
         )
+        self.rng_states = seed_generator_states(self.model)
+        self.preemption = self.preempted_path = None
 
     # --- Setup -----------------------------------------------------------------
 
@@ -216,7 +242,9 @@ class Trainer:
                 float(self.schedule(self.step)),
                 int(self.data_position.numpy()),
             )
+            self._restore_rng(latest)
             return latest
+        self._restore_rng(None)
         initial = self.opts["tf_initial_checkpoint"]
         if initial:
             report = checkpoints.initialize_from_checkpoint(
@@ -237,29 +265,66 @@ class Trainer:
             )
         return None
 
-    def _iterator_state(self, prefix):
-        """Whether checkpoint `prefix` holds the input iterator's state."""
+    def _has_state(self, prefix, name):
+        """Whether checkpoint `prefix` holds the object saved as `name` (a root child)."""
         if not prefix:
             return False
         return any(
-            n.startswith("iterator/") for n, _ in tf.train.list_variables(prefix)
+            n.startswith(f"{name}/") for n, _ in tf.train.list_variables(prefix)
+        )
+
+    def _restore_rng(self, latest):
+        """Restores the dropout RNG states, then saves them with every checkpoint.
+
+        Keras keeps each Dropout's random stream in a `SeedGenerator` whose
+        state variable `tf.train.Checkpoint` does not reach through the
+        layer, so without this a resumed run would draw the masks of step 1
+        again (the loss after a resume differed from an uninterrupted run's).
+        A checkpoint written before they were saved restores without them.
+        """
+        if latest and self.rng_states:
+            if self._has_state(latest, "rng"):
+                status = tf.train.Checkpoint(rng=self.rng_states).restore(latest)
+                status.assert_existing_objects_matched().expect_partial()
+            else:
+                logging.warning(
+                    "%s holds no dropout RNG state (an older checkpoint): the "
+                    "resumed run draws other dropout masks than an uninterrupted "
+                    "one", latest,
+                )  # fmt: skip
+        self.checkpoint.rng = self.rng_states
+
+    def _plain_input(self):
+        """Whether the loop reads a plain (checkpointable) `tf.data` iterator."""
+        return (
+            self.replicas == 1
+            and not self._is_tpu()
+            and not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
         )
 
     def make_iterator(self):
-        """The input iterator, restored from the checkpoint or positioned by skipping."""
+        """The input iterator, restored from the checkpoint or positioned by skipping.
+
+        One replica (`one_device`, the default, and `mirrored` on one device)
+        reads a plain `tf.data` iterator, which is saved with every
+        checkpoint and restored on resume: O(1) in the data position. Several
+        replicas read a distributed iterator, which TensorFlow 2.21 cannot
+        checkpoint: the pipeline skips the consumed batches instead.
+        """
         latest = tf.train.latest_checkpoint(self.logdir)
-        self.skip_batches = not self._iterator_state(latest)
-        # A plain tf.data iterator for one replica (checkpointable) was tried
-        # and is off: its resumed losses differed from an uninterrupted run's.
-        dataset = self.strategy.distribute_datasets_from_function(self.dataset_fn)
+        if not self._plain_input():
+            self.skip_batches = True
+            return iter(self.strategy.distribute_datasets_from_function(self.dataset_fn))
+        self.skip_batches = not self._has_state(latest, "iterator")
+        options = tf.data.Options()
+        # The only external state is the py_function reading the rest of a
+        # shard after a corrupt record; it is a pure function of (shard,
+        # record index), so the iterator's state is complete without it.
+        options.experimental_external_state_policy = (
+            tf.data.experimental.ExternalStatePolicy.IGNORE
+        )
+        dataset = self.dataset_fn(tf.distribute.InputContext()).with_options(options)
         iterator = iter(dataset)
-        if not isinstance(iterator, tf.__internal__.tracking.Trackable):
-            if not self.skip_batches:  # saved by a one-device run: skip instead
-                self.skip_batches = True
-                iterator = iter(self.strategy.distribute_datasets_from_function(
-                    self.dataset_fn
-                ))  # fmt: skip
-            return iterator
         if not self.skip_batches:
             tf.train.Checkpoint(iterator=iterator).restore(latest).expect_partial()
         self.checkpoint.iterator = iterator
@@ -391,8 +456,15 @@ class Trainer:
         )
 
     def _agree(self, due):
-        """(save, stop): the chief's clock decides saves, a signal on any worker stops."""
-        stop = interrupts.requested() is not None
+        """(save, stop): the chief's clock decides saves, a signal on any worker stops.
+
+        With a preemption handler (multi-worker) SIGTERM is the handler's, so
+        only SIGINT stops here.
+        """
+        signum = interrupts.requested()
+        stop = signum is not None and not (
+            self.preemption is not None and signum == signal.SIGTERM
+        )
         if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
             return due, stop
         # ReduceOp has no MAX: sum [chief's save, stop] over every replica; any
@@ -402,6 +474,41 @@ class Trainer:
         counts = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, None)
         save_count, stop_count = counts.numpy().tolist()
         return save_count > 0, stop_count > 0
+
+    def _make_preemption_handler(self):
+        """TensorFlow's `PreemptionCheckpointHandler` for a multi-worker run, else None.
+
+        A SIGTERM to any worker (recorded by `interrupts`, which the handler
+        polls once a second instead of installing its own signal handler) is
+        made known to every worker through the coordination service; all of
+        them train to the step the preempted worker names, save there (our
+        `save`: the chief into train_logdir) and stop with `_Preempted`.
+        """
+        if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return None
+        config = tf.distribute.experimental.TerminationConfig(
+            termination_watcher_fn=lambda: interrupts.requested() == signal.SIGTERM,
+            exit_fn=self._preempted,
+            grace_period=0,
+            save_fn=self._preemption_save,
+        )
+        # The handler adds its run counter to self.checkpoint; restored above
+        # (deferred: the counter is restored when attached), so every worker
+        # starts from the chief's count, which the handler's step agreement
+        # needs.
+        handler = tf.distribute.experimental.PreemptionCheckpointHandler(
+            self.strategy.cluster_resolver, self.manager, termination_config=config
+        )
+        logging.info("Preemption handler on: a SIGTERM to any worker saves on all")
+        return handler
+
+    def _preemption_save(self, *args, **kwargs):
+        del args, kwargs
+        self.preempted_path = self.save()
+        self._log_saved(self.preempted_path, int(self.step.numpy()))
+
+    def _preempted(self):
+        raise _Preempted()
 
     def _stopped(self, path):
         signum = interrupts.requested() or signal.SIGTERM  # MWMS: another worker's
@@ -415,6 +522,7 @@ class Trainer:
         """Trains to `training_number_of_steps`; returns a summary dict."""
         total_steps = self.opts["training_number_of_steps"]
         iterator = self.make_iterator()
+        self.preemption = self._make_preemption_handler()
         train_step = self.make_train_step()
         writer = summaries.SummaryWriter(self.logdir, self.is_chief, self.info)
         progress = summaries.Progress(
@@ -463,9 +571,16 @@ class Trainer:
             if step < total_steps and save and not stop:
                 self._log_saved(self.save(), step)
                 last_save = now
+            if self.preemption is not None and not stop:
+                try:
+                    self.preemption.save_checkpoint_if_preempted()
+                except _Preempted:
+                    stop = True
         progress.close()
         latest = tf.train.latest_checkpoint(self.logdir)
-        if latest and int(self.step.numpy()) == start_step:
+        if self.preempted_path is not None:
+            path = self.preempted_path  # saved at this step by the handler
+        elif latest and int(self.step.numpy()) == start_step:
             path = latest  # nothing trained: a complete run's checkpoint stays as is
         else:
             path = self.save()
