@@ -2,15 +2,20 @@
 
 A benchmark, not a test: run it by hand (on a quiet machine) and copy the
 table into g3doc/autodeeplab.md ("Memory"). One search step is what
-`search.run_search` does per step: a weight step (forward, cross-entropy,
-backward, momentum SGD) and an architecture step (forward, backward, Adam),
-here on one fixed random batch, so the input pipeline is not measured.
+`search.run_search` does per step, with its own traced step function
+(`search._make_step`): a weight step (forward, cross-entropy, backward,
+momentum SGD) and an architecture step (forward, backward, Adam), here on
+one fixed random batch, so the input pipeline is not measured.
 
 Every case runs in its own subprocess, so that peak memory is its own: on a
-GPU the allocator's peak (`tf.config.experimental.get_memory_info`), on CPU
-the process's peak resident set (`ru_maxrss`) minus the resident set after
-building and tracing (the activations and gradients of one step, not the
-framework). `--recompute` cases wrap every cell in `tf.recompute_grad`.
+GPU the allocator's peak (`tf.config.experimental.get_memory_info`); on CPU,
+where TensorFlow keeps no allocator statistics, the process's peak resident
+set (`ru_maxrss`, "peak") and that peak minus the resident set after the
+warm-up steps ("step": what one step adds on top of the weights, optimizer
+slots and graphs; TensorFlow's large buffers are mmap-ed and go back to the
+system when freed, so the resident set between steps excludes the
+activations). A trailing "r" wraps every candidate cell in
+`tf.recompute_grad`.
 
 Usage:
   python bench/bench_auto_deeplab.py                       # the default grid
@@ -29,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 
 from absl import app, flags
 
@@ -68,63 +74,77 @@ def _rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _current_rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def run_one(case):
+    import keras
     import tensorflow as tf
 
+    from deeplab_dpc.search.auto_deeplab.search import _make_step
     from deeplab_dpc.search.auto_deeplab.supernet import AutoDeepLabSupernet
+    from deeplab_dpc.training import losses
 
     layers, filters, crop, batch, recompute = _parse(case)
     gpu = bool(tf.config.list_physical_devices("GPU"))
+    if not gpu:  # as run_search (graph_optimizer=False)
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    # what _make_step reads of a dataset
+    info = types.SimpleNamespace(num_classes=FLAGS.num_classes, ignore_label=255)
+    t0 = time.time()
     model = AutoDeepLabSupernet(
-        FLAGS.num_classes, num_layers=layers, filter_multiplier=filters,
+        info.num_classes, num_layers=layers, filter_multiplier=filters,
         stem_filters=(64, 64, 128) if layers >= 12 else (16, 16, 32),
         recompute=recompute, bn_momentum=0.9,
     )  # fmt: skip
+    model.build((batch, crop, crop, 3))
+    sgd = keras.optimizers.SGD(0.01, momentum=0.9)
+    adam = keras.optimizers.Adam(3e-3)
+    sgd.build(model.network_variables())
+    adam.build(model.architecture_variables())
+    build_s = time.time() - t0
+    kernels = losses.decayed_kernels(model) + model.stacked_kernels()
+    step = _make_step(
+        model, info, kernels, model.network_variables(),
+        model.architecture_variables(), sgd, adam, 3e-4, 1e-3,
+    )  # fmt: skip
     images = tf.random.normal((batch, crop, crop, 3))
-    labels = tf.random.uniform((batch, crop, crop), 0, FLAGS.num_classes, tf.int32)
-    model(images[:1], training=False)
-    sgd = tf.keras.optimizers.SGD(0.01, momentum=0.9)
-    adam = tf.keras.optimizers.Adam(3e-3)
+    labels = tf.random.uniform((batch, crop, crop, 1), 0, info.num_classes, tf.int32)
+    weight, arch = tf.constant(False), tf.constant(True)
 
-    def loss_fn():
-        logits = model(images, training=True)
-        return tf.reduce_mean(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-        )
-
-    @tf.function
-    def step():
-        for opt, variables in (
-            (sgd, model.network_variables()),
-            (adam, model.architecture_variables()),
-        ):
-            with tf.GradientTape() as tape:
-                loss = loss_fn()
-            opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss
+    def pair():
+        float(step(images, labels, weight)[0])
+        float(step(images, labels, arch)[0])
 
     t0 = time.time()
-    for _ in range(FLAGS.warmup_steps):
-        float(step())
+    step.get_concrete_function(images, labels, weight)
     trace_s = time.time() - t0
-    base = _rss_mb()
+    t0 = time.time()
+    for _ in range(FLAGS.warmup_steps):
+        pair()
+    warmup_s = time.time() - t0
+    base = _current_rss_mb()
     if gpu:
         tf.config.experimental.reset_memory_stats("GPU:0")
     times = []
     for _ in range(FLAGS.steps):
         t = time.time()
-        float(step())
+        pair()
         times.append(time.time() - t)
+    peak = _rss_mb()
     if gpu:
-        peak = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+        step_mb = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
     else:
-        peak = _rss_mb() - base
+        step_mb = peak - base
     params = sum(int(v.shape.num_elements()) for v in model.network_variables())
     return {
         "case": case, "layers": layers, "filters": filters, "crop": crop,
         "batch": batch, "recompute": recompute, "device": "GPU" if gpu else "CPU",
-        "params": params, "warmup_s": round(trace_s, 1),
-        "step_s": round(statistics.median(times), 3), "peak_mb": round(peak, 1),
+        "params": params, "build_s": round(build_s, 1), "trace_s": round(trace_s, 1),
+        "warmup_s": round(warmup_s, 1), "step_s": round(statistics.median(times), 3),
+        "peak_mb": round(peak, 1), "step_mb": round(step_mb, 1),
     }  # fmt: skip
 
 
@@ -136,9 +156,10 @@ def main(argv):
     for case in FLAGS.cases:
         _parse(case)
     print(
-        "| case | L | F | crop | batch | recompute | params | step (s) | peak (MB) | device |"
+        "| case | L | F | crop | batch | recompute | params | build (s) | trace (s) "
+        "| first steps (s) | step (s) | step memory (MB) | peak RSS (MB) | device |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("|" + " --- |" * 14)
     for case in FLAGS.cases:
         out = subprocess.run(
             [sys.executable, __file__, f"--one={case}", f"--steps={FLAGS.steps}",
@@ -153,7 +174,8 @@ def main(argv):
         print(
             f"| {r['case']} | {r['layers']} | {r['filters']} | {r['crop']} | {r['batch']} "
             f"| {'yes' if r['recompute'] else 'no'} | {r['params'] / 1e6:.2f}M "
-            f"| {r['step_s']} | {r['peak_mb']} | {r['device']} |",
+            f"| {r['build_s']} | {r['trace_s']} | {r['warmup_s']} | {r['step_s']} "
+            f"| {r['step_mb']} | {r['peak_mb']} | {r['device']} |",
             flush=True,
         )
 

@@ -68,6 +68,12 @@ def define_model_flags():
     flags.DEFINE_integer(
         "decoder_output_stride", None, "Decoder stride (4) or empty: no decoder."
     )
+    flags.DEFINE_boolean(
+        "aspp_with_separable_conv", True, "ASPP 3x3 convs separable (else full)."
+    )
+    flags.DEFINE_boolean(
+        "decoder_use_separable_conv", True, "Decoder 3x3 convs separable (else full)."
+    )
     flags.DEFINE_string("dpc_spec", None, "DPC spec JSON; empty: ASPP head.")
     flags.DEFINE_alias("dense_prediction_cell_json", "dpc_spec")
     flags.DEFINE_float(
@@ -207,6 +213,7 @@ MODEL_CONFIG_FLAGS = (
     "output_stride", "decoder_output_stride", "depth_multiplier",
     "batch_norm_decay", "upsample_logits", "dataset",
     "nas_stem_output_num_conv_filters", "nas_architecture",
+    "aspp_with_separable_conv", "decoder_use_separable_conv",
 )  # fmt: skip
 
 

@@ -59,6 +59,8 @@ def model_config(
     dataset=None,
     nas_stem_output_num_conv_filters=20,
     nas_architecture=None,
+    aspp_with_separable_conv=True,
+    decoder_use_separable_conv=True,
 ):
     """Validates the model options and returns them as a JSON-ready dict.
 
@@ -78,6 +80,9 @@ def model_config(
       nas_stem_output_num_conv_filters: F of the NAS variants (DeepLab's flag).
       nas_architecture: a NAS variant's architecture, a `nas_spec` dict or
         JSON file (recorded as the dict); None is the paper's hnasnet.
+      aspp_with_separable_conv: the ASPP's 3x3 atrous convs separable
+        (DeepLab's flag and default); False: full convs (Auto-DeepLab's Table 2).
+      decoder_use_separable_conv: the same for the decoder's two 3x3 convs.
     """
     if model_variant not in MODEL_VARIANTS:
         raise ModelConfigError(
@@ -152,6 +157,8 @@ def model_config(
         "upsample_logits": bool(upsample_logits),
         "allow_outside_space": bool(allow_outside_space),
         "dataset": None if dataset is None else str(dataset),
+        "aspp_with_separable_conv": bool(aspp_with_separable_conv),
+        "decoder_use_separable_conv": bool(decoder_use_separable_conv),
     }
 
 
@@ -171,6 +178,7 @@ def build_head(config):
     return ASPP(
         config["atrous_rates"],
         output_stride=config["output_stride"],
+        separable=config.get("aspp_with_separable_conv", True),
         name=common.HEAD,
         **bn,
     )
@@ -198,7 +206,11 @@ def build_model(config):
         bn = {}
         if config["batch_norm_decay"] is not None:
             bn["bn_momentum"] = config["batch_norm_decay"]
-        x = Decoder(name=common.DECODER, **bn)([x, endpoints[common.LOW_LEVEL]])
+        x = Decoder(
+            separable=config.get("decoder_use_separable_conv", True),
+            name=common.DECODER,
+            **bn,
+        )([x, endpoints[common.LOW_LEVEL]])
     logits = Logits(config["num_classes"], name=common.LOGITS)(x)
     if config["upsample_logits"]:
         logits = ResizeLike(name="upsample")([logits, image])

@@ -107,9 +107,7 @@ def test_relaxed_cell_with_one_hot_alpha_is_the_discrete_cell():
     relaxed.prev_1x1.set_weights(discrete.prev_1x1.get_weights())
     branches = [br for blk in spec for br in blk]
     for k, branch in enumerate(branches):
-        b = k // 2
-        mixed = relaxed.mixed[N.edge_index(b, branch["input"])]
-        mixed.ops[branch["op"]].set_weights(discrete.ops[k].get_weights())
+        relaxed.load_op(k // 2, branch["input"], discrete.ops[k])
     for training in (False, True):  # moving statistics and batch statistics
         want = discrete([net, prev], training=training)
         got = relaxed([net, prev, weights], training=training)
@@ -117,6 +115,61 @@ def test_relaxed_cell_with_one_hot_alpha_is_the_discrete_cell():
     # and a different alpha gives a different output
     other = relaxed([net, prev, tf.roll(weights, 1, axis=1)], training=False)
     assert np.abs(other.numpy() - discrete([net, prev]).numpy()).max() > 1e-3
+
+
+def test_relaxed_cell_is_the_sum_of_mixed_ops():
+    """The batched cell (stacked weights) against one MixedOp per edge, same weights."""
+    ops = list(N.SEARCH_OPS)
+    num_blocks, c = 3, 3
+    net, prev = tf.random.normal((2, 9, 9, 5)), tf.random.normal((2, 9, 9, 4))
+    alpha = tf.nn.softmax(tf.random.normal((N.num_cell_edges(num_blocks), len(ops))))
+    cell = RelaxedCell(c, num_blocks, ops, bn_momentum=0.5)
+    cell([net, prev, alpha])
+    mixed = {}
+    for b in range(num_blocks):
+        for source in range(b + 2):
+            m = MixedOp(c, ops, bn_momentum=0.5)
+            m.build([(None, None, None, c), (len(ops),)])
+            for layer in m.ops.values():  # random BN state, so that it matters
+                for w in layer.weights:
+                    w.assign(tf.random.uniform(w.shape, 0.5, 1.5))
+                cell.load_op(b, source, layer)
+            mixed[b, source] = m
+
+    def reference(training):
+        states = cell._base(net, prev, training)
+        for b in range(num_blocks):
+            states.append(
+                tf.add_n(
+                    [
+                        mixed[b, s](
+                            [states[s], alpha[N.edge_index(b, s)]], training=training
+                        )
+                        for s in range(b + 2)
+                    ]
+                )
+            )
+        return tf.concat(states[2:], -1)
+
+    for training in (False, True):
+        want = reference(training)
+        got = cell([net, prev, alpha], training=training)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # Training updated the moving statistics of every edge as the MixedOps did.
+    probe = tf.random.normal((2, 9, 9, 5))
+    assert cell._op_weights["atrous_3x3"]["moving_mean"].numpy().std() > 0
+    for b in range(num_blocks):
+        for s in range(b + 2):
+            row = cell._row[N.edge_index(b, s)]
+            layer = mixed[b, s].ops["separable_5x5_2"].units[3].bn
+            np.testing.assert_allclose(
+                cell._op_weights["separable_5x5_2"][1]["moving_variance"][row],
+                layer.moving_variance, rtol=1e-5,
+            )  # fmt: skip
+    del probe
+    # 34 stacked variables (2 x 12 separable, 2 x 5 atrous) + the cell base.
+    assert len(cell.stacked) == 34
+    assert len(cell.weights) == 34 + 5 + 5
 
 
 def test_mixed_op_is_the_weighted_sum():

@@ -163,6 +163,34 @@ def test_train_eval_vis_end_to_end(tiny_data, tmp_path, variant):
     panels = sorted((visdir / "segmentation_results").glob("*_panel.png"))
     raws = sorted((visdir / "raw_segmentation_results").glob("*.png"))
     assert len(panels) == 4 and len(raws) == 4
+    if variant == "nas_hnasnet":
+        _check_nas_export(logdir, tmp_path)
+
+
+def _check_nas_export(logdir, tmp_path):
+    """The trained nas_hnasnet exports (SavedModel + TFLite) and the two agree."""
+    from deeplab_dpc.export import tflite as export_tflite
+
+    saved_dir, tflite = tmp_path / "saved_model", tmp_path / "model.tflite"
+    export = run_cli(
+        "export_model.py", f"--checkpoint_path={logdir}", f"--export_path={saved_dir}",
+        f"--tflite_output={tflite}", "--crop_size=65,65",
+    )  # fmt: skip
+    assert export.returncode == 0, export.stderr[-3000:]
+    assert export.stdout.strip().splitlines()[-1].startswith("exported ")
+    image = np.random.default_rng(0).integers(0, 256, (50, 60, 3), np.uint8)
+    loaded = tf.saved_model.load(str(saved_dir))
+    want = loaded.signatures["serving_default"](ImageTensor=image[None])
+    want = want["SemanticPredictions"].numpy()[0]
+    assert want.shape == (50, 60)
+    inputs, (h, w) = export_tflite.prepare_input(image, (65, 65))
+    interpreter = tf.lite.Interpreter(model_path=str(tflite))
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    interpreter.set_tensor(inp["index"], inputs.numpy())
+    interpreter.invoke()
+    labels = interpreter.get_tensor(out["index"])[0, :h, :w]
+    assert (labels == want).mean() >= 0.99
 
 
 def _wait_for_step(logdir, proc, minimum, timeout=180):

@@ -3,7 +3,9 @@
 Low-level backbone features (stride 4) -> 1x1 conv to 48 channels
 (`feature_projection0`); the head output is resized to their size
 (align_corners=True) and concatenated with them; two 3x3 separable convs with
-256 filters (`decoder_conv0`, `decoder_conv1`), as DeepLab's `refine_by_decoder`.
+256 filters (`decoder_conv0`, `decoder_conv1`), as DeepLab's `refine_by_decoder`;
+`separable=False` makes them full 3x3 convs (DeepLab's
+`decoder_use_separable_conv=False`, as Auto-DeepLab's Table 2 counts).
 """
 
 import keras
@@ -26,6 +28,7 @@ class Decoder(keras.layers.Layer):
         self,
         filters=256,
         low_level_filters=48,
+        separable=True,
         bn_momentum=HEAD_BN_MOMENTUM,
         bn_epsilon=HEAD_BN_EPSILON,
         **kwargs,
@@ -33,18 +36,16 @@ class Decoder(keras.layers.Layer):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.low_level_filters = int(low_level_filters)
+        self.separable = bool(separable)
         self.bn_momentum = bn_momentum
         self.bn_epsilon = bn_epsilon
         bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
         self.feature_projection0 = ConvBN(
             self.low_level_filters, 1, name="feature_projection0", **bn
         )
-        self.decoder_conv0 = SeparableConvBN(
-            self.filters, 3, name="decoder_conv0", **bn
-        )
-        self.decoder_conv1 = SeparableConvBN(
-            self.filters, 3, name="decoder_conv1", **bn
-        )
+        conv = SeparableConvBN if self.separable else ConvBN
+        self.decoder_conv0 = conv(self.filters, 3, name="decoder_conv0", **bn)
+        self.decoder_conv1 = conv(self.filters, 3, name="decoder_conv1", **bn)
 
     def build(self, input_shapes):
         head_shape, low_shape = input_shapes
@@ -70,6 +71,7 @@ class Decoder(keras.layers.Layer):
         config.update(
             filters=self.filters,
             low_level_filters=self.low_level_filters,
+            separable=self.separable,
             bn_momentum=self.bn_momentum,
             bn_epsilon=self.bn_epsilon,
         )

@@ -50,6 +50,12 @@ def define_flags():
     flags.DEFINE_integer(
         "decoder_output_stride", None, "4 adds the DeepLab v3+ decoder."
     )
+    flags.DEFINE_boolean(
+        "aspp_with_separable_conv", True, "ASPP 3x3 convs separable (else full)."
+    )
+    flags.DEFINE_boolean(
+        "decoder_use_separable_conv", True, "Decoder 3x3 convs separable (else full)."
+    )
     flags.DEFINE_float("depth_multiplier", 1.0, "MobileNetV2 width multiplier.")
     dpc_flags.define_nas_flags()
     flags.DEFINE_integer("num_classes", 19, "Number of classes of the logits layer.")

@@ -17,7 +17,8 @@ Under `workdir`:
                    written atomically with each checkpoint;
   search_config.json  the arguments of the run;
   train/           TensorBoard scalars: weight_loss, arch_loss,
-                   learning_rate, arch_miou (mIoU on batches of trainB),
+                   learning_rate, arch_miou (mIoU of the architecture
+                   steps' predictions on trainB since the last log step),
                    alpha_entropy, beta_entropy (mean entropy of the softmax
                    rows, in nats);
   trellis.png, cell.png, alpha.png  the figures (`figures.py`).
@@ -124,8 +125,8 @@ def run_search(
     seed=0,
     log_every=10,
     checkpoint_every=20,
-    eval_batches=2,
     make_figures=True,
+    graph_optimizer=False,
 ):
     """Runs (or resumes) a search; returns the decoded architecture.
 
@@ -148,10 +149,6 @@ def run_search(
         recompute=recompute,
         bn_momentum=bn_momentum,
     )
-
-    @tf.function(reduce_retracing=True)
-    def predict(images):
-        return tf.argmax(model(images, training=False), axis=-1)
 
     # Built eagerly from the channel counts: variables created inside a
     # tf.function trace each get an initialisation graph (most of the
@@ -192,32 +189,22 @@ def run_search(
         return iter(ds)
 
     train_a, train_b = data(0), data(1)
-    kernels = losses.decayed_kernels(model)
+    kernels = losses.decayed_kernels(model) + model.stacked_kernels()
+    network_vars = model.network_variables()
+    arch_vars = model.architecture_variables()
+    step_fn = _make_step(
+        model, info, kernels, network_vars, arch_vars, weight_opt, arch_opt,
+        weight_decay, arch_weight_decay,
+    )  # fmt: skip
+    weight_update, arch_update = tf.constant(False), tf.constant(True)
 
-    def ce(batch):
-        logits = model(batch[common.IMAGE], training=True)
-        return losses.softmax_cross_entropy(
-            logits, batch[common.LABEL], info.num_classes, info.ignore_label
-        )
+    confusion = metrics.StreamingConfusionMatrix(info.num_classes, info.ignore_label)
 
-    @tf.function(reduce_retracing=True)
-    def weight_step(batch):
-        with tf.GradientTape() as tape:
-            loss = ce(batch)
-            total = loss + losses.weight_decay_loss(kernels, weight_decay)
-        variables = model.network_variables()
-        weight_opt.apply_gradients(zip(tape.gradient(total, variables), variables))
-        return loss
-
-    @tf.function(reduce_retracing=True)
-    def arch_step(batch):
-        variables = model.architecture_variables()
-        with tf.GradientTape() as tape:
-            loss = ce(batch)
-            l2 = tf.add_n([tf.nn.l2_loss(v) for v in variables])
-            total = loss + arch_weight_decay * l2
-        arch_opt.apply_gradients(zip(tape.gradient(total, variables), variables))
-        return loss
+    def run_step(batch, is_arch):
+        loss, predictions = step_fn(batch[common.IMAGE], batch[common.LABEL], is_arch)
+        if is_arch is arch_update:
+            confusion.update(batch[common.LABEL].numpy()[..., 0], predictions.numpy())
+        return float(loss)
 
     writer = tf.summary.create_file_writer(os.path.join(workdir, "train"))
     progress = summaries.Progress(start, num_steps, batch_size)
@@ -225,35 +212,57 @@ def run_search(
     arch_path = os.path.join(workdir, ARCHITECTURE_FILE)
     arch_loss = float("nan")
     t0 = time.time()
-    for current in range(start + 1, num_steps + 1):
-        loss = float(weight_step(next(train_a)))
-        if current > arch_start_step:
-            arch_loss = float(arch_step(next(train_b)))
-        step.assign(current)
-        if current % log_every == 0 or current == num_steps:
-            progress.update(current, loss, float(schedule(current)), log_every)
-            miou = _arch_miou(predict, train_b, eval_batches, info)
-            entry = _history_entry(model, current, loss, arch_loss, miou, mask)
-            history.append(entry)
-            with writer.as_default(step=current):
-                for name in (
-                    "weight_loss",
-                    "arch_loss",
-                    "arch_miou",
-                    "alpha_entropy",
-                    "beta_entropy",
-                ):
-                    if not np.isnan(entry[name]):
-                        summaries.write_scalar(name, entry[name], current)
-                summaries.write_scalar(
-                    "learning_rate", float(schedule(current)), current
+    # Grappler (TF's graph optimizer) off while the search runs, unless
+    # asked: on the supernet's graph it costs more than it saves (it doubled
+    # the first call; steps within 5%; g3doc/autodeeplab.md). The option is
+    # process-wide, so the previous value comes back afterwards.
+    previous = tf.config.optimizer.get_experimental_options().get(
+        "disable_meta_optimizer", False
+    )
+    if not graph_optimizer:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        for current in range(start + 1, num_steps + 1):
+            loss = run_step(next(train_a), weight_update)
+            if current == start + 1:
+                logging.info(
+                    "first step (tracing the step function) done after %.1f s",
+                    time.time() - t0,
                 )
-            nas_spec.save_architecture(model.decoded_architecture(), arch_path)
-        if current % checkpoint_every == 0 or current == num_steps:
-            # History first: a kill in between leaves entries past the
-            # checkpoint, which the resume drops.
-            _write_json_atomic(history, os.path.join(workdir, HISTORY_FILE))
-            manager.save(checkpoint_number=current)
+            if current > arch_start_step:
+                arch_loss = run_step(next(train_b), arch_update)
+            step.assign(current)
+            if current % log_every == 0 or current == num_steps:
+                progress.update(current, loss, float(schedule(current)), log_every)
+                # mIoU of the architecture steps' own predictions over the
+                # interval (none before arch_start_step)
+                miou = confusion.result()["miou"] if confusion.matrix.any() else np.nan
+                confusion.matrix[...] = 0
+                entry = _history_entry(model, current, loss, arch_loss, miou, mask)
+                history.append(entry)
+                with writer.as_default(step=current):
+                    for name in (
+                        "weight_loss",
+                        "arch_loss",
+                        "arch_miou",
+                        "alpha_entropy",
+                        "beta_entropy",
+                    ):
+                        if not np.isnan(entry[name]):
+                            summaries.write_scalar(name, entry[name], current)
+                    summaries.write_scalar(
+                        "learning_rate", float(schedule(current)), current
+                    )
+                nas_spec.save_architecture(model.decoded_architecture(), arch_path)
+            if current % checkpoint_every == 0 or current == num_steps:
+                # History first: a kill in between leaves entries past the
+                # checkpoint, which the resume drops.
+                _write_json_atomic(history, os.path.join(workdir, HISTORY_FILE))
+                manager.save(checkpoint_number=current)
+    finally:
+        tf.config.optimizer.set_experimental_options(
+            {"disable_meta_optimizer": previous}
+        )
     writer.flush()
     architecture = model.decoded_architecture()
     nas_spec.save_architecture(architecture, arch_path)
@@ -268,14 +277,48 @@ def run_search(
     return architecture
 
 
-def _arch_miou(predict, batches, count, info):
-    stream = metrics.StreamingConfusionMatrix(info.num_classes, info.ignore_label)
-    for _ in range(count):
-        batch = next(batches)
-        stream.update(
-            batch[common.LABEL].numpy()[..., 0], predict(batch[common.IMAGE]).numpy()
-        )
-    return stream.result()["miou"]
+def _make_step(
+    model, info, kernels, network_vars, arch_vars, weight_opt, arch_opt,
+    weight_decay, arch_weight_decay,
+):  # fmt: skip
+    """One traced search step; `is_arch` (a bool tensor) selects the update.
+
+    False: cross-entropy + weight decay, SGD on the network weights; True:
+    cross-entropy + the L2 term on alpha and beta, Adam on them (first
+    order). One trace serves both, so the supernet's forward and backward
+    graph is built once, not once per update (most of a small search's
+    time, issue 13); the price is that each step computes the gradients of
+    both variable sets (the architecture step's weight gradients and the
+    weight step's alpha/beta gradients are thrown away).
+    """
+
+    def weight_update(grads):
+        weight_opt.apply_gradients(zip(grads[: len(network_vars)], network_vars))
+        return tf.constant(0)
+
+    def arch_update(grads):
+        arch_opt.apply_gradients(zip(grads[len(network_vars) :], arch_vars))
+        return tf.constant(1)
+
+    @tf.function(reduce_retracing=True)
+    def step(images, labels, is_arch):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = losses.softmax_cross_entropy(
+                logits, labels, info.num_classes, info.ignore_label
+            )
+            decay = losses.weight_decay_loss(kernels, weight_decay)
+            l2 = arch_weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in arch_vars])
+            total = loss + tf.where(is_arch, l2, decay)
+        grads = tape.gradient(total, network_vars + arch_vars)
+        grads = [
+            tf.zeros_like(v) if g is None else g
+            for g, v in zip(grads, network_vars + arch_vars)
+        ]
+        tf.cond(is_arch, lambda: arch_update(grads), lambda: weight_update(grads))
+        return loss, tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+    return step
 
 
 def _history_entry(model, current, loss, arch_loss, miou, mask):

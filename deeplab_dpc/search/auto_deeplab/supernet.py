@@ -232,6 +232,10 @@ class AutoDeepLabSupernet(keras.Model):
         arch = {id(v) for v in self.architecture_variables()}
         return [v for v in self.trainable_variables if id(v) not in arch]
 
+    def stacked_kernels(self):
+        """The relaxed cells' stacked full-conv kernels (weight decay)."""
+        return [k for cell in self.cells.values() for k in cell.stacked_kernels()]
+
     def alpha_weights(self):
         return tf.nn.softmax(self.alpha, axis=-1)
 
