@@ -513,6 +513,8 @@ class Trainer:
     def _stopped(self, path):
         signum = interrupts.requested() or signal.SIGTERM  # MWMS: another worker's
         step = int(self.step.numpy())
+        if not self.is_chief:  # its own save went to a scratch dir, now deleted
+            path = os.path.join(self.logdir, os.path.basename(path))
         logging.warning("Stopped at step %d: checkpoint %s", step, path)
         return interrupts.Interrupted(
             signum, f"checkpoint saved at step {step} ({path})"
