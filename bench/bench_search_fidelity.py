@@ -289,7 +289,7 @@ def multifidelity(cache, space, reference):
             for policy, ps in pairs.items():
                 r = results[policy]
                 axes[1].scatter([p for _, p, _ in ps], [e for _, _, e in ps],
-                                label=f"{policy}: rho {r['rho_rerank']} (n = {r['n_rerank']})")  # fmt: skip
+                                label=f"{policy}: rho {r['rho_rerank'] if r['rho_rerank'] is not None else 'n/a'} (n = {r['n_rerank']})")  # fmt: skip
             axes[1].set_xlabel("final proxy val mIoU")
             axes[1].set_ylabel("end-to-end re-rank val mIoU")
             axes[1].set_title("re-ranked cells")
