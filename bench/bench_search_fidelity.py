@@ -20,14 +20,22 @@ of `--rerank_study` (the cells it re-ranked) and against the proxy scores
 of the first option set (all cells).
 
 `multifidelity`: one search per policy of `--policies` on a fresh SQLite
-study in a temp dir, each given `--budget_minutes` of wall clock (no trial
-starts after it; the running one finishes): `paper` (every candidate trains
+study (in a temp dir, or `<study_dir>/<policy>/search.db`, study name = the
+policy), each given `--budget_minutes` of wall clock (no trial starts after
+it; the running one finishes): `paper` (every candidate trains
 `--proxy_steps`, no pruner) and `hyperband` (`--pruner=hyperband` on the val
 mIoU reported every `--proxy_eval_every` steps; `successive_halving` and
-`median` work too). Both use `--sampler`. Prints candidates evaluated,
-completed and pruned, the best proxy score, and rho of the completed cells'
-final proxy scores against the re-rank scores; `--figure` plots the best
-score against wall-clock time. Not a test.
+`median` work too). Both use `--sampler`. With `--study_dir` the wall clock
+spent is kept in the study, so a killed run resumes with the rest of its
+budget, and a policy whose budget is spent is only reported: run one process
+per policy side by side, re-rank each study with `search.py
+--stages=rerank,report`, then run the bench once more with all policies for
+the table and figure. Prints candidates evaluated, completed and pruned, the
+best proxy score, rho of the completed cells' final proxy scores against the
+re-rank scores (`--rerank_study` / `--reference_json`, else each policy's own
+re-rank study `<policy>.rerank` beside it), the wall clock and the 1-minute
+load average at the start and end of each run; `--figure` plots the best
+score against wall-clock time and the re-ranked cells. Not a test.
 """
 
 import json
@@ -143,7 +151,31 @@ class BudgetSpent(KeyboardInterrupt):
     """Raised at the start of a trial once the policy's wall-clock budget is spent."""
 
 
+SPENT = "bench_budget_spent_seconds"  # study attr: wall clock spent by this policy
+ELAPSED = "bench_budget_elapsed_seconds"  # trial attr: when it finished, in that clock
+LOADS = "bench_load_averages"  # study attr: [(elapsed, 1-min load average), ...]
+
+
+def own_rerank_scores(storage, policy):
+    """{key: end-to-end mIoU} of study `<policy>.rerank` in `storage` ({} if none)."""
+    try:
+        study = optuna.load_study(
+            study_name=rerank.rerank_study_name(policy), storage=storage
+        )
+    except KeyError:
+        return {}
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return {t.user_attrs[study_lib.KEY]: t.value for t in done}
+
+
 def one_policy(cache, space, policy, tmp, reference):
+    """Runs (or resumes, or only reports) one policy's search in `tmp`/search.db.
+
+    The wall clock spent is kept in the study (attr SPENT, updated after every
+    trial), so a killed run resumes with the rest of its budget; a study whose
+    budget is spent is only reported (how separate runs' policies are merged
+    into one table and figure).
+    """
     storage = study_lib.open_storage(study_lib.default_storage_url(tmp))
     pruning = policy != "paper"
     pruner = stages.make_pruner(
@@ -161,32 +193,56 @@ def one_policy(cache, space, policy, tmp, reference):
         eval_every=FLAGS.proxy_eval_every if pruning else 0, memory_limit_bytes=4 << 30,
         upsample_logits=FLAGS.upsample_logits,
     )  # fmt: skip
-    start, deadline = time.time(), time.time() + 60 * FLAGS.budget_minutes
-    curve = []
+    spent = float(study.user_attrs.get(SPENT, 0.0))
+    budget = 60 * FLAGS.budget_minutes
+    start = time.time()
+    loads = list(study.user_attrs.get(LOADS, []))
+
+    def elapsed():
+        return spent + time.time() - start
+
+    def note_load():
+        loads.append((round(elapsed(), 1), os.getloadavg()[0]))
+        study.set_user_attr(LOADS, loads)
 
     def evaluate(spec, trial):
-        if time.time() > deadline:
+        if elapsed() > budget:
             raise BudgetSpent
-        out = objective(spec, trial)
-        best = max([out["value"]] + [b for _, b in curve[-1:]])
-        curve.append((time.time() - start, best))
+        try:
+            out = objective(spec, trial)
+        finally:
+            study.set_user_attr(SPENT, elapsed())
+        out["user_attrs"][ELAPSED] = elapsed()
         return out
 
     sampler = samplers.get_sampler(FLAGS.sampler, space)
-    try:
-        study_lib.run_worker(study, storage, evaluate, sampler, FLAGS.seed, 0.5)
-    except BudgetSpent:
-        pass
+    if spent < budget:
+        note_load()
+        print(f"{policy}: {spent:.0f} of {budget:.0f} s spent, running", flush=True)
+        try:
+            study_lib.run_worker(study, storage, evaluate, sampler, FLAGS.seed, 0.5)
+        except BudgetSpent:
+            pass
+        study.set_user_attr(SPENT, max(elapsed(), budget))
+        note_load()
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     scores = {t.user_attrs[study_lib.KEY]: t.value for t in complete}
+    if not reference:  # the policy's own re-rank (search.py --stages=rerank), if run
+        reference = own_rerank_scores(storage, policy)
+    curve, best = [], None
+    for t in sorted(complete, key=lambda t: t.user_attrs.get(ELAPSED, 0.0)):
+        best = t.value if best is None else max(best, t.value)
+        curve.append((t.user_attrs.get(ELAPSED, 0.0), best))
     r, n = rho(scores, reference)
+    pairs = [(k, scores[k], reference[k]) for k in sorted(scores) if k in reference]
     return {
         "evaluated": len(complete) + len(pruned), "completed": len(complete),
         "pruned": len(pruned), "best": max(scores.values(), default=None),
-        "rho_rerank": r, "n_rerank": n, "wall_seconds": time.time() - start,
-        "curve": curve,
+        "rho_rerank": r, "n_rerank": n,
+        "wall_seconds": float(study.user_attrs.get(SPENT, 0.0)),
+        "load_averages": loads, "curve": curve, "scores": scores, "pairs": pairs,
     }  # fmt: skip
 
 
@@ -201,26 +257,43 @@ def multifidelity(cache, space, reference):
         with tempfile.TemporaryDirectory() as tmp:
             results[policy] = one_policy(cache, space, policy, tmp, reference)
     print(
-        "\n| policy | evaluated | completed | pruned | best proxy | rho vs re-rank (n) |"
+        "\n| policy | evaluated | completed | pruned | best proxy | rho vs re-rank (n)"
+        " | wall clock | load average (1 min) |"
     )
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for policy, r in results.items():
+        best = "-" if r["best"] is None else f"{r['best']:.4f}"
+        rho_text = "-" if r["rho_rerank"] is None else f"{r['rho_rerank']:.3f}"
+        loads = ", ".join(f"{v:.1f}" for _, v in r["load_averages"])
         print(f"| {policy} | {r['evaluated']} | {r['completed']} | {r['pruned']} | "
-              f"{r['best']} | {r['rho_rerank']} ({r['n_rerank']}) |")  # fmt: skip
+              f"{best} | {rho_text} ({r['n_rerank']}) | {r['wall_seconds'] / 60:.1f} min "
+              f"| {loads} |")  # fmt: skip
     if FLAGS.figure:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6, 4))
+        pairs = {p: r["pairs"] for p, r in results.items() if r["pairs"]}
+        fig, axes = plt.subplots(1, 2 if pairs else 1, figsize=(11 if pairs else 6, 4))
+        ax = axes[0] if pairs else axes
         for policy, r in results.items():
             if r["curve"]:
                 t, best = zip(*r["curve"])
                 ax.step([v / 60 for v in t], best, where="post", label=policy)
         ax.set_xlabel("wall clock (minutes)")
         ax.set_ylabel("best proxy val mIoU")
+        ax.set_title("best proxy score so far")
         ax.legend()
+        if pairs:
+            for policy, ps in pairs.items():
+                r = results[policy]
+                axes[1].scatter([p for _, p, _ in ps], [e for _, _, e in ps],
+                                label=f"{policy}: rho {r['rho_rerank'] if r['rho_rerank'] is not None else 'n/a'} (n = {r['n_rerank']})")  # fmt: skip
+            axes[1].set_xlabel("final proxy val mIoU")
+            axes[1].set_ylabel("end-to-end re-rank val mIoU")
+            axes[1].set_title("re-ranked cells")
+            axes[1].legend()
         fig.tight_layout()
         fig.savefig(FLAGS.figure, dpi=120)
     return results
