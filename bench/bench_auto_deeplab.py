@@ -10,11 +10,12 @@ one fixed random batch, so the input pipeline is not measured.
 Every case runs in its own subprocess, so that peak memory is its own: on a
 GPU the allocator's peak (`tf.config.experimental.get_memory_info`); on CPU,
 where TensorFlow keeps no allocator statistics, the process's peak resident
-set (`ru_maxrss`, "peak") and that peak minus the resident set after the
-warm-up steps ("step": what one step adds on top of the weights, optimizer
-slots and graphs; TensorFlow's large buffers are mmap-ed and go back to the
-system when freed, so the resident set between steps excludes the
-activations). A trailing "r" wraps every candidate cell in
+set (`ru_maxrss`, "peak RSS", tracing included) and the peak resident set
+of the timed steps alone (the kernel's VmHWM, reset through
+/proc/self/clear_refs after the warm-up) minus the resident set before them
+("step memory": what a step adds on top of the weights, optimizer slots and
+graphs; TensorFlow's large buffers are mmap-ed and go back to the system
+when freed, so the resident set between steps excludes the activations). A trailing "r" wraps every candidate cell in
 `tf.recompute_grad`.
 
 Usage:
@@ -79,6 +80,20 @@ def _current_rss_mb():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _reset_peak_rss():
+    """Resets the kernel's peak resident set (VmHWM) of this process (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _peak_rss_since_reset_mb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def run_one(case):
     import keras
     import tensorflow as tf
@@ -126,6 +141,7 @@ def run_one(case):
         pair()
     warmup_s = time.time() - t0
     base = _current_rss_mb()
+    _reset_peak_rss()
     if gpu:
         tf.config.experimental.reset_memory_stats("GPU:0")
     times = []
@@ -137,7 +153,7 @@ def run_one(case):
     if gpu:
         step_mb = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
     else:
-        step_mb = peak - base
+        step_mb = _peak_rss_since_reset_mb() - base
     params = sum(int(v.shape.num_elements()) for v in model.network_variables())
     return {
         "case": case, "layers": layers, "filters": filters, "crop": crop,

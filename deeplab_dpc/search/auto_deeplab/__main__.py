@@ -29,6 +29,9 @@ flags.DEFINE_integer("batch_size", 2, "Batch size of each half.")
 flags.DEFINE_integer("num_steps", 120, "Search steps.")
 flags.DEFINE_integer("arch_start_step", 40, "Alpha/beta updates start after this step.")
 flags.DEFINE_boolean("recompute", False, "Recompute cell activations in backprop.")
+flags.DEFINE_boolean(
+    "graph_optimizer", False, "Keep TF's graph optimizer (grappler) on (slower start)."
+)
 flags.DEFINE_integer("seed", 0, "Seed of the input pipelines.")
 flags.DEFINE_integer("log_every", 10, "Log / architecture.json interval (steps).")
 flags.DEFINE_integer("checkpoint_every", 20, "Checkpoint interval (steps).")
@@ -73,6 +76,7 @@ def main(argv):
             num_steps=FLAGS.num_steps,
             arch_start_step=FLAGS.arch_start_step,
             recompute=FLAGS.recompute,
+            graph_optimizer=FLAGS.graph_optimizer,
             seed=FLAGS.seed,
             log_every=FLAGS.log_every,
             checkpoint_every=FLAGS.checkpoint_every,
