@@ -39,3 +39,23 @@ def postgres_server():
 def postgres_url(postgres_server):
     """The URL of a fresh, empty database on the session's PostgreSQL server."""
     return postgres_server.create_database()
+
+
+# Modules that keep a worker busy for a minute or more (`--durations=15` of the
+# default run, g3doc/performance.md#test-suite), heaviest first. They are
+# collected first so that pytest-xdist's loadscope scheduling (modules in
+# collection order, each to the next free worker) starts them early and the
+# small modules fill in around them: the two workers then finish together.
+HEAVY_FIRST = (
+    "test_distribute.py",
+    "test_train.py",
+    "test_export.py",
+    "test_search_study.py",
+    "test_search_postgres.py",
+    "test_export_official.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable
