@@ -15,6 +15,8 @@ Deviations from DeepLab:
 - A bad flag value or user error prints one line and exits with code 2.
 """
 
+import math
+
 from absl import app, flags
 
 from deeplab_dpc import console, errors
@@ -158,8 +160,6 @@ def multi_values(values, cast, name):
 
 def check_number(name, value, low=0.0, high=None):
     """ValueError naming `--name` unless `value` is None or a finite number in range."""
-    import math
-
     if value is None:
         return value
     if not math.isfinite(float(value)) or value < low or (
