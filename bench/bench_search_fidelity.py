@@ -290,6 +290,15 @@ def multifidelity(cache, space, reference):
                 r = results[policy]
                 axes[1].scatter([p for _, p, _ in ps], [e for _, _, e in ps],
                                 label=f"{policy}: rho {r['rho_rerank'] if r['rho_rerank'] is not None else 'n/a'} (n = {r['n_rerank']})")  # fmt: skip
+                # P1, H1, ...: the policy's initial and the cell's proxy rank
+                # among its re-ranked cells (the cells themselves are in the JSON).
+                ranked = sorted(ps, key=lambda x: -x[1])
+                for rank, (_, proxy, end) in enumerate(ranked, 1):
+                    axes[1].annotate(
+                        f"{policy[0].upper()}{rank}", (proxy, end), fontsize=8,
+                        xytext=(4, -10 if policy == "hyperband" else 4),
+                        textcoords="offset points",
+                    )  # fmt: skip
             axes[1].set_xlabel("final proxy val mIoU")
             axes[1].set_ylabel("end-to-end re-rank val mIoU")
             axes[1].set_title("re-ranked cells")
