@@ -12,12 +12,11 @@ TensorFlow at load time, so that a bad command line fails in a second.
 """
 
 import json
-import math
 import os
 
 from absl import logging
 
-from deeplab_dpc import artefacts
+from deeplab_dpc import artefacts, errors
 
 LEARNING_POLICIES = ("poly", "step", "cosine")
 STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")
@@ -35,11 +34,7 @@ MAX_STEPS = 2**62  # the step counter is an int64
 
 
 def _check_range(name, value, low, high=None):
-    if isinstance(value, float) and not math.isfinite(value):
-        raise TrainOptionsError(f"{name}: must be a finite number, got {value}")
-    if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise TrainOptionsError(f"{name}: must be {bound}, got {value}")
+    errors.check_range(name, value, low, high, error=TrainOptionsError)
 
 
 def _check_crop(crop_size):
