@@ -335,13 +335,13 @@ def dataset_for_checkpoint(checkpoint_path):
     return info, dataset_dir, source
 
 
-def require_checkpoint(path):
+def require_checkpoint(path, flag="checkpoint_dir"):
     """FileNotFoundError unless `path` is a directory or a ckpt-N prefix (no TF needed)."""
     import os
 
     if not (os.path.isdir(path) or os.path.exists(path + ".index")):
         raise FileNotFoundError(
-            f"--checkpoint_dir={path}: no such checkpoint (expected a directory or "
+            f"--{flag}={path}: no such checkpoint (expected a directory or "
             "a ckpt-N prefix)"
         )
 

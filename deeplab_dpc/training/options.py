@@ -16,11 +16,11 @@ import os
 
 from absl import logging
 
-from deeplab_dpc import artefacts, errors
+from deeplab_dpc import artefacts, common, errors
 
 LEARNING_POLICIES = ("poly", "step", "cosine")
 STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")
-MIN_CROP_SIZE = 33  # 32x downsampling in the backbone needs at least 1 + 32 pixels
+MIN_CROP_SIZE = common.MIN_CROP_SIZE
 MIXED_PRECISION = (None, "bf16", "fp16")
 
 
@@ -28,7 +28,7 @@ class TrainOptionsError(ValueError):
     """Training options that contradict each other or cannot work."""
 
 
-MAX_CROP_SIDE = 16385  # 16K pixels a side (k*32+1); larger cannot fit any device
+MAX_CROP_SIDE = common.MAX_CROP_SIDE
 MAX_BATCH_SIZE = 65536
 MAX_STEPS = 2**62  # the step counter is an int64
 
