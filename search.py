@@ -144,10 +144,10 @@ FLOAT_RANGES = {
 }  # fmt: skip
 
 
-def _choice(name, known):
+def _choice(name, known, what):
     if FLAGS[name].value not in known:
         raise ValueError(
-            f"--{name}: unknown {FLAGS[name].value!r}; known: {', '.join(known)}"
+            f"--{name}: unknown {what} {FLAGS[name].value!r}; known: {', '.join(known)}"
         )
 
 
@@ -184,13 +184,13 @@ def _check_flags():
         dpc_flags.require_checkpoint(FLAGS.tf_initial_checkpoint, "tf_initial_checkpoint")
     from deeplab_dpc.search import samplers, spaces
 
-    _choice("space", spaces.SPACES)
-    _choice("sampler", samplers.SAMPLERS)
-    _choice("cache_dtype", ("float16", "float32"))  # cache.DTYPES
+    _choice("space", spaces.SPACES, "search space")
+    _choice("sampler", samplers.SAMPLERS, "sampler")
+    _choice("cache_dtype", ("float16", "float32"), "cache dtype")  # cache.DTYPES
     from deeplab_dpc.backbones import MODEL_VARIANTS
     from deeplab_dpc.data import registry
 
-    _choice("model_variant", MODEL_VARIANTS)
+    _choice("model_variant", MODEL_VARIANTS, "backbone")
     try:
         return registry.get_dataset_info(FLAGS.dataset)
     except ValueError as e:
