@@ -87,14 +87,17 @@ TRAIN = {
     "dpc_spec": ["/nonexistent/spec.json"],
     "dataset_info_json": ["{bad json", "/nonexistent/info.json"],
 }
-EVAL = {
+WATCH = {  # the flags eval.py and vis.py share
     "eval_scales": ["0", "-1", "nan", "inf", "a", "1,x"],
-    "max_number_of_evaluations": NONNEG_INT,
     "eval_interval_secs": NONNEG_INT,
     "max_wait_secs": NONNEG_FLOAT,
     "add_flipped_images": BOOL,
     "dataset": ["nope"],
     "checkpoint_dir": ["/nonexistent/ckpt"],
+}
+EVAL = {
+    **WATCH,
+    "max_number_of_evaluations": NONNEG_INT,
     "eval_split": ["nope"],
     "output_stride": ["7", "abc"],
 }
@@ -109,17 +112,12 @@ MODEL_STATS = {
     "decoder_output_stride": ["3", "abc"],
 }
 VIS = {
-    "eval_scales": ["0", "-1", "nan", "inf", "a", "1,x"],
+    **WATCH,
     "max_number_of_iterations": NONNEG_INT,
     "max_number_of_images": NONNEG_INT,
-    "eval_interval_secs": NONNEG_INT,
-    "max_wait_secs": NONNEG_FLOAT,
     "vis_batch_size": INTS,
     "colormap_type": ENUM,
-    "add_flipped_images": BOOL,
     "also_save_raw_predictions": BOOL,
-    "dataset": ["nope"],
-    "checkpoint_dir": ["/nonexistent/ckpt"],
     "vis_split": ["nope"],
 }
 EXPORT = {
