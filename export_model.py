@@ -55,13 +55,59 @@ def _fail(message):
     errors.fail(message, "export_model")
 
 
+def check_flags():
+    """Every flag value, before the checkpoint is read; ValueError names the flag."""
+    from deeplab_dpc import common
+    from deeplab_dpc import flags as dpc_flags
+    from deeplab_dpc.data import registry
+
+    if not FLAGS.checkpoint_path:
+        raise ValueError("--checkpoint_path: required (a checkpoint directory or prefix)")
+    dpc_flags.require_checkpoint(FLAGS.checkpoint_path, "checkpoint_path")
+    if not FLAGS.inference_scales:
+        raise ValueError("--inference_scales: at least one scale is needed")
+    for scale in FLAGS.inference_scales:
+        dpc_flags.check_number("inference_scales", scale, 0.0, low_open=True)
+    stride = FLAGS.output_stride
+    if stride is not None and stride not in common.OUTPUT_STRIDES:
+        raise ValueError(f"--output_stride: must be 8, 16 or 32, got {stride}")
+    dpc_flags.check_number("num_classes", FLAGS.num_classes, 1)
+    dpc_flags.check_number("max_pixels", FLAGS.max_pixels, 0)
+    dpc_flags.check_number("num_representative_images", FLAGS.num_representative_images, 1)
+    if FLAGS.dataset:
+        try:
+            registry.get_dataset_info(FLAGS.dataset)
+        except ValueError as e:
+            raise ValueError(f"--dataset: {errors.one_line(e)}") from None
+    from deeplab_dpc.export import tflite  # TensorFlow loads here
+
+    if FLAGS.quantize not in tflite.QUANTIZE_MODES:
+        raise ValueError(
+            f"--quantize: must be one of {', '.join(tflite.QUANTIZE_MODES)}, "
+            f"got {FLAGS.quantize!r}"
+        )
+    if FLAGS.quantize != "none" and not FLAGS.tflite_output:
+        raise ValueError("--quantize applies to the TFLite model: give --tflite_output")
+    try:
+        crop = tflite.parse_crop_size(FLAGS.crop_size)
+    except ValueError as e:
+        raise ValueError(f"--{e}") from None
+    if max(crop) > common.MAX_CROP_SIDE:
+        raise ValueError(
+            f"--crop_size: {crop[0]}x{crop[1]} is too large; each side must be at "
+            f"most {common.MAX_CROP_SIDE}"
+        )
+
+
 def main(argv):
     del argv  # positional arguments are refused by dpc_flags.run
+    try:
+        check_flags()
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
     from deeplab_dpc.checkpoints import CheckpointError, ModelConfigError
     from deeplab_dpc.export import saved_model
 
-    if FLAGS.quantize != "none" and not FLAGS.tflite_output:
-        _fail("--quantize applies to the TFLite model: give --tflite_output")
     try:
         config = saved_model.export_model(
             FLAGS.checkpoint_path,

@@ -124,6 +124,78 @@ flags.DEFINE_enum(
 NEEDS_STORAGE = ("create", "run", "rerank", "report")
 NEEDS_CACHE = ("create", "run", "rerank")
 
+# Ranges of the numeric flags, all checked before any stage starts: (low, high).
+INT_RANGES = {
+    "pretrain_steps": (1, None), "cache_train_passes": (1, None),
+    "num_branches": (1, None), "near_best_top_k": (1, None),
+    "evolution_population": (1, None), "evolution_sample_size": (1, None),
+    "num_trials": (1, None), "proxy_steps": (1, None),
+    "proxy_batch_size": (1, None), "proxy_eval_every": (0, None),
+    "pruner_reduction_factor": (2, None), "heartbeat_interval": (1, None),
+    "grace_period": (1, None), "max_retry": (0, None), "rerank_top_k": (1, None),
+    "rerank_steps": (1, None), "rerank_batch_size": (1, None),
+    "seed": (0, 2**32 - 1),
+}  # fmt: skip
+FLOAT_RANGES = {
+    "pretrain_learning_rate": (0.0, None), "cache_memory_gb": (0.0, None),
+    "near_best_prob": (0.0, 1.0), "proxy_learning_rate": (0.0, None),
+    "rerank_learning_rate": (0.0, None),
+    "rerank_last_layer_gradient_multiplier": (0.0, None),
+}  # fmt: skip
+
+
+def _choice(name, known, what):
+    if FLAGS[name].value not in known:
+        raise ValueError(
+            f"--{name}: unknown {what} {FLAGS[name].value!r}; known: {', '.join(known)}"
+        )
+
+
+def _check_flags():
+    """Every flag value, before any stage starts; ValueError names the flag.
+
+    The numbers first (no imports: `--proxy_steps=-1` fails in a second),
+    then crops, paths, names and the dataset.
+    """
+    from deeplab_dpc import common
+
+    for name, (low, high) in {**INT_RANGES, **FLOAT_RANGES}.items():
+        dpc_flags.check_number(name, FLAGS[name].value, low, high)
+    dpc_flags.check_number("depth_multiplier", FLAGS.depth_multiplier, 0.0, 4.0, True)
+    if FLAGS.output_stride not in common.OUTPUT_STRIDES:
+        raise ValueError(f"--output_stride: must be 8, 16 or 32, got {FLAGS.output_stride}")
+    if FLAGS.proxy_crop_size is not None:
+        crop = dpc_flags.multi_values(FLAGS.proxy_crop_size, int, "proxy_crop_size")
+        if len(crop) != 2 or not all(
+            common.MIN_CROP_SIZE <= v <= common.MAX_CROP_SIDE for v in crop
+        ):
+            raise ValueError(
+                f"--proxy_crop_size: needs h,w in [{common.MIN_CROP_SIZE}, "
+                f"{common.MAX_CROP_SIDE}], got {','.join(FLAGS.proxy_crop_size)}"
+            )
+    for name in ("workdir", "study_name"):
+        if not FLAGS[name].value:
+            raise ValueError(f"--{name}: must not be empty")
+    for name in ("workdir", "cache_dir"):
+        path = FLAGS[name].value
+        if path and os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError(f"--{name}: {path} exists and is not a directory")
+    if FLAGS.tf_initial_checkpoint:
+        dpc_flags.require_checkpoint(FLAGS.tf_initial_checkpoint, "tf_initial_checkpoint")
+    from deeplab_dpc.search import samplers, spaces
+
+    _choice("space", spaces.SPACES, "search space")
+    _choice("sampler", samplers.SAMPLERS, "sampler")
+    _choice("cache_dtype", ("float16", "float32"), "cache dtype")  # cache.DTYPES
+    from deeplab_dpc.backbones import MODEL_VARIANTS
+    from deeplab_dpc.data import registry
+
+    _choice("model_variant", MODEL_VARIANTS, "backbone")
+    try:
+        return registry.get_dataset_info(FLAGS.dataset)
+    except ValueError as e:
+        raise ValueError(f"--dataset: {e}") from None
+
 
 def _stages():
     from deeplab_dpc.search.stages import STAGES
@@ -248,10 +320,10 @@ def _auto_deeplab():
 
 def main(argv):
     del argv
+    info = _check_flags()
     if FLAGS.search_method == "auto_deeplab":
         return _auto_deeplab()
     from deeplab_dpc import console
-    from deeplab_dpc.data import registry
     from deeplab_dpc.search import stages as stages_lib
     from deeplab_dpc.search import study as study_lib
 
@@ -266,14 +338,16 @@ def main(argv):
         FLAGS.pruner, eval_every=FLAGS.proxy_eval_every, steps=FLAGS.proxy_steps,
         reduction_factor=FLAGS.pruner_reduction_factor,
     )  # fmt: skip
-    info = registry.get_dataset_info(FLAGS.dataset)
     crop = _crop_size(info)
     storage = None
     if any(s in NEEDS_STORAGE for s in stages):
         url = FLAGS.storage or study_lib.default_storage_url(FLAGS.workdir)
-        storage = study_lib.open_storage(
-            url, FLAGS.heartbeat_interval, FLAGS.grace_period, FLAGS.max_retry
-        )
+        try:
+            storage = study_lib.open_storage(
+                url, FLAGS.heartbeat_interval, FLAGS.grace_period, FLAGS.max_retry
+            )
+        except study_lib.StorageError as e:
+            raise ValueError(f"--storage: {e}") from None
     _write_config(stages)
     clock = {"start": time.perf_counter()}
 

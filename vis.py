@@ -47,8 +47,14 @@ def main(argv):
     dpc_flags.require_checkpoint(FLAGS.checkpoint_dir)
     dpc_flags.note_ignored_model_flags()
     info, dataset_dir, source = dpc_flags.dataset_for_checkpoint(FLAGS.checkpoint_dir)
-    if FLAGS.max_number_of_iterations < 0:
-        raise ValueError("--max_number_of_iterations must be >= 0")
+    for name in ("max_number_of_iterations", "max_number_of_images"):
+        dpc_flags.check_number(name, FLAGS[name].value, 0)
+    from deeplab_dpc.data import registry
+
+    try:
+        registry.resolve_split(info, FLAGS.vis_split)
+    except ValueError as e:
+        raise ValueError(f"--vis_split: {e}") from None
     from deeplab_dpc.evaluation import visualizer
 
     visualizer.visualize_checkpoints(

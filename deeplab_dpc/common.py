@@ -45,3 +45,5 @@ OUTPUT_STRIDES = (8, 16, 32)  # what the backbones, heads and configs support
 # Eval and export pad images to k * PAD_MULTIPLE + 1 (the largest output
 # stride), so that DeepLab's sizes such as 513 and 769 align exactly.
 PAD_MULTIPLE = 32
+MIN_CROP_SIZE = 33  # 32x downsampling in the backbone needs at least 1 + 32 pixels
+MAX_CROP_SIDE = 16385  # 16K pixels a side (k*32+1); larger cannot fit any device

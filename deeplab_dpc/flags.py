@@ -15,8 +15,6 @@ Deviations from DeepLab:
 - A bad flag value or user error prints one line and exits with code 2.
 """
 
-import math
-
 from absl import app, flags
 
 from deeplab_dpc import console, errors
@@ -158,25 +156,16 @@ def multi_values(values, cast, name):
     return out
 
 
-def check_number(name, value, low=0.0, high=None):
+def check_number(name, value, low=0.0, high=None, low_open=False):
     """ValueError naming `--name` unless `value` is None or a finite number in range."""
-    if value is None:
-        return value
-    if not math.isfinite(float(value)) or value < low or (
-        high is not None and value > high
-    ):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"--{name}: must be a finite number {bound}, got {value}")
-    return value
+    return errors.check_range(f"--{name}", value, low, high, low_open)
 
 
 def check_scales(name):
     """The positive, finite scales of multi-value flag `name` ("0.5,1" or repeated)."""
     scales = multi_values(FLAGS[name].value, float, name)
     for scale in scales:
-        check_number(name, scale, 0.0)
-        if scale <= 0:
-            raise ValueError(f"--{name}: scales must be positive, got {scale}")
+        check_number(name, scale, 0.0, low_open=True)
     return scales
 
 
@@ -346,13 +335,13 @@ def dataset_for_checkpoint(checkpoint_path):
     return info, dataset_dir, source
 
 
-def require_checkpoint(path):
+def require_checkpoint(path, flag="checkpoint_dir"):
     """FileNotFoundError unless `path` is a directory or a ckpt-N prefix (no TF needed)."""
     import os
 
     if not (os.path.isdir(path) or os.path.exists(path + ".index")):
         raise FileNotFoundError(
-            f"--checkpoint_dir={path}: no such checkpoint (expected a directory or "
+            f"--{flag}={path}: no such checkpoint (expected a directory or "
             "a ckpt-N prefix)"
         )
 

@@ -13,7 +13,7 @@ ASPP), optional `decoder`, `logits` (`logits/semantic`), and `upsample`.
 
 import keras
 
-from deeplab_dpc import artefacts, common, nas_spec
+from deeplab_dpc import artefacts, common, errors, nas_spec
 from deeplab_dpc import spec as spec_lib
 from deeplab_dpc.backbones import MODEL_VARIANTS, NAS_VARIANTS, build_backbone
 from deeplab_dpc.layers import ASPP, DEFAULT_ATROUS_RATES, Decoder, DensePredictionCell
@@ -38,10 +38,7 @@ def check_output_stride(output_stride):
 
 def _check_number(name, value, low, high, low_open=False):
     """ModelConfigError unless `value` is a finite number in [low, high] (or (low, high])."""
-    value = float(value)
-    if not (low < value <= high if low_open else low <= value <= high):
-        bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
-        raise ModelConfigError(f"{name}: must be a finite number in {bound}, got {value}")
+    errors.check_range(name, value, low, high, low_open, ModelConfigError)
 
 
 def model_config(

@@ -400,7 +400,7 @@ def test_cli_errors_are_one_line_and_exit_2(model_checkpoint, tmp_path):
         "no such checkpoint": ["--checkpoint_path=/nonexistent/ckpt", out],
         "does not match": [f"--checkpoint_path={other}", out],
         "output_stride": [f"--checkpoint_path={ckpt}", "--output_stride=abc", out],
-        "quantize must be": [
+        "--quantize: must be": [
             f"--checkpoint_path={ckpt}", "--quantize=int4",
             f"--tflite_output={tmp_path / 'm.tflite'}",
         ],

@@ -1,11 +1,15 @@
 """Flag-value fuzz: hundreds of bad values, each one line naming the flag, exit 2.
 
-In-process: each entry point's module is loaded (its flags defined on absl's
-FLAGS, removed afterwards) and `dpc_flags.run_main` runs its `main` on one
-generated command line per case, as `python <entry> ...` would after absl's
-process setup. The point where real work would start (the trainer, the
-checkpoint watcher, the model build) is replaced by a sentinel, so a bad
-value that passes validation shows up as "reached" instead of a run. Each
+In-process, one parametrised test over `ENTRIES` (every entry point and
+tool: train, eval, vis, export_model, search, model_stats, import_weights,
+predict, check_records, copy_study): each entry's module is loaded (its flags
+defined on absl's FLAGS, removed afterwards) and `dpc_flags.run_main` runs
+its `main` on one generated command line per case, as `python <entry> ...`
+would after absl's process setup. The point where real work would start (the
+trainer, the checkpoint watcher, the checkpoint restore, the backbone
+pretraining, the model build, the weight import, the record scan, the study
+copy) is replaced by a sentinel, so a bad value that passes validation shows
+up as "reached" instead of a run, and a traceback as "raised ...". Each
 case must end in SystemExit(2) with exactly one line on stderr,
 `<prog>: error: ...`, naming the flag, and nothing under the case's output
 path. The valid base command line of each entry must reach the sentinel
@@ -83,14 +87,17 @@ TRAIN = {
     "dpc_spec": ["/nonexistent/spec.json"],
     "dataset_info_json": ["{bad json", "/nonexistent/info.json"],
 }
-EVAL = {
+WATCH = {  # the flags eval.py and vis.py share
     "eval_scales": ["0", "-1", "nan", "inf", "a", "1,x"],
-    "max_number_of_evaluations": NONNEG_INT,
     "eval_interval_secs": NONNEG_INT,
     "max_wait_secs": NONNEG_FLOAT,
     "add_flipped_images": BOOL,
     "dataset": ["nope"],
     "checkpoint_dir": ["/nonexistent/ckpt"],
+}
+EVAL = {
+    **WATCH,
+    "max_number_of_evaluations": NONNEG_INT,
     "eval_split": ["nope"],
     "output_stride": ["7", "abc"],
 }
@@ -104,6 +111,91 @@ MODEL_STATS = {
     "dpc_spec": ["/nonexistent/spec.json"],
     "decoder_output_stride": ["3", "abc"],
 }
+VIS = {
+    **WATCH,
+    "max_number_of_iterations": NONNEG_INT,
+    "max_number_of_images": NONNEG_INT,
+    "vis_batch_size": INTS,
+    "colormap_type": ENUM,
+    "also_save_raw_predictions": BOOL,
+    "vis_split": ["nope"],
+}
+EXPORT = {
+    "checkpoint_path": ["/nonexistent/ckpt", ""],
+    "inference_scales": ["0", "-1", "nan", "inf", "a", ""],
+    "output_stride": [*INTS, "7", "0", "-16"],
+    "num_classes": [*INTS, "0", "-1"],
+    "max_pixels": [*INTS, "-1"],
+    "crop_size": ["a,b", "0,0", "-1,5", "1,2,3", "99999,99999", "33.5,33"],
+    "quantize": ["bogus", "", "INT8", "int8"],  # int8 without --tflite_output
+    "num_representative_images": POS_INT,
+    "tflite_output": ["{root}"],  # a directory
+    "dataset": ["nope"],
+    "add_flipped_images": BOOL,
+}
+SEARCH = {
+    "stages": ["bogus", "", ",", "cache,bogus"],
+    "workdir": ["", "{file}"],
+    "cache_dir": ["{file}"],
+    "study_name": [""],
+    "storage": ["bogus://x"],
+    "dataset": ["nope"],
+    "model_variant": ENUM,
+    "tf_initial_checkpoint": ["/nonexistent/ckpt"],
+    "depth_multiplier": [*FLOATS, *NONFINITE, "0", "-1", "5"],
+    "output_stride": [*INTS, "7", "0"],
+    "proxy_crop_size": ["1", "a,b", "0,0", "-33,33", "33,33,33", "99999,99999"],
+    "cache_dtype": ENUM,
+    "space": ENUM,
+    "sampler": ENUM,
+    "pruner": ENUM,
+    "proxy_compute_dtype": ENUM,
+    "rerank_selection": ENUM,
+    "search_method": ENUM,
+    "jit_compile": BOOL,
+    "near_best_prob": [*FLOATS, *NONFINITE, "-0.1", "1.5"],
+    "pruner_reduction_factor": [*INTS, "1", "0"],
+    "seed": [*INTS, "-1", str(2**40)],
+    **{n: POS_INT for n in (
+        "pretrain_steps", "cache_train_passes", "num_branches", "near_best_top_k",
+        "evolution_population", "evolution_sample_size", "num_trials",
+        "proxy_steps", "proxy_batch_size", "heartbeat_interval", "grace_period",
+        "rerank_top_k", "rerank_steps", "rerank_batch_size")},
+    **{n: NONNEG_INT for n in ("proxy_eval_every", "max_retry")},
+    **{n: NONNEG_FLOAT for n in (
+        "pretrain_learning_rate", "cache_memory_gb", "proxy_learning_rate",
+        "rerank_learning_rate", "rerank_last_layer_gradient_multiplier")},
+}  # fmt: skip
+IMPORT_WEIGHTS = {
+    "source": ["", "/nonexistent/w.tflite", "{file}", "{data}"],
+    "output": ["{file}"],  # exists, not a checkpoint of ours
+    "model_variant": ENUM,
+    "depth_multiplier": [*FLOATS, *NONFINITE, "0", "-1"],
+    "output_stride": [*INTS, "7", "0"],
+    "head": ENUM,
+    "atrous_rates": RATES,
+    "dpc_spec": ["/nonexistent/spec.json"],
+    "decoder_output_stride": ["3", "abc"],
+    "num_classes": [*INTS, "0", "-1"],
+    "backbone_only": BOOL,
+}
+PREDICT = {
+    "model": ["", "/nonexistent/model", "{data}"],  # {data}: no saved_model.pb
+    "images": ["", ",", " , "],
+    "output_dir": ["", "{file}"],
+    "overlay_alpha": [*FLOATS, *NONFINITE, "-0.1", "1.5"],
+}
+CHECK_RECORDS = {
+    "dataset_dir": ["", "/nonexistent/data", "{file}", "{root}"],
+    "dataset": ["nope"],
+    "dataset_info_json": ["{bad json", "/nonexistent/info.json", '{"num_classes": 0}'],
+    "split": ["nope", ""],
+}
+COPY_STUDY = {
+    "from_storage": ["", "sqlite:////nonexistent/x.db", "bogus://x", "{to}"],
+    "to_storage": ["", "bogus://x", "{from}", "sqlite:///{file}/x.db"],
+    "study_name": ["nope", "s,nope", ","],
+}
 
 
 class Reached(Exception):
@@ -114,11 +206,40 @@ def _reach(*args, **kwargs):
     raise Reached()
 
 
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(f"_fuzz_{name}", REPO / f"{name}.py")
+def _load_file(path, name):
+    spec = importlib.util.spec_from_file_location(f"_fuzz_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _script(name, work):
+    """Loader of `name`.py (its flags defined at import) with `work` patched."""
+
+    def load(monkeypatch):
+        for module, attr in work:
+            monkeypatch.setattr(importlib.import_module(module), attr, _reach)
+        return _load_file(REPO / f"{name}.py", name).main
+
+    return load
+
+
+def _tool(name, work):
+    """Loader of deeplab_dpc.tools.`name` (flags from its define_flags)."""
+
+    def load(monkeypatch):
+        module = importlib.import_module(f"deeplab_dpc.tools.{name}")
+        for attr in work:
+            target, _, attr = attr.rpartition(".")
+            monkeypatch.setattr(
+                importlib.import_module(target) if target else module, attr, _reach
+            )
+        module.define_flags()
+        if "fuzz_out" not in FLAGS:
+            flags.DEFINE_string("fuzz_out", None, "An output path the tool lacks.")
+        return module.main
+
+    return load
 
 
 @contextlib.contextmanager
@@ -139,22 +260,21 @@ def _run(main, prog, argv):
     FLAGS.unparse_flags()
     err = io.StringIO()
     code = None
-    with contextlib.redirect_stderr(err):
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
             dpc_flags.run_main(main, [prog, *argv], prog)
         except Reached:
             code = "reached"
         except SystemExit as e:
             code = e.code
+        except Exception as e:  # a traceback: recorded as the case's failure
+            code = f"raised {type(e).__name__}: {e}"
     return code, [line for line in err.getvalue().splitlines() if line.strip()]
 
 
-def _cases(table):
-    return [(name, value) for name, values in table.items() for value in values]
-
-
 @pytest.fixture(scope="module")
-def fixtures(tmp_path_factory):
+def paths(tmp_path_factory):
+    """{name: path} that command lines and case values refer to as {name}."""
     root = tmp_path_factory.mktemp("fuzz")
     data = root / "data"
     synthetic.generate_synthetic_dataset(
@@ -170,18 +290,72 @@ def fixtures(tmp_path_factory):
         json.dumps({"dataset": "synthetic", "dataset_dir": str(data),
                     "training_number_of_steps": 10, "save_interval_secs": 1})
     )  # fmt: skip
-    return root, data, ckpt
+    (ckpt / "saved_model.pb").write_bytes(b"")  # predict's --model: a SavedModel dir
+    (root / "file").write_text("not a directory, model or checkpoint")
+    (root / "w.tflite").write_bytes(b"\0\0\0\0TFL3")
+    import optuna
+
+    from deeplab_dpc.search import study as study_lib
+
+    source = f"sqlite:///{root / 'source.db'}"
+    optuna.create_study(study_name="s", storage=study_lib.open_storage(source))
+    return {"root": root, "data": data, "ckpt": ckpt, "file": root / "file",
+            "tflite": root / "w.tflite", "from": source,
+            "to": f"sqlite:///{root / 'to.db'}"}  # fmt: skip
 
 
-def _check_all(main, prog, base, table, out_flag, root, tag):
+# (prog, loader, base command line, output flag with {out}, case table). The
+# loader defines the entry's flags, replaces where its real work starts by
+# `_reach` and returns its `main`.
+ENTRIES = [
+    ("train.py", _script("train", [("deeplab_dpc.training.trainer", "Trainer")]),
+     ["--dataset_dir={data}", "--train_crop_size=33,33", "--train_batch_size=2"],
+     "--train_logdir={out}", TRAIN),
+    ("eval.py", _script("eval", [("deeplab_dpc.evaluation.evaluator",
+                                  "watch_checkpoints")]),
+     ["--checkpoint_dir={ckpt}", "--dataset_dir={data}"], "--eval_logdir={out}", EVAL),
+    ("vis.py", _script("vis", [("deeplab_dpc.evaluation.visualizer",
+                                "visualize_checkpoints")]),
+     ["--checkpoint_dir={ckpt}", "--dataset_dir={data}"], "--vis_logdir={out}", VIS),
+    ("export_model", _script("export_model", [("deeplab_dpc.export.saved_model",
+                                               "load_export_model")]),
+     ["--checkpoint_path={ckpt}"], "--export_path={out}", EXPORT),
+    ("search.py", _script("search", [("deeplab_dpc.search.stages",
+                                      "pretrain_backbone")]),
+     ["--dataset_dir={data}"], "--workdir={out}", SEARCH),
+    ("model_stats", _tool("model_stats", ["deeplab_dpc.model.build_model"]),
+     [], "--fuzz_out={out}", MODEL_STATS),
+    ("import_weights", _tool("import_weights", ["import_weights"]),
+     ["--source={tflite}"], "--output={out}", IMPORT_WEIGHTS),
+    ("predict", _tool("predict", ["SavedModelPredictor"]),
+     ["--model={ckpt}", "--images={file}"], "--output_dir={out}", PREDICT),
+    ("check_records", _tool("check_records", ["check_shard"]),
+     ["--dataset_dir={data}"], "--fuzz_out={out}", CHECK_RECORDS),
+    ("copy_study", _tool("copy_study", ["_copy_one"]),
+     ["--from_storage={from}"], "--to_storage=sqlite:///{out}/to.db", COPY_STUDY),
+]  # fmt: skip
+COUNTS = {}
+
+
+def _fill(text, paths):
+    """`text` with each {name} of `paths` replaced (other braces kept: JSON)."""
+    for name, path in paths.items():
+        text = text.replace(f"{{{name}}}", str(path))
+    return text
+
+
+def _check_all(main, prog, argv, table, paths, tag):
     """Runs every case; returns {flag: (cases, handled)} and the failures."""
     failures, counts = [], {}
-    code, lines = _run(main, prog, [*base, f"--{out_flag}={root / (tag + '_base')}"])
+    base, out_arg = argv[:-1], argv[-1]
+    out = paths["root"] / f"{tag}_base"
+    code, lines = _run(main, prog, [*base, _fill(out_arg, {"out": out})])
     assert code == "reached", (code, lines)
-    for i, (name, value) in enumerate(_cases(table)):
-        out = root / f"{tag}_{i}"
-        argv = [*base, f"--{out_flag}={out}", f"--{name}={value}"]
-        code, lines = _run(main, prog, argv)
+    cases = [(name, value) for name, values in table.items() for value in values]
+    for i, (name, value) in enumerate(cases):
+        out = paths["root"] / f"{tag}_{i}"
+        case = f"--{name}={_fill(value, paths)}"
+        code, lines = _run(main, prog, [*base, _fill(out_arg, {"out": out}), case])
         ok = (
             code == 2 and len(lines) == 1
             and lines[0].startswith(f"{prog}: error: ") and name in lines[0]
@@ -194,50 +368,18 @@ def _check_all(main, prog, base, table, out_flag, root, tag):
     return counts, failures
 
 
-def test_train_flags(fixtures, monkeypatch):
-    root, data, _ = fixtures
-    from deeplab_dpc.training import trainer
-
-    monkeypatch.setattr(trainer, "Trainer", _reach)
+@pytest.mark.parametrize(
+    "prog, load, base, out_arg, table", ENTRIES, ids=[e[0] for e in ENTRIES]
+)
+def test_bad_flag_values_exit_2_with_one_line(
+    paths, monkeypatch, prog, load, base, out_arg, table
+):
+    argv = [_fill(a, paths) for a in base] + [out_arg]
     with _entry_flags():
-        module = _load_script("train")
-        base = [f"--dataset_dir={data}", "--train_crop_size=33,33",
-                "--train_batch_size=2"]  # fmt: skip
-        counts, failures = _check_all(
-            module.main, "train.py", base, TRAIN, "train_logdir", root, "train"
-        )
-    print("train.py", sum(c for c, _ in counts.values()), "cases", counts)
-    assert not failures, failures
-
-
-def test_eval_flags(fixtures, monkeypatch):
-    root, data, ckpt = fixtures
-    from deeplab_dpc.evaluation import evaluator
-
-    monkeypatch.setattr(evaluator, "watch_checkpoints", _reach)
-    with _entry_flags():
-        module = _load_script("eval")
-        base = [f"--checkpoint_dir={ckpt}", f"--dataset_dir={data}"]
-        counts, failures = _check_all(
-            module.main, "eval.py", base, EVAL, "eval_logdir", root, "eval"
-        )
-    print("eval.py", sum(c for c, _ in counts.values()), "cases", counts)
-    assert not failures, failures
-
-
-def test_model_stats_flags(fixtures, monkeypatch):
-    root, _, _ = fixtures
-    from deeplab_dpc import model
-    from deeplab_dpc.tools import model_stats
-
-    monkeypatch.setattr(model, "build_model", _reach)
-    with _entry_flags():
-        model_stats.define_flags()
-        flags.DEFINE_string("fuzz_out", None, "An output path (none for model_stats).")
-        counts, failures = _check_all(
-            model_stats.main, "model_stats", [], MODEL_STATS, "fuzz_out", root, "ms"
-        )
-    print("model_stats", sum(c for c, _ in counts.values()), "cases", counts)
+        main = load(monkeypatch)
+        counts, failures = _check_all(main, prog, argv, table, paths, prog)
+    COUNTS[prog] = sum(c for c, _ in counts.values())
+    print(prog, COUNTS[prog], "cases", counts)
     assert not failures, failures
 
 
@@ -248,11 +390,13 @@ def test_model_stats_flags(fixtures, monkeypatch):
         (["train.py", "--base_learning_rate=nan"], "base_learning_rate"),
         (["eval.py", "--eval_scales=inf", "--checkpoint_dir=CKPT"], "eval_scales"),
         (["train.py", "positional"], "positional"),
+        (["search.py", "--proxy_steps=-1", "--workdir=OUT"], "proxy_steps"),
     ],
 )
-def test_real_processes_exit_2_with_one_line(fixtures, argv, flag, tmp_path):
-    _, data, ckpt = fixtures
-    argv = [a.replace("CKPT", str(ckpt)) for a in argv]
+def test_real_processes_exit_2_with_one_line(paths, argv, flag, tmp_path):
+    data, ckpt = paths["data"], paths["ckpt"]
+    argv = [a.replace("CKPT", str(ckpt)).replace("OUT", str(tmp_path / "out"))
+            for a in argv]  # fmt: skip
     script, args = argv[0], argv[1:]
     if script == "train.py":
         args += [f"--dataset_dir={data}", f"--train_logdir={tmp_path / 'out'}"]

@@ -35,7 +35,15 @@ import time
 import tensorflow as tf
 from absl import logging
 
-from deeplab_dpc import artefacts, checkpoints, common, inference, metrics, summaries
+from deeplab_dpc import (
+    artefacts,
+    checkpoints,
+    common,
+    errors,
+    inference,
+    metrics,
+    summaries,
+)
 from deeplab_dpc.model import (
     build_model,
     check_output_stride,
@@ -262,8 +270,8 @@ def evaluate(
     from deeplab_dpc.data import pipeline
 
     scales = [float(s) for s in eval_scales] or [1.0]
-    if min(scales) <= 0:
-        raise ValueError(f"eval_scales must be positive, got {scales}")
+    for scale in scales:
+        errors.check_range("eval_scales", scale, 0.0, low_open=True)
     check_classes(checkpoint_path, info)
     dataset = pipeline.build_dataset(
         dataset_dir, eval_split, info, is_training=False, batch_size=1,

@@ -43,7 +43,7 @@ import tempfile
 
 import tensorflow as tf
 
-from deeplab_dpc import artefacts, checkpoints, common, inference
+from deeplab_dpc import artefacts, checkpoints, common, errors, inference
 from deeplab_dpc.data import preprocess, registry
 from deeplab_dpc.export import tflite
 from deeplab_dpc.model import ModelConfigError, model_config
@@ -83,11 +83,13 @@ def export_config(
     `export_model` applies first) the classes are named by id and coloured
     with the generated PASCAL palette.
     """
-    scales = [float(s) for s in inference_scales]
-    if not scales or min(scales) <= 0:
-        raise ValueError(f"inference_scales must be positive numbers, got {scales}")
-    if int(max_pixels) < 0:
-        raise ValueError(f"max_pixels must be >= 0, got {max_pixels}")
+    if not inference_scales:
+        raise ValueError("inference_scales: at least one scale is needed")
+    scales = [
+        float(errors.check_range("inference_scales", s, 0.0, low_open=True))
+        for s in inference_scales
+    ]
+    errors.check_range("max_pixels", int(max_pixels), 0)
     num_classes = config["num_classes"]
     if dataset:
         info = registry.get_dataset_info(dataset)

@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from deeplab_dpc import common
+from deeplab_dpc import common, errors
 from deeplab_dpc import flags as cli
 from deeplab_dpc.data import record_reader, registry
 
@@ -199,15 +199,41 @@ def define_flags():
     flags.DEFINE_string("split", None, "Check only this split's shards.")
 
 
+def _dataset_info():
+    """The DatasetInfo of --dataset / --dataset_info_json, or None; errors name the flag."""
+    if not (FLAGS.dataset or FLAGS.dataset_info_json):
+        return None
+    name = FLAGS.dataset or "custom"
+    flag = "dataset_info_json" if FLAGS.dataset_info_json else "dataset"
+    try:
+        return registry.get_dataset_info(name, FLAGS.dataset_info_json)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"--{flag}: {errors.one_line(e)}") from None
+
+
+def _shards():
+    """Checks --dataset_dir and --split before any record is read."""
+    try:
+        shards = find_shards(FLAGS.dataset_dir)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"--dataset_dir: {errors.one_line(e)}") from None
+    if FLAGS.split is not None:
+        splits = sorted({SHARD_NAME.match(os.path.basename(p))["split"] for p in shards})
+        if FLAGS.split not in splits:
+            raise ValueError(
+                f"--split: no shards of split {FLAGS.split!r} in {FLAGS.dataset_dir}"
+                f" (it has: {', '.join(splits)})"
+            )
+    return shards
+
+
 def main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}")
     if not FLAGS.dataset_dir:
         raise ValueError("--dataset_dir is required")
-    info = None
-    if FLAGS.dataset or FLAGS.dataset_info_json:
-        name = FLAGS.dataset or "custom"
-        info = registry.get_dataset_info(name, FLAGS.dataset_info_json)
+    info = _dataset_info()
+    _shards()
     num_shards, num_records, bad = check_dataset(FLAGS.dataset_dir, FLAGS.split, info)
     for b in bad:
         print(f"{b.shard} record {b.index}: {b.kind}: {b.detail}")

@@ -41,7 +41,10 @@ def _open(url, role):
         path = url[len("sqlite:///") :]
         if not os.path.isfile(path):
             raise CopyError(f"--from_storage: no such SQLite file {path}")
-    return study_lib.open_storage(url)
+    try:
+        return study_lib.open_storage(url)
+    except (study_lib.StorageError, OSError) as e:
+        raise CopyError(f"--{role}_storage: {e}") from None
 
 
 def copy_studies(from_url, to_url, study_names=None):
@@ -52,22 +55,18 @@ def copy_studies(from_url, to_url, study_names=None):
     """
     if from_url == to_url:
         raise CopyError("--from_storage and --to_storage are the same storage")
-    source, destination = _open(from_url, "from"), _open(to_url, "to")
+    source = _open(from_url, "from")
     present = optuna.get_all_study_names(source)
+    if study_names is not None and not [n for n in study_names if n.strip()]:
+        raise CopyError("--study_name: empty; give study names or leave it out (all)")
     names = list(study_names or present)
     if not names:
         raise CopyError(f"no study in {study_lib._redact(from_url)}")
-    existing = set(optuna.get_all_study_names(destination))
     for name in names:
         if name not in present:
             raise CopyError(
-                f"no study {name!r} in {study_lib._redact(from_url)}; it has: "
-                + (", ".join(present) or "none")
-            )
-        if name in existing:
-            raise CopyError(
-                f"study {name!r} already exists in the destination "
-                + study_lib._redact(to_url)
+                f"--study_name: no study {name!r} in {study_lib._redact(from_url)}; "
+                "it has: " + (", ".join(present) or "none")
             )
         study = optuna.load_study(study_name=name, storage=source)
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -76,6 +75,14 @@ def copy_studies(from_url, to_url, study_names=None):
                 f"study {name!r} has {len(running)} RUNNING trial(s)"
                 f" ({', '.join(str(t.number) for t in running)}); stop its workers"
                 " (or let their heartbeat go stale) before copying"
+            )
+    destination = _open(to_url, "to")  # opened (an SQLite file made) once all is known
+    existing = set(optuna.get_all_study_names(destination))
+    for name in names:
+        if name in existing:
+            raise CopyError(
+                f"--to_storage: study {name!r} already exists in the destination "
+                + study_lib._redact(to_url)
             )
     return [_copy_one(name, source, destination) for name in names]
 

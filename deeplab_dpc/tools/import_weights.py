@@ -417,6 +417,11 @@ def main(argv):
             raise WeightImportError(f"unexpected arguments: {' '.join(argv[1:])}")
         if not f.source:
             raise WeightImportError("--source: required (a .tflite file or model.ckpt)")
+        try:  # every flag is checked before TensorFlow reads or builds anything
+            weight_sources.detect_kind(f.source)
+        except WeightSourceError as e:
+            raise WeightImportError(f"--source: {errors.one_line(e)}") from None
+        _check_output(f.output)
         config = config_from_flags(f)
         report, prefix = import_weights(
             f.source, config, f.output, f.initialize_last_layer, f.backbone_only

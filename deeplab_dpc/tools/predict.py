@@ -158,22 +158,39 @@ def expand_images(spec):
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "SavedModel directory or .tflite file.")
-flags.DEFINE_string("images", None, "Comma-separated image files or globs.")
-flags.DEFINE_string("output_dir", None, "Where to write the PNGs.")
-flags.DEFINE_float("overlay_alpha", DEFAULT_OVERLAY_ALPHA, "Weight of the colours.")
+
+
+def define_flags():
+    flags.DEFINE_string("model", None, "SavedModel directory or .tflite file.")
+    flags.DEFINE_string("images", None, "Comma-separated image files or globs.")
+    flags.DEFINE_string("output_dir", None, "Where to write the PNGs.")
+    flags.DEFINE_float("overlay_alpha", DEFAULT_OVERLAY_ALPHA, "Weight of the colours.")
+
+
+def check_flags():
+    """Every flag, before TensorFlow loads the model; ValueError names the flag."""
+    for name in ("model", "images", "output_dir"):
+        if not FLAGS[name].value:
+            raise ValueError(f"--{name}: required (--model, --images, --output_dir)")
+    errors.check_range("--overlay_alpha", FLAGS.overlay_alpha, 0.0, 1.0)
+    if os.path.exists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
+        raise ValueError(f"--output_dir: {FLAGS.output_dir} is not a directory")
+    try:
+        paths = expand_images(FLAGS.images)
+    except ValueError as e:
+        raise ValueError(f"--{e}") from None
+    model = FLAGS.model
+    if os.path.isdir(model) and not os.path.exists(os.path.join(model, "saved_model.pb")):
+        raise ValueError(f"--model: {model} is not a SavedModel directory")
+    if not os.path.exists(model):
+        raise ValueError(f"--model: no such SavedModel directory or .tflite file {model}")
+    return paths
 
 
 def main(argv):
     del argv
     try:
-        if not (FLAGS.model and FLAGS.images and FLAGS.output_dir):
-            raise ValueError("--model, --images and --output_dir are required")
-        if not 0.0 <= FLAGS.overlay_alpha <= 1.0:
-            raise ValueError(
-                f"--overlay_alpha must be in [0, 1], got {FLAGS.overlay_alpha}"
-            )
-        paths = expand_images(FLAGS.images)
+        paths = check_flags()
         predictor = load_predictor(FLAGS.model)
     except (ValueError, OSError, tf.errors.OpError) as e:
         errors.fail(e, "predict")
@@ -187,4 +204,5 @@ def main(argv):
 if __name__ == "__main__":
     from deeplab_dpc import flags as dpc_flags
 
+    define_flags()
     dpc_flags.run(main, "predict")

@@ -12,16 +12,15 @@ TensorFlow at load time, so that a bad command line fails in a second.
 """
 
 import json
-import math
 import os
 
 from absl import logging
 
-from deeplab_dpc import artefacts
+from deeplab_dpc import artefacts, common, errors
 
 LEARNING_POLICIES = ("poly", "step", "cosine")
 STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")
-MIN_CROP_SIZE = 33  # 32x downsampling in the backbone needs at least 1 + 32 pixels
+MIN_CROP_SIZE = common.MIN_CROP_SIZE
 MIXED_PRECISION = (None, "bf16", "fp16")
 
 
@@ -29,17 +28,13 @@ class TrainOptionsError(ValueError):
     """Training options that contradict each other or cannot work."""
 
 
-MAX_CROP_SIDE = 16385  # 16K pixels a side (k*32+1); larger cannot fit any device
+MAX_CROP_SIDE = common.MAX_CROP_SIDE
 MAX_BATCH_SIZE = 65536
 MAX_STEPS = 2**62  # the step counter is an int64
 
 
 def _check_range(name, value, low, high=None):
-    if isinstance(value, float) and not math.isfinite(value):
-        raise TrainOptionsError(f"{name}: must be a finite number, got {value}")
-    if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise TrainOptionsError(f"{name}: must be {bound}, got {value}")
+    errors.check_range(name, value, low, high, error=TrainOptionsError)
 
 
 def _check_crop(crop_size):
