@@ -14,6 +14,10 @@ TensorFlow-free and importable from every layer; only entry points call it
 - TensorFlow's and Keras's own INFO lines through absl logging (the
   checkpoint saver's "Sharding callback duration") are dropped by a filter
   on absl's logger (`LibraryInfoFilter`); their warnings still print.
+- absl's `--showprefixforinfo` off by default: the project's own INFO lines
+  print plainly (`step 30/300  loss 0.73 ...`, not `I1202 20:20:29.86 140137
+  summaries.py:126] step 30/300 ...`); warnings and errors keep absl's prefix.
+  `--showprefixforinfo` on the command line brings the prefix back.
 
 `--verbosity` / `-v` on the command line (absl's flag) or
 `TF_CPP_MIN_LOG_LEVEL` / `TF_CPP_MAX_VLOG_LEVEL` in the environment turn all
@@ -59,7 +63,21 @@ def quiet_tensorflow(argv=None, environ=None):
     absl_logger = logging.getLogger("absl")
     if not any(isinstance(f, LibraryInfoFilter) for f in absl_logger.filters):
         absl_logger.addFilter(LibraryInfoFilter())
+    plain_info_lines()
     return True
+
+
+def plain_info_lines():
+    """INFO lines without absl's `I1202 20:20:29.86 140137 file.py:12]` prefix.
+
+    Sets the default of absl's own `--showprefixforinfo` flag (defined by
+    `absl.logging`) to False, so the user's `--showprefixforinfo` still wins.
+    """
+    from absl import flags
+    from absl import logging as absl_logging  # defines --showprefixforinfo
+
+    del absl_logging
+    flags.FLAGS.set_default("showprefixforinfo", False)
 
 
 class LibraryInfoFilter(logging.Filter):

@@ -3,6 +3,8 @@
 import logging
 
 import pytest
+from absl import flags
+from absl import logging as absl_logging  # noqa: F401 (--showprefixforinfo)
 
 from deeplab_dpc import console
 
@@ -12,9 +14,11 @@ def restore_loggers():
     """quiet_tensorflow changes process-wide loggers: put them back after the test."""
     tf_logger, absl_logger = logging.getLogger("tensorflow"), logging.getLogger("absl")
     level, filters = tf_logger.level, list(absl_logger.filters)
+    prefix = flags.FLAGS["showprefixforinfo"].default
     yield
     tf_logger.setLevel(level)
     absl_logger.filters[:] = filters
+    flags.FLAGS.set_default("showprefixforinfo", prefix)
 
 
 def test_verbosity_flag_or_environment_keeps_tensorflows_logging(restore_loggers):
