@@ -60,7 +60,12 @@ def quiet_tensorflow(argv=None, environ=None):
         return False
     environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
-    absl_logger = logging.getLogger("absl")
+    # absl.logging first: it makes the "absl" logger an ABSLLogger, whose
+    # records name the real caller (a plain Logger made here first would name
+    # absl/logging/__init__.py, and LibraryInfoFilter could not see TF's lines).
+    from absl import logging as absl_logging
+
+    absl_logger = absl_logging.get_absl_logger()
     if not any(isinstance(f, LibraryInfoFilter) for f in absl_logger.filters):
         absl_logger.addFilter(LibraryInfoFilter())
     plain_info_lines()
