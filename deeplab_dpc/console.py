@@ -33,13 +33,16 @@ import sys
 
 TF_LOG_ENV = ("TF_CPP_MIN_LOG_LEVEL", "TF_CPP_MAX_VLOG_LEVEL")
 VERBOSITY_FLAGS = ("--verbosity", "-v", "--v")
+_SET_HERE = {}  # what quiet_tensorflow put in the environment, not the user
 
 
 def asked_for_verbose(argv=None, environ=None):
     """Whether the user asked for TensorFlow's own logging (flag or environment)."""
     argv = sys.argv[1:] if argv is None else argv
     environ = os.environ if environ is None else environ
-    if any(name in environ for name in TF_LOG_ENV):
+    if any(
+        name in environ and environ[name] != _SET_HERE.get(name) for name in TF_LOG_ENV
+    ):  # a value quiet_tensorflow set in this process is not the user's
         return True
     return any(
         arg == flag or arg.startswith(flag + "=")
@@ -58,7 +61,7 @@ def quiet_tensorflow(argv=None, environ=None):
     environ = os.environ if environ is None else environ
     if asked_for_verbose(argv, environ):
         return False
-    environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    environ["TF_CPP_MIN_LOG_LEVEL"] = _SET_HERE["TF_CPP_MIN_LOG_LEVEL"] = "2"
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
     # absl.logging first: it makes the "absl" logger an ABSLLogger, whose
     # records name the real caller (a plain Logger made here first would name

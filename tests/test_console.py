@@ -36,6 +36,13 @@ def test_verbosity_flag_or_environment_keeps_tensorflows_logging(restore_loggers
     assert logging.getLogger("tensorflow").level == logging.WARNING  # from the first
 
 
+def test_quieting_is_not_mistaken_for_the_user_asking_for_verbose(restore_loggers):
+    environ = {}  # quiet_tensorflow's own TF_CPP_MIN_LOG_LEVEL=2 must not
+    assert console.quiet_tensorflow([], environ)  # turn quiet_optuna off
+    assert not console.asked_for_verbose([], environ)
+    assert console.asked_for_verbose([], {"TF_CPP_MIN_LOG_LEVEL": "1"})
+
+
 def _record(path, level):
     return logging.LogRecord("absl", level, path, 1, "message", (), None)
 
