@@ -14,6 +14,10 @@ import sys
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from deeplab_dpc import console  # noqa: E402
+
+console.quiet_tensorflow()  # before TensorFlow loads
+
 from deeplab_dpc import errors  # noqa: E402
 from deeplab_dpc.data import registry, synthetic  # noqa: E402
 

@@ -14,6 +14,10 @@ TensorFlow-free and importable from every layer; only entry points call it
 - TensorFlow's and Keras's own INFO lines through absl logging (the
   checkpoint saver's "Sharding callback duration") are dropped by a filter
   on absl's logger (`LibraryInfoFilter`); their warnings still print.
+- absl's `--showprefixforinfo` off by default: the project's own INFO lines
+  print plainly (`step 30/300  loss 0.73 ...`, not `I1202 20:20:29.86 140137
+  summaries.py:126] step 30/300 ...`); warnings and errors keep absl's prefix.
+  `--showprefixforinfo` on the command line brings the prefix back.
 
 `--verbosity` / `-v` on the command line (absl's flag) or
 `TF_CPP_MIN_LOG_LEVEL` / `TF_CPP_MAX_VLOG_LEVEL` in the environment turn all
@@ -29,13 +33,16 @@ import sys
 
 TF_LOG_ENV = ("TF_CPP_MIN_LOG_LEVEL", "TF_CPP_MAX_VLOG_LEVEL")
 VERBOSITY_FLAGS = ("--verbosity", "-v", "--v")
+_SET_HERE = {}  # what quiet_tensorflow put in the environment, not the user
 
 
 def asked_for_verbose(argv=None, environ=None):
     """Whether the user asked for TensorFlow's own logging (flag or environment)."""
     argv = sys.argv[1:] if argv is None else argv
     environ = os.environ if environ is None else environ
-    if any(name in environ for name in TF_LOG_ENV):
+    if any(
+        name in environ and environ[name] != _SET_HERE.get(name) for name in TF_LOG_ENV
+    ):  # a value quiet_tensorflow set in this process is not the user's
         return True
     return any(
         arg == flag or arg.startswith(flag + "=")
@@ -54,12 +61,31 @@ def quiet_tensorflow(argv=None, environ=None):
     environ = os.environ if environ is None else environ
     if asked_for_verbose(argv, environ):
         return False
-    environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    environ["TF_CPP_MIN_LOG_LEVEL"] = _SET_HERE["TF_CPP_MIN_LOG_LEVEL"] = "2"
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
-    absl_logger = logging.getLogger("absl")
+    # absl.logging first: it makes the "absl" logger an ABSLLogger, whose
+    # records name the real caller (a plain Logger made here first would name
+    # absl/logging/__init__.py, and LibraryInfoFilter could not see TF's lines).
+    from absl import logging as absl_logging
+
+    absl_logger = absl_logging.get_absl_logger()
     if not any(isinstance(f, LibraryInfoFilter) for f in absl_logger.filters):
         absl_logger.addFilter(LibraryInfoFilter())
+    plain_info_lines()
     return True
+
+
+def plain_info_lines():
+    """INFO lines without absl's `I1202 20:20:29.86 140137 file.py:12]` prefix.
+
+    Sets the default of absl's own `--showprefixforinfo` flag (defined by
+    `absl.logging`) to False, so the user's `--showprefixforinfo` still wins.
+    """
+    from absl import flags
+    from absl import logging as absl_logging  # defines --showprefixforinfo
+
+    del absl_logging
+    flags.FLAGS.set_default("showprefixforinfo", False)
 
 
 class LibraryInfoFilter(logging.Filter):

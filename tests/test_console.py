@@ -3,6 +3,8 @@
 import logging
 
 import pytest
+from absl import flags
+from absl import logging as absl_logging  # noqa: F401 (--showprefixforinfo)
 
 from deeplab_dpc import console
 
@@ -12,9 +14,11 @@ def restore_loggers():
     """quiet_tensorflow changes process-wide loggers: put them back after the test."""
     tf_logger, absl_logger = logging.getLogger("tensorflow"), logging.getLogger("absl")
     level, filters = tf_logger.level, list(absl_logger.filters)
+    prefix = flags.FLAGS["showprefixforinfo"].default
     yield
     tf_logger.setLevel(level)
     absl_logger.filters[:] = filters
+    flags.FLAGS.set_default("showprefixforinfo", prefix)
 
 
 def test_verbosity_flag_or_environment_keeps_tensorflows_logging(restore_loggers):
@@ -30,6 +34,13 @@ def test_verbosity_flag_or_environment_keeps_tensorflows_logging(restore_loggers
     assert not console.quiet_tensorflow([], environ)
     assert environ == {"TF_CPP_MIN_LOG_LEVEL": "0"}  # the user's value wins
     assert logging.getLogger("tensorflow").level == logging.WARNING  # from the first
+
+
+def test_quieting_is_not_mistaken_for_the_user_asking_for_verbose(restore_loggers):
+    environ = {}  # quiet_tensorflow's own TF_CPP_MIN_LOG_LEVEL=2 must not
+    assert console.quiet_tensorflow([], environ)  # turn quiet_optuna off
+    assert not console.asked_for_verbose([], environ)
+    assert console.asked_for_verbose([], {"TF_CPP_MIN_LOG_LEVEL": "1"})
 
 
 def _record(path, level):

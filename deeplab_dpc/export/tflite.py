@@ -28,6 +28,7 @@ Deviations from DeepLab's TFLite files, all deliberate:
 """
 
 import json
+import logging
 import os
 
 import tensorflow as tf
@@ -151,6 +152,27 @@ def _representative(crop_size, representative_images, dataset, dataset_dir, spli
     )
 
 
+class _TrackableObjWarningFilter(logging.Filter):
+    def filter(self, record):
+        return "providing the trackable_obj argument" not in record.getMessage()
+
+
+class _no_trackable_obj_warning:
+    """Drops TF's "Please consider providing the trackable_obj" warning (absl logging).
+
+    `from_concrete_functions` asks for the Keras model to keep its variables
+    alive; the function converted here is frozen (variables folded into
+    constants), so there is nothing to keep alive and the warning is noise.
+    """
+
+    def __enter__(self):
+        self.filter = _TrackableObjWarningFilter()
+        logging.getLogger("absl").addFilter(self.filter)
+
+    def __exit__(self, *exc):
+        logging.getLogger("absl").removeFilter(self.filter)
+
+
 def check_options(options, dataset=None):
     """Validates TFLite options up front (before any slow work); returns them."""
     options = dict(options or {})
@@ -185,7 +207,8 @@ def convert(
     frozen = convert_variables_to_constants_v2(
         tflite_function(model, crop_size, scales, flip)
     )
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    with _no_trackable_obj_warning():  # the frozen function has no variables
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

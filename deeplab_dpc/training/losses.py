@@ -24,6 +24,7 @@ Deviations from DeepLab:
 
 import keras
 import tensorflow as tf
+from tensorflow.python.util import deprecation
 
 from deeplab_dpc import naming
 from deeplab_dpc.layers.resize import resize_bilinear
@@ -31,7 +32,12 @@ from deeplab_dpc.layers.resize import resize_bilinear
 
 def _resize_labels_nearest(labels, size):
     """Nearest-neighbour label resize with DeepLab's align_corners=True."""
-    return tf.compat.v1.image.resize_nearest_neighbor(labels, size, align_corners=True)
+    # The v1 op is the one with align_corners=True; TF's "is deprecated" line
+    # about it (once per process, in every search trial's console) is noise.
+    with deprecation.silence():
+        return tf.compat.v1.image.resize_nearest_neighbor(
+            labels, size, align_corners=True
+        )
 
 
 def pixel_weights(labels, num_classes, ignore_label, label_weights=None):

@@ -87,4 +87,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from deeplab_dpc import console, interrupts
+
+    console.quiet_tensorflow()  # before main() loads TensorFlow
+    # Ctrl-C / SIGTERM: one line and exit 130 / 0, not a traceback; the search
+    # resumes from its last checkpoint (--checkpoint_every) when rerun.
+    app.run(lambda argv: interrupts.guard(lambda: main(argv), "auto_deeplab"))
