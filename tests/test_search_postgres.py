@@ -147,6 +147,7 @@ def test_copy_study_moves_an_sqlite_search_to_postgres(tmp_path, postgres_url):
     )  # fmt: skip
     assert again.returncode == 2
     assert again.stderr.strip().splitlines() == [
-        "copy_study: error: study 'dpc_search' already exists in the destination "
+        "copy_study: error: --to_storage: study 'dpc_search' already exists in the "
+        "destination "
         + study_lib._redact(postgres_url)
     ]

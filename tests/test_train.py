@@ -58,6 +58,18 @@ def tiny_data(tmp_path_factory):
     return str(path)
 
 
+# The kill/resume and NaN tests need steps and saves, not a realistic model:
+# the smallest crop and width train.py accepts make each step and each
+# checkpoint (saved every step) several times cheaper.
+SMALLEST = [
+    "--train_crop_size=33,33",
+    "--train_batch_size=2",
+    "--depth_multiplier=0.25",
+    "--log_steps=1",
+    "--base_learning_rate=0.02",
+]
+
+
 def _env(quiet=True):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
@@ -208,17 +220,17 @@ def test_sigkill_then_resume_then_sigterm(tiny_data, tmp_path):
     logdir = tmp_path / "train"
     args = [
         f"--dataset_dir={tiny_data}", f"--train_logdir={logdir}",
-        "--training_number_of_steps=100000", "--save_interval_secs=0", *TINY,
+        "--training_number_of_steps=100000", "--save_interval_secs=0", *SMALLEST,
     ]  # fmt: skip
     first = start_cli("train.py", *args)
-    _wait_for_step(logdir, first, 3)
+    _wait_for_step(logdir, first, 3, timeout=420)
     first.send_signal(signal.SIGKILL)  # while it saves a checkpoint every step
     first.wait(timeout=30)
     killed_at = latest_step(logdir)
     for prefix in tf.train.get_checkpoint_state(str(logdir)).all_model_checkpoint_paths:
         assert os.path.exists(prefix + ".index"), prefix
     second = start_cli("train.py", *args)
-    _wait_for_step(logdir, second, killed_at + 2)
+    _wait_for_step(logdir, second, killed_at + 2, timeout=420)
     second.send_signal(signal.SIGTERM)
     out, _ = second.communicate(timeout=120)
     assert second.returncode == 0, out[-3000:]
@@ -245,7 +257,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_data, tmp_
     result = run_cli(
         "train.py", f"--dataset_dir={tiny_data}", f"--train_logdir={logdir}",
         "--training_number_of_steps=50", "--save_interval_secs=0",
-        "--train_crop_size=65,65", "--train_batch_size=4",
+        "--train_crop_size=33,33", "--train_batch_size=2", "--depth_multiplier=0.25",
         "--base_learning_rate=1e8", "--momentum=0.99",
     )  # fmt: skip
     assert result.returncode == 2, result.stderr[-3000:]
