@@ -12,7 +12,6 @@ See g3doc/evaluation.md.
 
 from absl import flags
 
-from deeplab_dpc import common
 from deeplab_dpc import flags as dpc_flags
 
 FLAGS = flags.FLAGS
@@ -51,8 +50,7 @@ def main(argv):
     from deeplab_dpc.evaluation import evaluator
 
     stride = FLAGS.output_stride if dpc_flags.is_set("output_stride") else None
-    if stride is not None and stride not in common.OUTPUT_STRIDES:
-        raise ValueError(f"--output_stride: must be 8, 16 or 32, got {stride}")
+    dpc_flags.check_output_stride(stride)
     from deeplab_dpc.data import registry
 
     try:

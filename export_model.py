@@ -68,9 +68,7 @@ def check_flags():
         raise ValueError("--inference_scales: at least one scale is needed")
     for scale in FLAGS.inference_scales:
         dpc_flags.check_number("inference_scales", scale, 0.0, low_open=True)
-    stride = FLAGS.output_stride
-    if stride is not None and stride not in common.OUTPUT_STRIDES:
-        raise ValueError(f"--output_stride: must be 8, 16 or 32, got {stride}")
+    dpc_flags.check_output_stride(FLAGS.output_stride)
     dpc_flags.check_number("num_classes", FLAGS.num_classes, 1)
     dpc_flags.check_number("max_pixels", FLAGS.max_pixels, 0)
     dpc_flags.check_number("num_representative_images", FLAGS.num_representative_images, 1)

@@ -162,8 +162,7 @@ def _check_flags():
     for name, (low, high) in {**INT_RANGES, **FLOAT_RANGES}.items():
         dpc_flags.check_number(name, FLAGS[name].value, low, high)
     dpc_flags.check_number("depth_multiplier", FLAGS.depth_multiplier, 0.0, 4.0, True)
-    if FLAGS.output_stride not in common.OUTPUT_STRIDES:
-        raise ValueError(f"--output_stride: must be 8, 16 or 32, got {FLAGS.output_stride}")
+    dpc_flags.check_output_stride(FLAGS.output_stride)
     if FLAGS.proxy_crop_size is not None:
         crop = dpc_flags.multi_values(FLAGS.proxy_crop_size, int, "proxy_crop_size")
         if len(crop) != 2 or not all(

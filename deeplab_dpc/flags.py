@@ -161,6 +161,18 @@ def check_number(name, value, low=0.0, high=None, low_open=False):
     return errors.check_range(f"--{name}", value, low, high, low_open)
 
 
+def check_output_stride(value, name="output_stride"):
+    """ValueError naming `--name` unless `value` is None or a supported output stride."""
+    from deeplab_dpc import common
+
+    if value is not None and value not in common.OUTPUT_STRIDES:
+        strides = ", ".join(map(str, common.OUTPUT_STRIDES[:-1]))
+        raise ValueError(
+            f"--{name}: must be {strides} or {common.OUTPUT_STRIDES[-1]}, got {value}"
+        )
+    return value
+
+
 def check_scales(name):
     """The positive, finite scales of multi-value flag `name` ("0.5,1" or repeated)."""
     scales = multi_values(FLAGS[name].value, float, name)
