@@ -88,7 +88,8 @@ class PostgresServer:
         return self.url(name)
 
     def url(self, database):
-        return f"postgresql+psycopg2://{SUPERUSER}@/{database}?host={self.root}"
+        # A plain postgresql:// URL, as users write it (psycopg 3 under SQLAlchemy 2.1).
+        return f"postgresql://{SUPERUSER}@/{database}?host={self.root}"
 
     def stop(self):
         try:

@@ -16,7 +16,7 @@ from deeplab_dpc import spec as spec_lib
 from deeplab_dpc.search import rerank, samplers, spaces, stages
 from deeplab_dpc.search import study as study_lib
 
-pytest.importorskip("psycopg2", reason="the 'postgres' extra (psycopg2) is needed")
+pytest.importorskip("psycopg", reason="the 'postgres' extra (psycopg 3) is needed")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}

@@ -102,6 +102,21 @@ def test_unreachable_storage_is_one_line_without_password():
     assert "secret" not in message and "\n" not in message
 
 
+def test_missing_database_driver_names_the_module_and_the_extra():
+    """Optuna's ImportError does not say which driver; ours does (pg8000: not installed)."""
+    import importlib.util
+
+    if importlib.util.find_spec("pg8000") is not None:
+        pytest.skip("pg8000 is installed here")
+    with pytest.raises(study_lib.StorageError) as error:
+        study_lib.open_storage("postgresql+pg8000://u:pw@127.0.0.1:1/db")
+    assert str(error.value) == (
+        "cannot open storage postgresql+pg8000://u:***@127.0.0.1:1/db: no database "
+        "driver for this URL (no module 'pg8000'); for postgresql:// install the "
+        "'postgres' extra: pip install -e '.[postgres]'"
+    )
+
+
 def test_interrupted_trial_is_requeued_with_its_spec(tmp_path):
     storage = _storage(tmp_path)
     space = spaces.FullSpace(2)

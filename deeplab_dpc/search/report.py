@@ -182,7 +182,7 @@ def plot_proxy_vs_rerank(pairs, rho, path, trials=None):
         ax.xaxis.set_major_locator(MaxNLocator(4))
         ax.yaxis.set_major_locator(MaxNLocator(5))
         rho_text = "n/a" if rho is None else f"{rho:.2f}"
-        note = " (+-1 by construction)" if len(pairs) == 2 else ""
+        note = " (\u00b11 by construction)" if len(pairs) == 2 else ""
         ax.set_title(
             f"Spearman's rho = {rho_text} (n = {len(pairs)}){note}", fontsize=10
         )

@@ -157,6 +157,14 @@ def open_storage(
             reason = (
                 str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             )
+            if isinstance(e, ImportError):  # optuna's message does not name the driver
+                missing = getattr(e.__cause__ or e.__context__, "name", None)
+                reason = (
+                    f"no database driver for this URL"
+                    f"{f' (no module {missing!r})' if missing else ''}; for "
+                    f"postgresql:// install the 'postgres' extra: "
+                    f"pip install -e '.[postgres]'"
+                )
             if any(m in reason for m in SCHEMA_RACE) and attempt < 2:
                 time.sleep(1.0)  # another worker was creating the schema
                 continue
