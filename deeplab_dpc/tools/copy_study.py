@@ -115,7 +115,10 @@ def _copy_one(name, source, destination):
 def main(argv):
     from absl import flags
 
+    from deeplab_dpc import console
+
     f = flags.FLAGS
+    console.quiet_optuna(argv)  # no "A new study created in RDB" per study
     try:
         if len(argv) > 1:
             raise CopyError(f"unexpected arguments: {' '.join(argv[1:])}")
