@@ -470,9 +470,16 @@ class Trainer:
         # ReduceOp has no MAX: sum [chief's save, stop] over every replica; any
         # non-zero count decides for all workers.
         value = tf.constant([float(due and self.is_chief), float(stop)])
-        per_replica = self.strategy.run(lambda v: tf.identity(v), args=(value,))
-        counts = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, None)
-        save_count, stop_count = counts.numpy().tolist()
+        if getattr(self, "_agree_fn", None) is None:
+            # Traced once: run eagerly, every step logged TF's "Using
+            # CollectiveAllReduceStrategy eagerly has significant overhead".
+            @tf.function
+            def agree(v):
+                per_replica = self.strategy.run(tf.identity, args=(v,))
+                return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, None)
+
+            self._agree_fn = agree
+        save_count, stop_count = self._agree_fn(value).numpy().tolist()
         return save_count > 0, stop_count > 0
 
     def _make_preemption_handler(self):
