@@ -86,6 +86,43 @@ def test_float16_cache_is_reused_and_a_different_one_refused(tiny):
         _write(tiny, "half", train_passes=2)
 
 
+def test_processes_sharing_a_cache_dir_build_it_once(tiny, monkeypatch):
+    # camvid.md starts two searches on one --cache_dir at once: the second
+    # waits on the first's lock and reuses its cache instead of computing (and
+    # renaming over) a second copy. Separate open() calls are separate flock
+    # holders, so threads stand in for the processes here.
+    import threading
+    import time
+
+    real, calls = cache_lib._write_split, []
+
+    def slow_write_split(*args):
+        calls.append(args[1])
+        time.sleep(0.5)  # a window the other builder would fall into unlocked
+        return real(*args)
+
+    monkeypatch.setattr(cache_lib, "_write_split", slow_write_split)
+    results, errors = [], []
+
+    def build():
+        try:
+            results.append(_write(tiny, "shared"))
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and len(results) == 2
+    assert calls == ["train", "val"]  # computed once, not twice
+    assert results[0].fingerprint == results[1].fingerprint
+    assert results[1].count("train") == 6
+    assert os.path.exists(tiny["root"] / ".shared.lock")
+    assert not [n for n in os.listdir(tiny["root"]) if n.startswith(".tmp_cache_")]
+
+
 def test_cache_of_another_backbone_is_refused(tiny):
     cache = _write(tiny, "half")
     with pytest.raises(cache_lib.CacheError) as error:

@@ -13,7 +13,10 @@ Layout of a cache directory::
     val-00000.features.npy ...
 
 `cache_info.json` is written last and the directory is filled under a
-temporary name and renamed, so a cache is either complete or absent.
+temporary name and renamed, so a cache is either complete or absent. Processes
+that share a `cache_dir` (camvid.md starts two searches on one cache) build it
+once: the builder holds an exclusive lock on `.<cache_dir name>.lock` beside
+it, and the others wait for it, then reuse what it wrote.
 
 Deviations and choices (the paper gives no details):
 
@@ -27,12 +30,15 @@ Deviations and choices (the paper gives no details):
   casts them to float32).
 """
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 
 import numpy as np
+from absl import logging
 
 from deeplab_dpc import artefacts, common, interrupts
 
@@ -187,32 +193,57 @@ def write_feature_cache(
     existing = _existing(cache_dir, info)
     if existing is not None:
         return existing
-    label_dtype = _label_dtype(dataset_info.num_classes, dataset_info.ignore_label)
-    writer_args = (shard_size, np.dtype(dtype), label_dtype)
-    train = build_dataset(
-        dataset_dir, train_split, dataset_info, is_training=True,
-        batch_size=batch_size, crop_size=tuple(crop_size), seed=seed,
-        deterministic=True, repeat=int(train_passes),
-    )  # fmt: skip
-    val = build_dataset(dataset_dir, val_split, dataset_info, is_training=False)
-    parent = os.path.dirname(os.path.abspath(cache_dir))
-    tmp = artefacts.make_staging_dir(parent, ".tmp_cache_")
-    try:
-        feature_fn = _feature_fn(model)
-        info["splits"] = {
-            "train": _write_split(tmp, "train", train, feature_fn, writer_args),
-            "val": _write_split(tmp, "val", val, feature_fn, writer_args),
-        }
-        if not info["splits"]["train"]:
-            raise CacheError(
-                f"{dataset_dir}: the {train_split} split gave no full batch of"
-                f" {batch_size} crops; use a smaller batch size"
+    with _build_lock(cache_dir):
+        # Another process may have built it while this one waited for the lock.
+        existing = _existing(cache_dir, info)
+        if existing is not None:
+            return existing
+        label_dtype = _label_dtype(dataset_info.num_classes, dataset_info.ignore_label)
+        writer_args = (shard_size, np.dtype(dtype), label_dtype)
+        train = build_dataset(
+            dataset_dir, train_split, dataset_info, is_training=True,
+            batch_size=batch_size, crop_size=tuple(crop_size), seed=seed,
+            deterministic=True, repeat=int(train_passes),
+        )  # fmt: skip
+        val = build_dataset(dataset_dir, val_split, dataset_info, is_training=False)
+        parent = os.path.dirname(os.path.abspath(cache_dir))
+        tmp = artefacts.make_staging_dir(parent, ".tmp_cache_")
+        try:
+            feature_fn = _feature_fn(model)
+            info["splits"] = {
+                "train": _write_split(tmp, "train", train, feature_fn, writer_args),
+                "val": _write_split(tmp, "val", val, feature_fn, writer_args),
+            }
+            if not info["splits"]["train"]:
+                raise CacheError(
+                    f"{dataset_dir}: the {train_split} split gave no full batch of"
+                    f" {batch_size} crops; use a smaller batch size"
+                )
+            _install(tmp, cache_dir, info)
+        finally:
+            if os.path.exists(tmp):
+                shutil.rmtree(tmp)
+        return open_cache(cache_dir)
+
+
+@contextlib.contextmanager
+def _build_lock(cache_dir):
+    """Holds an exclusive lock on `.<name>.lock` beside `cache_dir` (waits, saying so)."""
+    cache_dir = os.path.abspath(cache_dir)
+    parent, name = os.path.split(cache_dir)
+    os.makedirs(parent, exist_ok=True)
+    with open(os.path.join(parent, f".{name}.lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logging.info(
+                "Waiting for another process to finish the feature cache %s", cache_dir
             )
-        _install(tmp, cache_dir, info)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
-    return open_cache(cache_dir)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def write_cache_from_arrays(cache_dir, splits, info, shard_size=256):
