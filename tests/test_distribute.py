@@ -158,7 +158,9 @@ def test_two_workers_on_loopback_train_together(tiny_data, tmp_path):
     for proc, out in zip(procs, outputs):
         assert proc.returncode == 0, out[-3000:]
         assert "Strategy multi_worker: 2 replicas, 2 images per replica" in out
-        assert "Finished at step 2" in out
+        # Every worker names the chief's checkpoint, never its deleted scratch copy.
+        assert "Finished at step 2, " in out and f"checkpoint {logdir}/ckpt-2" in out
+        assert ".worker_" not in out, out[-3000:]
         # The per-step save/stop agreement is traced, not run eagerly.
         assert "eagerly has significant overhead" not in out, out[-3000:]
     assert tf.train.latest_checkpoint(str(logdir)).endswith("ckpt-2")

@@ -517,11 +517,16 @@ class Trainer:
     def _preempted(self):
         raise _Preempted()
 
+    def _shared_path(self, path):
+        """The chief's copy of a checkpoint this worker saved (a non-chief's is deleted)."""
+        if self.is_chief:
+            return path
+        return os.path.join(self.logdir, os.path.basename(path))
+
     def _stopped(self, path):
         signum = interrupts.requested() or signal.SIGTERM  # MWMS: another worker's
         step = int(self.step.numpy())
-        if not self.is_chief:  # its own save went to a scratch dir, now deleted
-            path = os.path.join(self.logdir, os.path.basename(path))
+        path = self._shared_path(path)
         logging.warning("Stopped at step %d: checkpoint %s", step, path)
         return interrupts.Interrupted(
             signum, f"checkpoint saved at step {step} ({path})"
@@ -599,7 +604,10 @@ class Trainer:
         writer.close()
         if stop:
             raise self._stopped(path)
-        return {"step": int(self.step.numpy()), "loss": total, "checkpoint": path}
+        return {
+            "step": int(self.step.numpy()), "loss": total,
+            "checkpoint": self._shared_path(path),
+        }  # fmt: skip
 
 
 def _check_data(options, info):
