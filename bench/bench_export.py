@@ -32,16 +32,21 @@ import time
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
-from absl import app, flags
-from tensorflow.python.framework.convert_to_constants import (
+
+from deeplab_dpc import console  # noqa: E402
+
+console.quiet_tensorflow()  # before TensorFlow loads (--verbosity=1 brings its logging back)
+
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+from tensorflow.python.framework.convert_to_constants import (  # noqa: E402
     convert_variables_to_constants_v2,
 )
 
-from deeplab_dpc import checkpoints, spec
-from deeplab_dpc.export import saved_model as export
-from deeplab_dpc.export import tflite as export_tflite
-from deeplab_dpc.model import build_model, model_config
+from deeplab_dpc import checkpoints, spec  # noqa: E402
+from deeplab_dpc.export import saved_model as export  # noqa: E402
+from deeplab_dpc.export import tflite as export_tflite  # noqa: E402
+from deeplab_dpc.model import build_model, model_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL = REPO.parent / "shared" / "models" / "deeplabv3_257_mv_gpu.tflite"

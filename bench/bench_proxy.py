@@ -23,19 +23,23 @@ import os
 import tempfile
 import time
 
-import keras
-import numpy as np
-import tensorflow as tf
-from absl import app, flags
+from deeplab_dpc import console  # noqa: E402
 
-from deeplab_dpc import common
-from deeplab_dpc import spec as spec_lib
-from deeplab_dpc.checkpoints import restore_model, write_model_checkpoint
-from deeplab_dpc.data import registry
-from deeplab_dpc.data.pipeline import build_dataset
-from deeplab_dpc.model import build_model, model_config
-from deeplab_dpc.search import cache as cache_lib
-from deeplab_dpc.search import proxy
+console.quiet_tensorflow()  # before TensorFlow loads (--verbosity=1 brings its logging back)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from deeplab_dpc import common  # noqa: E402
+from deeplab_dpc import spec as spec_lib  # noqa: E402
+from deeplab_dpc.checkpoints import restore_model, write_model_checkpoint  # noqa: E402
+from deeplab_dpc.data import registry  # noqa: E402
+from deeplab_dpc.data.pipeline import build_dataset  # noqa: E402
+from deeplab_dpc.model import build_model, model_config  # noqa: E402
+from deeplab_dpc.search import cache as cache_lib  # noqa: E402
+from deeplab_dpc.search import proxy  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(

@@ -27,14 +27,18 @@ import statistics
 import time
 import types
 
-import keras
-import numpy as np
-import tensorflow as tf
-from absl import app, flags
+from deeplab_dpc import console  # noqa: E402
 
-from deeplab_dpc import spec as spec_lib
-from deeplab_dpc.layers import conv as conv_lib
-from deeplab_dpc.search import proxy
+console.quiet_tensorflow()  # before TensorFlow loads (--verbosity=1 brings its logging back)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from deeplab_dpc import spec as spec_lib  # noqa: E402
+from deeplab_dpc.layers import conv as conv_lib  # noqa: E402
+from deeplab_dpc.search import proxy  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("feature_shape", ["11", "16", "160"], "Cached feature h,w,c.")

@@ -31,6 +31,9 @@ from absl import app, flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from deeplab_dpc import console  # noqa: E402
+
+console.quiet_tensorflow()  # before TensorFlow loads (--verbosity=1 brings its logging back)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("positions", ["10", "2000"], "Data positions (steps) to resume at.")

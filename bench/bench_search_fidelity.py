@@ -46,6 +46,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from deeplab_dpc import console  # noqa: E402
+
+console.quiet_tensorflow()  # before TensorFlow loads (--verbosity=1 brings its logging back)
+
 import keras  # noqa: E402
 import optuna  # noqa: E402
 from absl import app, flags  # noqa: E402
@@ -310,6 +314,7 @@ def multifidelity(cache, space, reference):
 
 def main(argv):
     del argv
+    console.quiet_optuna()  # no "A new study created in RDB" lines
     if not FLAGS.cache_dir:
         raise app.UsageError("--cache_dir: required (search.py's feature cache)")
     cache = cache_lib.open_cache(FLAGS.cache_dir)

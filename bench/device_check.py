@@ -38,6 +38,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from deeplab_dpc import console  # noqa: E402
+
+console.quiet_tensorflow()  # before TensorFlow loads (--verbosity=1 brings its logging back)
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -1,8 +1,9 @@
 """Quiet consoles: TensorFlow's C++ and Python chatter off before TensorFlow loads.
 
 TensorFlow-free and importable from every layer; only entry points call it
-(train.py, eval.py, vis.py, export_model.py, search.py, and
-`python -m deeplab_dpc.tools.*` through `deeplab_dpc/tools/__init__.py`).
+(train.py, eval.py, vis.py, export_model.py, search.py,
+`python -m deeplab_dpc.tools.*` through `deeplab_dpc/tools/__init__.py`, and
+the `bench/` scripts, before they import TensorFlow).
 
 `quiet_tensorflow` sets, unless the user asked otherwise:
 - `TF_CPP_MIN_LOG_LEVEL=2`: no C++ INFO / WARNING lines (`cpu_feature_guard`,
