@@ -212,11 +212,21 @@ def one_policy(cache, space, policy, tmp, reference):
     def evaluate(spec, trial):
         if elapsed() > budget:
             raise BudgetSpent
+        began = time.time()
+        line = f"{policy} trial {trial.number} | {spec_lib.canonical_key(spec)} | "
         try:
             out = objective(spec, trial)
+        except optuna.TrialPruned as e:
+            print(f"{line}{e} | {time.time() - began:.1f} s", flush=True)
+            raise
         finally:
             study.set_user_attr(SPENT, elapsed())
         out["user_attrs"][ELAPSED] = elapsed()
+        print(
+            f"{line}mIoU {out['value']:.4f} | {time.time() - began:.1f} s"
+            f" | {elapsed():.0f} of {budget:.0f} s spent",
+            flush=True,
+        )
         return out
 
     sampler = samplers.get_sampler(FLAGS.sampler, space)
