@@ -105,6 +105,9 @@ def time_steps(step, batches, steps):
 
 def main(argv):
     del argv
+    # Every case traces its own step on purpose: TF's "triggered tf.function
+    # retracing" warning (printed twice, by its logger and absl's) is expected.
+    tf.get_logger().setLevel("ERROR")
     feature_shape = [int(v) for v in FLAGS.feature_shape]
     label_shape = [int(v) for v in FLAGS.label_shape]
     spec = spec_lib.load_spec(FLAGS.spec) if FLAGS.spec else spec_lib.TOP1
