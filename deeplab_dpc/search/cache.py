@@ -228,7 +228,10 @@ def write_feature_cache(
 
 @contextlib.contextmanager
 def _build_lock(cache_dir):
-    """Holds an exclusive lock on `.<name>.lock` beside `cache_dir` (waits, saying so)."""
+    """Holds an exclusive lock on `.<name>.lock` beside `cache_dir` (waits, saying so).
+
+    Closing the file releases the lock, also when the process dies.
+    """
     cache_dir = os.path.abspath(cache_dir)
     parent, name = os.path.split(cache_dir)
     os.makedirs(parent, exist_ok=True)
@@ -240,10 +243,7 @@ def _build_lock(cache_dir):
                 "Waiting for another process to finish the feature cache %s", cache_dir
             )
             fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        yield
 
 
 def write_cache_from_arrays(cache_dir, splits, info, shard_size=256):
