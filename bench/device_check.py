@@ -1,6 +1,6 @@
 r"""The accelerator path in one command: train step, proxy and export on this machine.
 
-    python bench/device_check.py --output_json=device_check.json     # a few minutes
+    python bench/device_check.py --output_json=device_check.json     # GPU: minutes; 2-core CPU: 27 min
     python bench/device_check.py --reduced                           # CPU, < 1 minute
 
 On whatever accelerators TensorFlow finds (`tf.config`: GPUs, else the CPU)
