@@ -14,8 +14,9 @@ set (`ru_maxrss`, "peak RSS", tracing included) and the peak resident set
 of the timed steps alone (the kernel's VmHWM, reset through
 /proc/self/clear_refs after the warm-up) minus the resident set before them
 ("step memory": what a step adds on top of the weights, optimizer slots and
-graphs; TensorFlow's large buffers are mmap-ed and go back to the system
-when freed, so the resident set between steps excludes the activations). A trailing "r" wraps every candidate cell in
+graphs; the subprocesses run with MALLOC_MMAP_THRESHOLD_=65536 unless the
+environment sets it, so that large freed buffers go back to the system and
+the resident set between steps excludes the activations). A trailing "r" wraps every candidate cell in
 `tf.recompute_grad`.
 
 Usage:
@@ -179,11 +180,19 @@ def main(argv):
         "| first steps (s) | step (s) | step memory (MB) | peak RSS (MB) | device |"
     )
     print("|" + " --- |" * 14)
+    # glibc keeps freed buffers below its mmap threshold (which grows up to
+    # 32 MB as large buffers are freed) resident, so the resident set before the
+    # timed steps would already hold the last step's activations and "step
+    # memory" would read near zero; a fixed 64 KB threshold hands every large
+    # freed buffer back. glibc reads it at start-up: the subprocess's
+    # environment. A value the caller set wins.
+    env = dict(os.environ)
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
     for case in FLAGS.cases:
         out = subprocess.run(
             [sys.executable, __file__, f"--one={case}", f"--steps={FLAGS.steps}",
              f"--warmup_steps={FLAGS.warmup_steps}", f"--num_classes={FLAGS.num_classes}"],
-            capture_output=True, text=True,
+            capture_output=True, text=True, env=env,
         )  # fmt: skip
         lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
         if not lines:
