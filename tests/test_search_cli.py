@@ -161,6 +161,15 @@ def test_spearman_known_answers():
     assert rerank.spearman([("a", 0.1, 0.1)]) is None
 
 
+def test_spearman_of_a_constant_side_is_none_without_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy's ConstantInputWarning would raise
+        assert rerank.spearman([("a", 0.2, 0.1), ("b", 0.2, 0.3), ("c", 0.2, 0.2)]) is None
+        assert rerank.spearman([("a", 0.1, 0.4), ("b", 0.2, 0.4)]) is None
+
+
 @pytest.mark.slow
 def test_default_command_completes_the_main_job(tmp_path):
     """`python search.py` with no flags, as the README's first command (~10 min)."""

@@ -150,9 +150,10 @@ def spearman(pairs):
 
     With 2 pairs rho is +-1 by construction; the report shows n beside it.
     """
-    if len(pairs) < 2:
-        return None
+    proxy, end_to_end = [p for _, p, _ in pairs], [r for _, _, r in pairs]
+    if len(pairs) < 2 or len(set(proxy)) < 2 or len(set(end_to_end)) < 2:
+        return None  # undefined; scipy would warn (ConstantInputWarning) and return NaN
     from scipy import stats
 
-    rho = stats.spearmanr([p for _, p, _ in pairs], [r for _, _, r in pairs])[0]
-    return None if rho != rho else round(float(rho), 6)  # NaN: a side is constant
+    rho = stats.spearmanr(proxy, end_to_end)[0]
+    return None if rho != rho else round(float(rho), 6)
