@@ -286,10 +286,10 @@ def parse_flags(argv, prog=None):
         fail(e, prog)
 
 
-def _parsed(argv, prog):
+def _parsed(argv, prog, positional=0):
     argv = parse_flags(argv, prog)
-    if len(argv) > 1:  # no entry point takes positional arguments
-        fail(f"unexpected arguments: {' '.join(argv[1:])}", prog)
+    if len(argv) > 1 + positional:  # `positional`: how many the command takes
+        fail(f"unexpected arguments: {' '.join(argv[1 + positional:])}", prog)
     return argv
 
 
@@ -302,18 +302,19 @@ def _guarded(main, argv, prog):
         fail(e, prog)
 
 
-def run_main(main, argv, prog=None):
+def run_main(main, argv, prog=None, positional=0):
     """Parses `argv` and runs `main` as `run` does, without absl's process setup.
 
     Tests call it in-process with hundreds of command lines.
     """
-    return _guarded(main, _parsed(argv, prog), prog)
+    return _guarded(main, _parsed(argv, prog, positional), prog)
 
 
-def run(main, prog=None):
+def run(main, prog=None, positional=0):
     """`app.run(main)`, with flag errors and user errors as one line, exit code 2.
 
-    A bad flag value, a positional argument, a `ValueError` or
+    A bad flag value, more positional arguments than `positional` (the entry
+    points take none; `tools.experiment` takes its action and plan), a `ValueError` or
     `FileNotFoundError` from `main`: `<prog>: error: <one line>`, exit code 2.
     TensorFlow's console logging is quieted first (`console.quiet_tensorflow`);
     SIGINT and SIGTERM stop the command with one line (`interrupts.guard`).
@@ -321,7 +322,7 @@ def run(main, prog=None):
     console.quiet_tensorflow()  # before main() loads TensorFlow
     app.run(
         lambda argv: _guarded(main, argv, prog),
-        flags_parser=lambda argv: _parsed(argv, prog),
+        flags_parser=lambda argv: _parsed(argv, prog, positional),
     )
 
 

@@ -66,6 +66,7 @@ TRAIN = {
     "max_scale_factor": [*POS_FLOAT, "0.1"],
     "scale_factor_step_size": NONNEG_FLOAT,
     "save_interval_secs": NONNEG_FLOAT,
+    "save_interval_steps": NONNEG_INT,
     "save_summaries_secs": NONNEG_FLOAT,
     "log_steps": POS_INT,
     "max_checkpoints_to_keep": POS_INT,
@@ -110,6 +111,7 @@ MODEL_STATS = {
     "head": ENUM,
     "dpc_spec": ["/nonexistent/spec.json"],
     "decoder_output_stride": ["3", "abc"],
+    "model_config": ["/nonexistent/model_config.json", "/nonexistent/ckpt_dir"],
 }
 VIS = {
     **WATCH,

@@ -3,10 +3,16 @@ r"""Command line: per-layer parameters and multiply-adds of a DeepLab / DPC mode
     python -m deeplab_dpc.tools.model_stats --model_variant=xception_65 \
         --dpc_spec=specs/top1.json --crop_size=1025,2049 --output_stride=16 --json
 
+    python -m deeplab_dpc.tools.model_stats --model_config=runs/train --crop_size=361,481
+
 The rows and their accounting are those of the library `deeplab_dpc.model_stats`.
+`--model_config` (a `model_config.json`, or the checkpoint directory or prefix
+it sits beside) takes the architecture of a trained model; the model flags are
+then ignored.
 """
 
 import json
+import os
 
 from deeplab_dpc import errors
 from deeplab_dpc import flags as dpc_flags
@@ -24,7 +30,15 @@ def main(argv):
             raise ValueError(
                 f"--crop_size: expected H,W with positive sizes, got {','.join(f.crop_size)}"
             )
-        config = dpc_flags.model_config_from_flags(f, f.num_classes)
+        if f.model_config:
+            from deeplab_dpc import checkpoints  # TensorFlow loads here
+
+            path = f.model_config
+            if os.path.isfile(path) and path.endswith(".json"):
+                path = os.path.dirname(os.path.abspath(path))
+            config = checkpoints.read_checkpoint_config(path)
+        else:
+            config = dpc_flags.model_config_from_flags(f, f.num_classes)
     from deeplab_dpc.model import build_model  # TensorFlow loads here
     from deeplab_dpc.model_stats import compute_stats, format_table, summarize
 
@@ -60,6 +74,11 @@ def define_flags():
     dpc_flags.define_nas_flags()
     flags.DEFINE_integer("num_classes", 19, "Number of classes of the logits layer.")
     flags.DEFINE_list("crop_size", ["513", "513"], "Input size H,W.")
+    flags.DEFINE_string(
+        "model_config", None,
+        "A model_config.json, or the checkpoint directory it sits beside: "
+        "the architecture of a trained model (model flags ignored).",
+    )  # fmt: skip
     flags.DEFINE_boolean("json", False, "Print a JSON list of rows instead of a table.")
 
 

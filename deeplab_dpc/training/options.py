@@ -126,6 +126,7 @@ def _check_more(o):
                  "save_interval_secs", "save_summaries_secs"):  # fmt: skip
         _check_range(name, float(o[name]), 0.0)
     _check_range("slow_start_step", int(o["slow_start_step"]), 0, MAX_STEPS)
+    _check_range("save_interval_steps", int(o["save_interval_steps"]), 0, MAX_STEPS)
     if o["seed"] is not None:
         _check_range("seed", int(o["seed"]), 0, 2**32 - 1)
     for i, w in enumerate(o["label_weights"] or ()):
@@ -170,6 +171,9 @@ TRAIN_OPTIONS = (
     ("last_layers_contain_logits_only", "boolean", False, "Last layers = logits only."),
     ("label_weights", "multi_float", None, "Per-class loss weights."),
     ("save_interval_secs", "float", 1200, "Seconds between checkpoints."),
+    ("save_interval_steps", "integer", 0,
+     "Also a checkpoint every N steps (0: off); with --max_checkpoints_to_keep, "
+     "the checkpoints a curve of val mIoU against steps is evaluated on."),
     ("save_summaries_secs", "float", 600, "Seconds between summaries."),
     ("log_steps", "integer", 10, "Steps between progress lines."),
     ("max_checkpoints_to_keep", "integer", 5, "Checkpoints kept."),
@@ -245,6 +249,7 @@ def train_options(train_logdir, **options):
         if o["label_weights"] is None
         else [float(w) for w in o["label_weights"]],
         "save_interval_secs": float(o["save_interval_secs"]),
+        "save_interval_steps": int(o["save_interval_steps"]),
         "save_summaries_secs": float(o["save_summaries_secs"]),
         "log_steps": int(o["log_steps"]),
         "max_checkpoints_to_keep": int(o["max_checkpoints_to_keep"]),

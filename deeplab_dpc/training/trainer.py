@@ -581,7 +581,11 @@ class Trainer:
                 writer.scalars(step, ce, total, lr, progress.images_per_sec())
                 writer.samples(step, self.model, self.strategy, batch)
                 last_summary = now
-            save, stop = self._agree(now - last_save >= self.opts["save_interval_secs"])
+            every = self.opts.get("save_interval_steps", 0)
+            due = now - last_save >= self.opts["save_interval_secs"] or (
+                every > 0 and step // every > (step - 1) // every
+            )
+            save, stop = self._agree(due)
             if step < total_steps and save and not stop:
                 self._log_saved(self.save(), step)
                 last_save = now
