@@ -28,14 +28,21 @@ def _plan(tmp_path, **overrides):
         "name": "tiny",
         "workdir": str(tmp_path / "work"),
         "train": {
-            "dataset_dir": "{workdir}/data", "train_crop_size": [33, 33],
-            "train_batch_size": 2, "depth_multiplier": 0.25,
-            "training_number_of_steps": 6, "base_learning_rate": 0.02,
-            "save_interval_secs": 100000, "log_steps": 1,
+            "dataset_dir": "{workdir}/data",
+            "train_crop_size": [33, 33],
+            "train_batch_size": 2,
+            "depth_multiplier": 0.25,
+            "training_number_of_steps": 6,
+            "base_learning_rate": 0.02,
+            "save_interval_secs": 100000,
+            "log_steps": 1,
         },  # fmt: skip
         "rows": [
             {"name": "aspp", "train": {}},
-            {"name": "top1", "train": {"dpc_spec": os.path.join(REPO, "specs/top1.json")}},
+            {
+                "name": "top1",
+                "train": {"dpc_spec": os.path.join(REPO, "specs/top1.json")},
+            },
         ],
         "seeds": [0],
         "curve_every_steps": 3,
@@ -45,13 +52,19 @@ def _plan(tmp_path, **overrides):
         },
         "stats_crop_size": [33, 33],
         "comparisons": [["top1", "aspp"]],
-        "setup": [{
-            "creates": "data",
-            "command": ["python", "-c",
-                        "import sys; from deeplab_dpc.data import synthetic; "
-                        "synthetic.generate_synthetic_dataset(sys.argv[1], num_train=6, "
-                        "num_val=2, image_size=(33, 33))", "{workdir}/data"],
-        }],  # fmt: skip
+        "setup": [
+            {
+                "creates": "data",
+                "command": [
+                    "python",
+                    "-c",
+                    "import sys; from deeplab_dpc.data import synthetic; "
+                    "synthetic.generate_synthetic_dataset(sys.argv[1], num_train=6, "
+                    "num_val=2, image_size=(33, 33))",
+                    "{workdir}/data",
+                ],
+            }
+        ],  # fmt: skip
     }
     plan.update(overrides)
     folder = tmp_path / "plan"
@@ -64,7 +77,10 @@ def _plan(tmp_path, **overrides):
 def test_plan_grid_and_commands(tmp_path):
     plan = experiment.load_plan(_plan(tmp_path, seeds=[0, 2]))
     assert [r["id"] for r in plan["runs"]] == [
-        "aspp-seed0", "top1-seed0", "aspp-seed2", "top1-seed2"
+        "aspp-seed0",
+        "top1-seed0",
+        "aspp-seed2",
+        "top1-seed2",
     ]  # fmt: skip (seed-major: a plan cut short has every row at the same seeds)
     args, steps = experiment.train_args(plan, plan["runs"][3], "/w")
     assert steps == 6
@@ -73,7 +89,9 @@ def test_plan_grid_and_commands(tmp_path):
     assert "--max_checkpoints_to_keep=4" in args  # 3, 6 and room for a stop's save
     assert f"--dpc_spec={REPO}/specs/top1.json" in args
     assert "--train_logdir=/w/runs/top1-seed2/train" in args
-    assert experiment.flag_args({"add_flipped_images": False}, "/w") == ["--noadd_flipped_images"]
+    assert experiment.flag_args({"add_flipped_images": False}, "/w") == [
+        "--noadd_flipped_images"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -86,11 +104,16 @@ def test_plan_grid_and_commands(tmp_path):
         ({"train": {"seed": 3}}, "--seed is set by the tool"),
         ({"comparisons": [["aspp", "nope"]]}, "not a pair of row names"),
         ({"seeds": [-1]}, "seeds: a list of integers >= 0"),
-        ({"setup": [{"creates": "x"}]}, "setup[0]: needs 'creates' and a 'command' list"),
+        (
+            {"setup": [{"creates": "x"}]},
+            "setup[0]: needs 'creates' and a 'command' list",
+        ),
     ],
 )
 def test_bad_plans_name_the_field(tmp_path, change, message):
-    with pytest.raises(experiment.PlanError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(
+        experiment.PlanError, match=message.replace("[", r"\[").replace("]", r"\]")
+    ):
         experiment.load_plan(_plan(tmp_path, **change))
 
 
@@ -131,7 +154,9 @@ def test_report_statistics_against_hand_computed_values(tmp_path):
         for row, miou in (("top1", a), ("aspp", b)):
             record = _record(row, seed, miou, [[3, miou - 0.1], [6, miou]],
                              {"road": miou, "sky": None})  # fmt: skip
-            with open(os.path.join(plan["results_dir"], f"{row}-seed{seed}.json"), "w") as f:
+            with open(
+                os.path.join(plan["results_dir"], f"{row}-seed{seed}.json"), "w"
+            ) as f:
                 json.dump(record, f)
     # Welch: means 0.52 and 0.42, sample variances 4e-4 each, n = 3:
     # t = 0.10 / sqrt(2 * 4e-4 / 3) = 6.1237, Welch-Satterthwaite df = 4 exactly;
@@ -149,11 +174,20 @@ def test_report_statistics_against_hand_computed_values(tmp_path):
     said = experiment_report.report(plan, experiment.read_records(plan), page=str(page))
     assert len(said) == 2
     text = page.read_text()
-    assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
+    assert (
+        text.startswith("before\n") and text.endswith("after\n") and "old" not in text
+    )
     assert "| top1 | 0, 1, 2 | 2.50 | 3.00 | 1.00 | 10 | 52.00 ± 2.00 |" in text
     assert "| aspp | 0, 1, 2 | 2.50 | 3.00 | 1.00 | 10 | 42.00 ± 2.00 |" in text
-    assert f"| top1 vs aspp | single_scale | +10.00 | {t:.2f} | {p:.3f} | top1 better (n = 3, 3) |" in text
-    assert "| class | aspp | top1 |" in text and "| road | 42.0 | 52.0 |" in text and "| sky | - | - |" in text
+    assert (
+        f"| top1 vs aspp | single_scale | +10.00 | {t:.2f} | {p:.3f} | top1 better (n = 3, 3) |"
+        in text
+    )
+    assert (
+        "| class | aspp | top1 |" in text
+        and "| road | 42.0 | 52.0 |" in text
+        and "| sky | - | - |" in text
+    )
     folder = os.path.dirname(path)
     assert os.path.getsize(os.path.join(folder, "curves.png")) > 10_000
     assert "52.00 ± 2.00" in open(os.path.join(folder, "report.md")).read()
@@ -166,7 +200,9 @@ def test_report_statistics_against_hand_computed_values(tmp_path):
 def test_page_without_block_is_refused(tmp_path):
     page = tmp_path / "page.md"
     page.write_text("no block\n")
-    with pytest.raises(experiment_report.ReportError, match="no block <!-- experiment-report:x -->"):
+    with pytest.raises(
+        experiment_report.ReportError, match="no block <!-- experiment-report:x -->"
+    ):
         experiment_report.update_page(str(page), "x", "body")
     assert page.read_text() == "no block\n"
 
@@ -194,7 +230,11 @@ def test_run_killed_mid_training_resumes_and_writes_each_record_once(tmp_path):
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     assert out.strip().splitlines()[-1] == "experiment: stopped by SIGTERM", out
-    assert not os.listdir(plan["results_dir"]) if os.path.isdir(plan["results_dir"]) else True
+    assert (
+        not os.listdir(plan["results_dir"])
+        if os.path.isdir(plan["results_dir"])
+        else True
+    )
 
     proc = _tool("run", path)
     out, _ = proc.communicate(timeout=900)
@@ -203,7 +243,10 @@ def test_run_killed_mid_training_resumes_and_writes_each_record_once(tmp_path):
     assert out.strip().splitlines()[-1] == "tiny: every run has its record"
     records = experiment.read_records(plan)
     assert sorted(records) == ["aspp-seed0", "top1-seed0"]
-    assert sorted(os.listdir(plan["results_dir"])) == ["aspp-seed0.json", "top1-seed0.json"]
+    assert sorted(os.listdir(plan["results_dir"])) == [
+        "aspp-seed0.json",
+        "top1-seed0.json",
+    ]
     cut, whole = records["aspp-seed0"], records["top1-seed0"]
     assert cut["process_starts"] == 2 and whole["process_starts"] == 1
     for record in records.values():
@@ -216,7 +259,9 @@ def test_run_killed_mid_training_resumes_and_writes_each_record_once(tmp_path):
         assert record["train_config"]["seed"] == 0
         assert record["train_config"]["training_number_of_steps"] == 6
         assert record["host"]["cpus"] == os.cpu_count()
-    assert whole["model_config"]["head"] == "dpc" and cut["model_config"]["head"] == "aspp"
+    assert (
+        whole["model_config"]["head"] == "dpc" and cut["model_config"]["head"] == "aspp"
+    )
     log = open(os.path.join(plan["workdir"], "runs", "aspp-seed0", "log.txt")).read()
     assert "Resumed from" in log
 

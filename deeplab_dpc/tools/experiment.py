@@ -99,7 +99,9 @@ def load_plan(path):
     if not isinstance(plan, dict):
         raise PlanError(f"{path}: a plan is a JSON object")
     if plan.get("version", PLAN_VERSION) != PLAN_VERSION:
-        raise PlanError(f"{path}: version {plan.get('version')} (this tool reads {PLAN_VERSION})")
+        raise PlanError(
+            f"{path}: version {plan.get('version')} (this tool reads {PLAN_VERSION})"
+        )
     name = _require(plan, "name", str, path)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise PlanError(f"{path}: name {name!r}: letters, digits, '_', '-', '.' only")
@@ -129,8 +131,13 @@ def load_plan(path):
         names.add(row["name"])
         _check_flags(row.get("train", {}), f"rows[{i}].train", path)
         row_seeds = row.get("seeds", seeds)
-        if not isinstance(row_seeds, list) or not row_seeds or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in row_seeds
+        if (
+            not isinstance(row_seeds, list)
+            or not row_seeds
+            or not all(
+                isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                for s in row_seeds
+            )
         ):
             raise PlanError(f"{path}: rows[{i}].seeds: a list of integers >= 0")
         grid.append((row["name"], row_seeds))
@@ -230,7 +237,9 @@ def _host():
     flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
     info["cpu"] = model.group(1).strip() if model else None
     have = set(flags.group(1).split()) if flags else set()
-    info["features"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in have]
+    info["features"] = [
+        f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in have
+    ]
     return info
 
 
@@ -378,8 +387,16 @@ def _evaluate(plan, run, workdir, key, step, log):
     results = artefacts.read_results(eval_dir)
     return {
         k: results[k]
-        for k in ("step", "miou", "pixel_accuracy", "per_class_iou", "num_images",
-                  "scales", "flip", "output_stride")  # fmt: skip
+        for k in (
+            "step",
+            "miou",
+            "pixel_accuracy",
+            "per_class_iou",
+            "num_images",
+            "scales",
+            "flip",
+            "output_stride",
+        )  # fmt: skip
         if k in results
     }
 
@@ -470,9 +487,13 @@ def run_one(plan, run, workdir, say=print):
     row = plan["rows_by_name"][run["row"]]
     record = {
         "version": PLAN_VERSION,
-        "plan": {"name": plan["name"], "file": os.path.relpath(plan["file"], ROOT),
-                 "row": row, "train": plan["train"],
-                 "evaluations": plan["evaluations"]},  # fmt: skip
+        "plan": {
+            "name": plan["name"],
+            "file": os.path.relpath(plan["file"], ROOT),
+            "row": row,
+            "train": plan["train"],
+            "evaluations": plan["evaluations"],
+        },  # fmt: skip
         "run": run["id"],
         "row": run["row"],
         "seed": run["seed"],
@@ -484,7 +505,9 @@ def run_one(plan, run, workdir, say=print):
         "process_starts": state.starts,
         "host": _host(),
         "load": {
-            "mean_1min": round(sum(state.load) / len(state.load), 2) if state.load else None,
+            "mean_1min": round(sum(state.load) / len(state.load), 2)
+            if state.load
+            else None,
             "max_1min": round(max(state.load), 2) if state.load else None,
             "samples": len(state.load),
             "note": "1-minute load average while training, this run's own training included",
@@ -576,7 +599,9 @@ def status(plan, workdir):
             running = info.get("run")
     per_row = {}
     for record in records.values():
-        per_row.setdefault(record["row"], []).append(sum(record["wall_seconds"].values()))
+        per_row.setdefault(record["row"], []).append(
+            sum(record["wall_seconds"].values())
+        )
     every = [t for times in per_row.values() for t in times]
     lines, left, unknown = [], 0.0, 0
     for run in plan["runs"]:
@@ -586,20 +611,26 @@ def status(plan, workdir):
         if record is not None:
             miou = next(iter(record["results"].values()))["miou"]
             minutes = sum(record["wall_seconds"].values()) / 60
-            lines.append(f"done     {run['id']}: val mIoU {miou:.4f}, {minutes:.0f} min")
+            lines.append(
+                f"done     {run['id']}: val mIoU {miou:.4f}, {minutes:.0f} min"
+            )
             continue
         _, steps = train_args(plan, run, workdir)
         kept = _checkpoint_steps(os.path.join(run_dir(workdir, run), "train"))
         at = kept[-1] if kept else 0
         word = "running " if run["id"] == running else "pending "
-        text = f"{word} {run['id']}" + (f": checkpoint at step {at} of {steps}" if at else "")
+        text = f"{word} {run['id']}" + (
+            f": checkpoint at step {at} of {steps}" if at else ""
+        )
         if guess is None:
             unknown += 1
         else:
             left += guess * (1 - 0.8 * at / steps)  # evaluation is the last ~20%
         lines.append(text)
     if unknown:
-        lines.append(f"time left: unknown until a run has finished ({unknown} runs without an estimate)")
+        lines.append(
+            f"time left: unknown until a run has finished ({unknown} runs without an estimate)"
+        )
     else:
         lines.append(f"time left: about {left / 3600:.1f} h at the finished runs' pace")
     return lines
@@ -642,7 +673,9 @@ def main(argv):
 def define_flags():
     from absl import flags
 
-    flags.DEFINE_string("workdir", None, "Overrides the plan's workdir (checkpoints, logs).")
+    flags.DEFINE_string(
+        "workdir", None, "Overrides the plan's workdir (checkpoints, logs)."
+    )
     flags.DEFINE_list("only", None, "run: only these run ids (e.g. aspp-seed0).")
     flags.DEFINE_string(
         "page", None,
