@@ -354,13 +354,19 @@ class _State:
         self.seconds = data.get("seconds", {})
         self.starts = data.get("starts", 0)
         self.load = data.get("load_samples", [])
+        self.commits = data.get("commits", [])  # the code of each process start
 
     def add(self, phase, seconds):
         self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
 
     def save(self):
         artefacts.write_json(
-            {"seconds": self.seconds, "starts": self.starts, "load_samples": self.load},
+            {
+                "seconds": self.seconds,
+                "starts": self.starts,
+                "load_samples": self.load,
+                "commits": self.commits,
+            },  # fmt: skip
             self.path,
         )
 
@@ -452,6 +458,9 @@ def run_one(plan, run, workdir, say=print):
     log = os.path.join(directory, "log.txt")
     state = _State(directory)
     state.starts += 1
+    commit = _commit()
+    if commit not in state.commits:
+        state.commits.append(commit)
     state.save()
     args, steps = train_args(plan, run, workdir)
     done = _checkpoint_steps(os.path.join(directory, "train"))
@@ -497,7 +506,8 @@ def run_one(plan, run, workdir, say=print):
         "run": run["id"],
         "row": run["row"],
         "seed": run["seed"],
-        "commit": _commit(),
+        "commit": state.commits[-1],  # the code the run finished with
+        "commits": state.commits,  # every start's, when it was resumed on other code
         "train_command": ["train.py", *[a.replace(workdir, "{workdir}") for a in args]],
         "steps": steps,
         "wall_seconds": {k: round(v, 1) for k, v in state.seconds.items()},
