@@ -309,12 +309,15 @@ def _report(storage, out_dir):
 
 
 def _auto_deeplab():
-    from deeplab_dpc.search.auto_deeplab.search import run_search
+    """The default Auto-DeepLab search (all its options:
+    `python -m deeplab_dpc.search.auto_deeplab --help`), checked as there."""
+    from deeplab_dpc.search.auto_deeplab import options, search
 
-    run_search(
-        FLAGS.workdir, dataset=FLAGS.dataset, dataset_dir=FLAGS.dataset_dir,
-        seed=FLAGS.seed,
+    opts = options.search_options(
+        dataset=FLAGS.dataset, dataset_dir=FLAGS.dataset_dir, seed=FLAGS.seed,
+        jit_compile=FLAGS.jit_compile,
     )  # fmt: skip
+    search.AutoDeepLabSearcher(FLAGS.workdir, opts).run()
 
 
 def main(argv):

@@ -391,25 +391,33 @@ class RelaxedCell(_CellBase):
         self.stacked = {}
 
     # --- Variables --------------------------------------------------------
-    def _stack(self, name, shape, initializer, trainable=True):
+    def _stack(self, name, shape, initializer, trainable=True, autocast=True):
         num = len(self._order)
         var = self.add_weight(
             shape=(num, *shape),
             initializer=_PerEdgeInitializer(initializer),
             trainable=trainable,
+            autocast=autocast,
             name=name,
         )
         self.stacked[name] = var
         return var
 
     def _bn_weights(self, prefix):
+        # Not autocast: the fused batch norm takes float32 scale, offset and
+        # statistics whatever the input's dtype, and under a mixed policy
+        # Keras 3 hands a variable's `.value` inside `call` in the compute
+        # dtype (bfloat16 / float16), which the op rejects.
         c = (self.filters,)
         ones, zeros = keras.initializers.Ones, keras.initializers.Zeros
+        bn = dict(autocast=False)
         return {
-            "gamma": self._stack(f"{prefix}_gamma", c, ones),
-            "beta": self._stack(f"{prefix}_beta", c, zeros),
-            "moving_mean": self._stack(f"{prefix}_moving_mean", c, zeros, False),
-            "moving_variance": self._stack(f"{prefix}_moving_variance", c, ones, False),
+            "gamma": self._stack(f"{prefix}_gamma", c, ones, **bn),
+            "beta": self._stack(f"{prefix}_beta", c, zeros, **bn),
+            "moving_mean": self._stack(f"{prefix}_moving_mean", c, zeros, False, **bn),
+            "moving_variance": self._stack(
+                f"{prefix}_moving_variance", c, ones, False, **bn
+            ),
         }
 
     def build(self, input_shape):
