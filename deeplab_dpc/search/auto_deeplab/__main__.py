@@ -122,11 +122,12 @@ def options_from_flags():
 
 def main(argv):
     del argv
+    options = options_from_flags()  # checked before TensorFlow loads (its C++
+    # start-up lines would follow the error line otherwise)
     from absl import logging
 
     from deeplab_dpc.search.auto_deeplab import search
 
-    options = options_from_flags()
     logging.set_verbosity(logging.INFO)
     search.AutoDeepLabSearcher(FLAGS.workdir, options).run()
 
