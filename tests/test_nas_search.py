@@ -106,7 +106,10 @@ def test_driver_rejects_bad_flags():
     assert lines[0].startswith("auto_deeplab: error: ops: unknown ['conv_9x9']")
 
 
-@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+@pytest.mark.parametrize(
+    "policy",
+    ["mixed_bfloat16", pytest.param("mixed_float16", marks=pytest.mark.slow)],
+)
 def test_supernet_under_mixed_precision(policy):
     # The fused batch norm of the relaxed cells takes float32 scale, offset
     # and statistics; under a mixed policy Keras hands variables to `call`
@@ -315,3 +318,23 @@ def test_search_ranks_the_planted_operator_first(tmp_path, monkeypatch):
     assert [b["op"] for b in architecture["cell"][0]] == ["none", "none"]
     history = searcher.history
     assert history[-1]["alpha_entropy"] < history[0]["alpha_entropy"] - 0.1
+
+
+@pytest.mark.slow
+def test_search_stopped_by_sigterm_saves_and_says_so(tmp_path):
+    workdir = tmp_path / "search"
+    proc = _start(workdir, 200)
+    state = workdir / "checkpoints" / "checkpoint"
+    deadline = time.time() + 900
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert state.exists(), proc.communicate()[0][-2000:]
+    proc.send_signal(signal.SIGTERM)
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, log[-2000:]  # a clean stop after SIGTERM
+    last = [line for line in log.splitlines() if line.strip()][-1]
+    assert last.startswith("auto_deeplab: stopped by SIGTERM: checkpoint saved at step")
+    step = int(last.split("at step ")[1].split()[0])
+    assert f"ckpt-{step}" in state.read_text()
+    history = json.loads((workdir / "history.json").read_text())
+    assert history[-1]["step"] == step
