@@ -180,7 +180,9 @@ def _check_flags():
         if path and os.path.exists(path) and not os.path.isdir(path):
             raise ValueError(f"--{name}: {path} exists and is not a directory")
     if FLAGS.tf_initial_checkpoint:
-        dpc_flags.require_checkpoint(FLAGS.tf_initial_checkpoint, "tf_initial_checkpoint")
+        dpc_flags.require_checkpoint(
+            FLAGS.tf_initial_checkpoint, "tf_initial_checkpoint"
+        )
     from deeplab_dpc.search import samplers, spaces
 
     _choice("space", spaces.SPACES, "search space")

@@ -428,8 +428,15 @@ def test_bad_flag_values_exit_2_with_one_line(
         (["eval.py", "--eval_scales=inf", "--checkpoint_dir=CKPT"], "eval_scales"),
         (["train.py", "positional"], "positional"),
         (["search.py", "--proxy_steps=-1", "--workdir=OUT"], "proxy_steps"),
-        (["-m", "deeplab_dpc.search.auto_deeplab", "--arch_batches=0",
-          "--workdir=OUT"], "arch_batches"),
+        (
+            [
+                "-m",
+                "deeplab_dpc.search.auto_deeplab",
+                "--arch_batches=0",
+                "--workdir=OUT",
+            ],
+            "arch_batches",
+        ),
     ],
 )
 def test_real_processes_exit_2_with_one_line(paths, argv, flag, tmp_path):

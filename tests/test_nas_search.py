@@ -228,9 +228,7 @@ def test_warm_up_resume_optimizer_sets_and_non_finite_stop(tmp_path, monkeypatch
     assert int(searcher.weight_opt.iterations) == 4
     for h in history:  # the decoded cell and path beside the entropies
         assert len(h["cell"]) == 1 and len(h["network"]) == 2
-        assert h["parameter_free_ops"] == sum(
-            b["op"] == "none" for b in h["cell"][0]
-        )
+        assert h["parameter_free_ops"] == sum(b["op"] == "none" for b in h["cell"][0])
     # A resumed search restores the step and the Adam state and moves alpha on.
     resumed = S.AutoDeepLabSearcher(workdir, _options(num_steps=6, arch_start_step=3))
     monkeypatch.setattr(resumed, "_data", data)

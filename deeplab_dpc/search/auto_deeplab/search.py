@@ -274,7 +274,9 @@ class AutoDeepLabSearcher:
                 total = loss + tf.where(is_arch, l2, tf.cast(decay, tf.float32))
                 if fp16:
                     total = tf.where(
-                        is_arch, arch_opt.scale_loss(total), weight_opt.scale_loss(total)
+                        is_arch,
+                        arch_opt.scale_loss(total),
+                        weight_opt.scale_loss(total),
                     )
             grads = tape.gradient(total, network_vars + arch_vars)
             grads = [
