@@ -226,6 +226,7 @@ def test_warm_up_resume_optimizer_sets_and_non_finite_stop(tmp_path, monkeypatch
     assert np.isfinite(history[3]["arch_loss"])
     assert int(searcher.arch_opt.iterations) == 1
     assert int(searcher.weight_opt.iterations) == 4
+    assert [h["unchanged_logs"] for h in history[:3]] == [0, 0, 0]  # warm-up
     for h in history:  # the decoded cell and path beside the entropies
         assert len(h["cell"]) == 1 and len(h["network"]) == 2
         assert h["parameter_free_ops"] == sum(b["op"] == "none" for b in h["cell"][0])
@@ -336,3 +337,30 @@ def test_search_stopped_by_sigterm_saves_and_says_so(tmp_path):
     assert f"ckpt-{step}" in state.read_text()
     history = json.loads((workdir / "history.json").read_text())
     assert history[-1]["step"] == step
+
+
+def test_decode_from_averaged_logs_and_parameter_free_count():
+    from deeplab_dpc.search.auto_deeplab.search import (
+        decode_averaged,
+        parameter_free_count,
+    )
+
+    ops = ["separable_3x3_2", "none", "zero"]
+    beta = np.zeros((2, 2, 3))
+    beta[0, 0] = [0, 0.4, 0.6]  # layer 1 from level 0: up to level 1 wins
+    beta[1, 0] = [0, 0.5, 0.5]
+    beta[1, 1] = [0.7, 0.3, 0]  # layer 2 from level 1: back to level 0
+    # The last log alone prefers "none" on edge 0 (0.5 vs 0.4); the average
+    # of the three logs prefers the separable conv ((0.8 + 0.8 + 0.4) / 3).
+    logs = [
+        {"alpha": [[0.8, 0.1, 0.1], [0.2, 0.7, 0.1]], "beta": beta},
+        {"alpha": [[0.8, 0.1, 0.1], [0.2, 0.7, 0.1]], "beta": beta},
+        {"alpha": [[0.4, 0.5, 0.1], [0.2, 0.7, 0.1]], "beta": beta},
+    ]
+    cell, path = decode_averaged(logs, ops, 2)
+    assert cell == [[{"input": 1, "op": "none"}, {"input": 0, "op": "separable_3x3_2"}]]
+    assert path == [1, 0]
+    cell, _ = decode_averaged(logs[-1:], ops, 2)
+    assert cell == [[{"input": 1, "op": "none"}, {"input": 0, "op": "none"}]]
+    assert parameter_free_count(cell) == 2
+    assert parameter_free_count(N.HNASNET["cell"]) == 0

@@ -380,8 +380,11 @@ class AutoDeepLabSearcher:
         window = (self.history + [entry])[-o["average_logs"] :]
         cell, path = decode_averaged(window, o["ops"], o["num_levels"])
         previous = self.history[-1] if self.history else None
+        # counted in the architecture phase only (the warm-up leaves alpha
+        # and beta at their initialisation, which would count as stable)
         same = (
-            previous is not None
+            current > o["arch_start_step"]
+            and previous is not None
             and previous.get("cell") == cell
             and previous.get("network") == path
         )
