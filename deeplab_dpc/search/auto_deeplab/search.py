@@ -132,12 +132,16 @@ def parameter_free_count(cell):
 
 
 class AutoDeepLabSearcher:
-    """One search in `workdir` (see the module docstring); `run()` runs or resumes it."""
+    """One search in `workdir` (see the module docstring); `run()` runs or resumes it.
 
-    def __init__(self, workdir, options):
+    `options` come from `options.search_options`; `info` (a `DatasetInfo`)
+    defaults to the registered dataset `options["dataset"]`.
+    """
+
+    def __init__(self, workdir, options, info=None):
         self.workdir = workdir
         self.opts = o = dict(options)
-        self.info = registry.get_dataset_info(o["dataset"])
+        self.info = info or registry.get_dataset_info(o["dataset"])
         self.policy = MIXED_PRECISION[o["mixed_precision"]]
         self.model = AutoDeepLabSupernet(
             self.info.num_classes,
