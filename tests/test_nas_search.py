@@ -206,6 +206,7 @@ def _changed(before, variables):
     return [not np.array_equal(b, v.numpy()) for b, v in zip(before, variables)]
 
 
+@pytest.mark.slow  # two traces and a checkpoint every other step: 81 s at load 11
 def test_warm_up_resume_optimizer_sets_and_non_finite_stop(tmp_path, monkeypatch):
     from deeplab_dpc import common
     from deeplab_dpc.search.auto_deeplab import search as S
@@ -297,6 +298,7 @@ def test_search_ranks_the_planted_operator_first(tmp_path, monkeypatch):
     # (measured: above 0.85 on both edges from step 20 of 80, lr 0.1).
     import keras
 
+    from deeplab_dpc import common
     from deeplab_dpc.search.auto_deeplab import search as S
 
     # PLANTED_SEED: other initialisations (seeds 0-3 pass, measured at load 10)
@@ -310,13 +312,29 @@ def test_search_ranks_the_planted_operator_first(tmp_path, monkeypatch):
         ),
     )  # fmt: skip
     monkeypatch.setattr(searcher, "_data", _planted_data)
+    alpha0 = searcher.model.alpha_weights().numpy().round(6)
     architecture = searcher.run()
     weights = searcher.model.alpha_weights().numpy()
+    # No architecture step in the warm-up (steps 1-10); then one per step.
+    np.testing.assert_array_equal(searcher.history[0]["alpha"], alpha0)
+    assert np.isnan(searcher.history[0]["arch_loss"])
+    assert int(searcher.arch_opt.iterations) == 110
+    assert int(searcher.weight_opt.iterations) == 120
     assert weights.shape == (2, 2)
     assert np.all(weights[:, 1] > 0.6) and weights[:, 1].mean() > 0.75, weights
     assert [b["op"] for b in architecture["cell"][0]] == ["none", "none"]
     history = searcher.history
     assert history[-1]["alpha_entropy"] < history[0]["alpha_entropy"] - 0.1
+    # Each update touches its own variables (the same traced step).
+    step, arch, net = searcher._step_fn, searcher.arch_vars, searcher.network_vars
+    batch = next(_planted_data(0, 0))
+    images, labels = batch[common.IMAGE], batch[common.LABEL]
+    a0, n0 = _snapshot(arch), _snapshot(net)
+    step(images, labels, tf.constant(False), tf.constant(False))
+    assert not any(_changed(a0, arch)) and any(_changed(n0, net))
+    a0, n0 = _snapshot(arch), _snapshot(net)
+    step(images, labels, tf.constant(True), tf.constant(True))
+    assert all(_changed(a0, arch)) and not any(_changed(n0, net))
 
 
 @pytest.mark.slow
@@ -364,3 +382,27 @@ def test_decode_from_averaged_logs_and_parameter_free_count():
     assert cell == [[{"input": 1, "op": "none"}, {"input": 0, "op": "none"}]]
     assert parameter_free_count(cell) == 2
     assert parameter_free_count(N.HNASNET["cell"]) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_search_runs_under_mixed_precision(tmp_path, monkeypatch, precision):
+    import keras
+
+    from deeplab_dpc.search.auto_deeplab import search as S
+
+    searcher = S.AutoDeepLabSearcher(
+        str(tmp_path / precision),
+        _options(num_steps=4, arch_start_step=2, mixed_precision=precision),
+    )
+    monkeypatch.setattr(searcher, "_data", functools.partial(_planted_data, batch=1))
+    searcher.run()
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
+    history = searcher.history
+    assert all(np.isfinite(h["weight_loss"]) for h in history)
+    assert np.isfinite(history[-1]["arch_loss"])
+    assert not np.array_equal(history[-1]["alpha"], history[0]["alpha"])
+    assert searcher.model.alpha.dtype == "float32"
+    half = {"bf16": "bfloat16", "fp16": "float16"}[precision]
+    assert searcher.model.compute_dtype == half
+    assert searcher.model.stem0.compute_dtype == half

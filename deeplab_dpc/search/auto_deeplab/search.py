@@ -57,6 +57,7 @@ Deviations, with reasons:
   (`graph_optimizer`: auto, on, off).
 """
 
+import contextlib
 import os
 import time
 
@@ -131,6 +132,16 @@ def parameter_free_count(cell):
     return sum(b[nas_spec.OP] in PARAMETER_FREE_OPS for block in cell for b in block)
 
 
+@contextlib.contextmanager
+def _global_policy(name):
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 class AutoDeepLabSearcher:
     """One search in `workdir` (see the module docstring); `run()` runs or resumes it.
 
@@ -140,9 +151,18 @@ class AutoDeepLabSearcher:
 
     def __init__(self, workdir, options, info=None):
         self.workdir = workdir
-        self.opts = o = dict(options)
-        self.info = info or registry.get_dataset_info(o["dataset"])
-        self.policy = MIXED_PRECISION[o["mixed_precision"]]
+        self.opts = dict(options)
+        self.info = info or registry.get_dataset_info(self.opts["dataset"])
+        self.policy = MIXED_PRECISION[self.opts["mixed_precision"]]
+        with self._precision():  # layers take the policy at construction
+            self._build()
+
+    def _precision(self):
+        """The options' Keras dtype policy for the block, the previous one after it."""
+        return _global_policy(self.policy)
+
+    def _build(self):
+        o = self.opts
         self.model = AutoDeepLabSupernet(
             self.info.num_classes,
             num_layers=o["num_layers"],
@@ -201,7 +221,7 @@ class AutoDeepLabSearcher:
             arch_gradient_batches=self.accumulated_batches,
         )  # fmt: skip
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=2
+            self.checkpoint, os.path.join(self.workdir, "checkpoints"), max_to_keep=2
         )
         self.history = []
         self.mask = _reachable_mask(self.model)
@@ -446,8 +466,6 @@ class AutoDeepLabSearcher:
         A SIGINT / SIGTERM (`interrupts`) stops it after the step in flight
         with a checkpoint at that step and raises `interrupts.Interrupted`.
         """
-        policy = keras.mixed_precision.global_policy()
-        keras.mixed_precision.set_global_policy(self.policy)
         previous = tf.config.optimizer.get_experimental_options().get(
             "disable_meta_optimizer", False
         )
@@ -461,13 +479,12 @@ class AutoDeepLabSearcher:
             {"disable_meta_optimizer": graph_optimizer == "off"}
         )
         try:
-            with interrupts.handled(), interrupts.deferred():
+            with self._precision(), interrupts.handled(), interrupts.deferred():
                 return self._run()
         finally:
             tf.config.optimizer.set_experimental_options(
                 {"disable_meta_optimizer": previous}
             )
-            keras.mixed_precision.set_global_policy(policy)
 
     def _run(self):
         o = self.opts
