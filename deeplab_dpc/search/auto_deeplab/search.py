@@ -72,6 +72,7 @@ from deeplab_dpc.data.pipeline import build_dataset
 from deeplab_dpc.search.auto_deeplab.options import MIXED_PRECISION, search_options
 from deeplab_dpc.search.auto_deeplab.supernet import AutoDeepLabSupernet
 from deeplab_dpc.training import losses, schedules
+from deeplab_dpc.training.trainer import NonFiniteLossError  # the trainer's stop
 
 PARAMETER_FREE_OPS = (
     nas_spec.SKIP,
@@ -79,10 +80,6 @@ PARAMETER_FREE_OPS = (
     nas_spec.MAX_POOL_3X3,
     nas_spec.ZERO,
 )
-
-
-class NonFiniteLossError(RuntimeError):
-    """The search's loss became NaN or infinite; the message says what to change."""
 
 
 class _Half:
