@@ -385,15 +385,21 @@ def test_decode_from_averaged_logs_and_parameter_free_count():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_search_runs_under_mixed_precision(tmp_path, monkeypatch, precision):
+@pytest.mark.parametrize(
+    "precision, jit", [("bf16", False), ("fp16", False), (None, True)]
+)
+def test_search_runs_under_mixed_precision_and_xla(
+    tmp_path, monkeypatch, precision, jit
+):
     import keras
 
     from deeplab_dpc.search.auto_deeplab import search as S
 
     searcher = S.AutoDeepLabSearcher(
-        str(tmp_path / precision),
-        _options(num_steps=4, arch_start_step=2, mixed_precision=precision),
+        str(tmp_path / "search"),
+        _options(
+            num_steps=4, arch_start_step=2, mixed_precision=precision, jit_compile=jit
+        ),
     )
     monkeypatch.setattr(searcher, "_data", functools.partial(_planted_data, batch=1))
     searcher.run()
@@ -403,6 +409,6 @@ def test_search_runs_under_mixed_precision(tmp_path, monkeypatch, precision):
     assert np.isfinite(history[-1]["arch_loss"])
     assert not np.array_equal(history[-1]["alpha"], history[0]["alpha"])
     assert searcher.model.alpha.dtype == "float32"
-    half = {"bf16": "bfloat16", "fp16": "float16"}[precision]
+    half = {"bf16": "bfloat16", "fp16": "float16", None: "float32"}[precision]
     assert searcher.model.compute_dtype == half
     assert searcher.model.stem0.compute_dtype == half
