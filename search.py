@@ -180,7 +180,9 @@ def _check_flags():
         if path and os.path.exists(path) and not os.path.isdir(path):
             raise ValueError(f"--{name}: {path} exists and is not a directory")
     if FLAGS.tf_initial_checkpoint:
-        dpc_flags.require_checkpoint(FLAGS.tf_initial_checkpoint, "tf_initial_checkpoint")
+        dpc_flags.require_checkpoint(
+            FLAGS.tf_initial_checkpoint, "tf_initial_checkpoint"
+        )
     from deeplab_dpc.search import samplers, spaces
 
     _choice("space", spaces.SPACES, "search space")
@@ -309,12 +311,15 @@ def _report(storage, out_dir):
 
 
 def _auto_deeplab():
-    from deeplab_dpc.search.auto_deeplab.search import run_search
+    """The default Auto-DeepLab search (all its options:
+    `python -m deeplab_dpc.search.auto_deeplab --help`), checked as there."""
+    from deeplab_dpc.search.auto_deeplab import options, search
 
-    run_search(
-        FLAGS.workdir, dataset=FLAGS.dataset, dataset_dir=FLAGS.dataset_dir,
-        seed=FLAGS.seed,
+    opts = options.search_options(
+        dataset=FLAGS.dataset, dataset_dir=FLAGS.dataset_dir, seed=FLAGS.seed,
+        jit_compile=FLAGS.jit_compile,
     )  # fmt: skip
+    search.AutoDeepLabSearcher(FLAGS.workdir, opts).run()
 
 
 def main(argv):

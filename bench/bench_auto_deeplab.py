@@ -2,8 +2,8 @@
 
 A benchmark, not a test: run it by hand (on a quiet machine) and copy the
 table into g3doc/autodeeplab.md ("Memory"). One search step is what
-`search.run_search` does per step, with its own traced step function
-(`search._make_step`): a weight step (forward, cross-entropy, backward,
+`search.AutoDeepLabSearcher` does per step, with its traced step function
+(`AutoDeepLabSearcher.make_step`): a weight step (forward, cross-entropy, backward,
 momentum SGD) and an architecture step (forward, backward, Adam), here on
 one fixed random batch, so the input pipeline is not measured.
 
@@ -99,46 +99,40 @@ def _peak_rss_since_reset_mb():
 
 
 def run_one(case):
-    import keras
+    import tempfile
+
     import tensorflow as tf
 
-    from deeplab_dpc.search.auto_deeplab.search import _make_step
-    from deeplab_dpc.search.auto_deeplab.supernet import AutoDeepLabSupernet
-    from deeplab_dpc.training import losses
+    from deeplab_dpc.search.auto_deeplab.options import search_options
+    from deeplab_dpc.search.auto_deeplab.search import AutoDeepLabSearcher
 
     layers, filters, crop, batch, recompute = _parse(case)
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    if not gpu:  # as run_search (graph_optimizer=False)
+    if not gpu:  # as the searcher's graph_optimizer=auto on CPU
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-    # what _make_step reads of a dataset
+    # what the searcher reads of a dataset
     info = types.SimpleNamespace(num_classes=FLAGS.num_classes, ignore_label=255)
     t0 = time.time()
-    model = AutoDeepLabSupernet(
-        info.num_classes, num_layers=layers, filter_multiplier=filters,
+    options = search_options(
+        num_layers=layers, filter_multiplier=filters,
         stem_filters=(64, 64, 128) if layers >= 12 else (16, 16, 32),
-        recompute=recompute, bn_momentum=0.9,
+        crop_size=(crop, crop), batch_size=batch, recompute=recompute,
+        arch_learning_rate=3e-3, arch_batches=1,
     )  # fmt: skip
-    model.build((batch, crop, crop, 3))
-    sgd = keras.optimizers.SGD(0.01, momentum=0.9)
-    adam = keras.optimizers.Adam(3e-3)
-    sgd.build(model.network_variables())
-    adam.build(model.architecture_variables())
+    searcher = AutoDeepLabSearcher(tempfile.mkdtemp(), options, info=info)
+    model = searcher.model
     build_s = time.time() - t0
-    kernels = losses.decayed_kernels(model) + model.stacked_kernels()
-    step = _make_step(
-        model, info, kernels, model.network_variables(),
-        model.architecture_variables(), sgd, adam, 3e-4, 1e-3,
-    )  # fmt: skip
+    step = searcher.make_step()
     images = tf.random.normal((batch, crop, crop, 3))
     labels = tf.random.uniform((batch, crop, crop, 1), 0, info.num_classes, tf.int32)
     weight, arch = tf.constant(False), tf.constant(True)
 
     def pair():
-        float(step(images, labels, weight)[0])
-        float(step(images, labels, arch)[0])
+        float(step(images, labels, weight, weight))
+        float(step(images, labels, arch, arch))
 
     t0 = time.time()
-    step.get_concrete_function(images, labels, weight)
+    step.get_concrete_function(images, labels, weight, weight)
     trace_s = time.time() - t0
     t0 = time.time()
     for _ in range(FLAGS.warmup_steps):

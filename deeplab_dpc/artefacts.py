@@ -27,6 +27,13 @@ CACHE_INFO = "cache_info.json"  # a feature cache's identity; written last
 SYNTHETIC_INFO = (
     "synthetic_info.json"  # the synthetic dataset's generator; written last
 )
+# An Auto-DeepLab search's workdir (deeplab_dpc.search.auto_deeplab.search)
+SEARCH_ARCHITECTURE = "architecture.json"  # the decoded architecture (nas_spec)
+SEARCH_HISTORY = "history.json"  # alpha, beta, entropies, decoded cell/path per log
+SEARCH_CONFIG = "search_config.json"  # the resolved search options
+SEARCH_TRELLIS_FIGURE = "trellis.png"
+SEARCH_CELL_FIGURE = "cell.png"
+SEARCH_ALPHA_FIGURE = "alpha.png"
 EXPORT_CONFIG = (
     "deeplab_config.json"  # a SavedModel's asset; `<file>.tflite.json` beside TFLite
 )

@@ -45,9 +45,10 @@ import itertools
 import json
 import math
 import os
-import secrets
 
 import numpy as np
+
+from deeplab_dpc import artefacts
 
 # --- Format vocabulary ------------------------------------------------------
 CELL = "cell"
@@ -253,25 +254,8 @@ def dump_architecture(arch):
 
 
 def save_architecture(arch, path):
-    """Writes `dump_architecture(arch)` atomically (temp file in place, rename)."""
-    text = dump_architecture(arch)
-    path = os.fspath(path)
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(
-        directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp"
-    )
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Writes `dump_architecture(arch)` atomically (`artefacts.write_text`)."""
+    artefacts.write_text(dump_architecture(arch), os.fspath(path))
 
 
 # === The official encoding =================================================

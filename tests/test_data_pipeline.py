@@ -297,3 +297,25 @@ def test_write_shards_is_atomic_and_replaces_stale_shards(tmp_path):
     counts = [records.scan_shard(os.path.join(tmp_path, n))[0] for n in names]
     assert counts == [1, 2]  # sizes differ by at most one
     assert [len(c) for c in records.split_evenly(list(range(5)), 4)] == [1, 1, 1, 2]
+
+
+@pytest.mark.parametrize("num_shards,per_shard", [(1, 5), (1, 4), (3, 3), (2, 3)])
+def test_training_halves_stay_disjoint_over_passes(tmp_path, num_shards, per_shard):
+    # Fewer shard files than halves (1), or a few files shuffled each pass
+    # with an odd total: each record must stay in its half on every pass
+    # (Auto-DeepLab's trainA / trainB). A positional shard after the repeat
+    # gave records 0 and 2 to both halves within 10 batches on (1, 5).
+    truth = write_plain_shards(
+        tmp_path, "train", num_shards=num_shards, per_shard=per_shard
+    )
+    parts = []
+    for index in range(2):
+        ds = pipeline.build_dataset(
+            str(tmp_path), "train", INFO, is_training=True, batch_size=1,
+            crop_size=(17, 17), seed=7, shard=_InputContext(2, index),
+        )  # fmt: skip
+        parts.append(
+            {b[common.IMAGE_NAME].numpy()[0].decode() for b in ds.take(4 * len(truth))}
+        )
+    assert parts[0].isdisjoint(parts[1]), parts
+    assert parts[0] | parts[1] == set(truth)

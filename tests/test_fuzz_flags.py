@@ -168,6 +168,28 @@ SEARCH = {
         "pretrain_learning_rate", "cache_memory_gb", "proxy_learning_rate",
         "rerank_learning_rate", "rerank_last_layer_gradient_multiplier")},
 }  # fmt: skip
+AUTO_DEEPLAB = {  # python -m deeplab_dpc.search.auto_deeplab
+    "dataset": ["nope"],
+    "ops": ["conv_9x9", "none,none", "zero", "separable_3x3_2,bogus"],
+    "stem_filters": ["a,b,c", "1,2", "0,4,4", "4,4,4,4", "-4,4,4", ""],
+    "crop_size": [c for c in CROPS if c != "32,33"],  # the supernet takes even sizes
+    "arch_learning_rate": [*FLOATS, *NONFINITE, "0", "-1", "100"],
+    "weight_learning_rate": NONNEG_FLOAT,
+    "arch_learning_rate_schedule": ENUM,
+    "graph_optimizer": ENUM,
+    "mixed_precision": ENUM,
+    "recompute": BOOL,
+    "jit_compile": BOOL,
+    "num_levels": [*INTS, "0", "5", "-1"],
+    "seed": [*INTS, "-1", str(2**40)],
+    "arch_start_step": [*INTS, "-1", "120", "1000"],  # >= num_steps: no arch step
+    "max_parameter_free_ops": [*INTS, "-1", "11"],  # B = 5: at most 10 branches
+    **{n: POS_INT for n in (
+        "num_layers", "num_blocks", "filter_multiplier", "batch_size", "num_steps",
+        "arch_batches", "log_every", "checkpoint_every", "average_logs")},
+    **{n: NONNEG_INT for n in ("stop_after_stable_logs",)},
+}  # fmt: skip
+
 IMPORT_WEIGHTS = {
     "source": ["", "/nonexistent/w.tflite", "{file}", "{data}"],
     "output": ["{file}"],  # exists, not a checkpoint of ours
@@ -222,6 +244,17 @@ def _script(name, work):
         for module, attr in work:
             monkeypatch.setattr(importlib.import_module(module), attr, _reach)
         return _load_file(REPO / f"{name}.py", name).main
+
+    return load
+
+
+def _module(path, name, work):
+    """Loader of a package's `__main__` (`python -m`), flags defined at import."""
+
+    def load(monkeypatch):
+        for module, attr in work:
+            monkeypatch.setattr(importlib.import_module(module), attr, _reach)
+        return _load_file(REPO / "deeplab_dpc" / path, name).main
 
     return load
 
@@ -325,6 +358,10 @@ ENTRIES = [
     ("search.py", _script("search", [("deeplab_dpc.search.stages",
                                       "pretrain_backbone")]),
      ["--dataset_dir={data}"], "--workdir={out}", SEARCH),
+    ("auto_deeplab", _module("search/auto_deeplab/__main__.py", "auto_deeplab",
+                             [("deeplab_dpc.search.auto_deeplab.search",
+                               "AutoDeepLabSearcher")]),
+     ["--dataset_dir={data}"], "--workdir={out}", AUTO_DEEPLAB),
     ("model_stats", _tool("model_stats", ["deeplab_dpc.model.build_model"]),
      [], "--fuzz_out={out}", MODEL_STATS),
     ("import_weights", _tool("import_weights", ["import_weights"]),
@@ -393,6 +430,15 @@ def test_bad_flag_values_exit_2_with_one_line(
         (["eval.py", "--eval_scales=inf", "--checkpoint_dir=CKPT"], "eval_scales"),
         (["train.py", "positional"], "positional"),
         (["search.py", "--proxy_steps=-1", "--workdir=OUT"], "proxy_steps"),
+        (
+            [
+                "-m",
+                "deeplab_dpc.search.auto_deeplab",
+                "--arch_batches=0",
+                "--workdir=OUT",
+            ],
+            "arch_batches",
+        ),
     ],
 )
 def test_real_processes_exit_2_with_one_line(paths, argv, flag, tmp_path):
@@ -402,12 +448,17 @@ def test_real_processes_exit_2_with_one_line(paths, argv, flag, tmp_path):
     script, args = argv[0], argv[1:]
     if script == "train.py":
         args += [f"--dataset_dir={data}", f"--train_logdir={tmp_path / 'out'}"]
+    command, prog = [str(REPO / script)], script
+    if script == "-m":  # a package's __main__: its program name is the package's
+        command, prog = ["-m", args[0]], args[0].rsplit(".", 1)[-1]
+        args = args[1:]
     result = subprocess.run(
-        [sys.executable, str(REPO / script), *args], capture_output=True, text=True,
-        timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, cwd=tmp_path,
+        [sys.executable, *command, *args], capture_output=True, text=True,
+        timeout=300, cwd=tmp_path,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith(f"{script}: error: "), lines
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), lines
     assert flag in lines[0]
     assert not (tmp_path / "out").exists()

@@ -34,18 +34,26 @@ LAYERS = (
     ("search",),
     ("export",),
     ("flags",),
-    ("tools",),
+    # command lines; a package's `__main__` (python -m) is one, above the
+    # package it runs
+    ("tools", "search.auto_deeplab.__main__"),
 )
 
 
 def _unit_of(module):
-    """(layer index, unit) of a dotted module name below the package."""
+    """(layer index, unit) of a dotted module name below the package.
+
+    The longest unit that holds the module (`search.auto_deeplab.__main__`
+    before `search`).
+    """
     parts = module.split(".")[1:]
-    for index, layer in enumerate(LAYERS):
-        for unit in layer:
-            if parts[: len(unit.split("."))] == unit.split("."):
-                return index, unit
-    return None
+    found = [
+        (index, unit)
+        for index, layer in enumerate(LAYERS)
+        for unit in layer
+        if parts[: len(unit.split("."))] == unit.split(".")
+    ]
+    return max(found, key=lambda f: len(f[1].split("."))) if found else None
 
 
 def _module_names():

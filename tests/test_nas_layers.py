@@ -1,13 +1,16 @@
-"""Tests for the Auto-DeepLab operators and cells (layers/nas_ops.py, nas_cell.py)."""
+"""Tests for the Auto-DeepLab operators and cells (layers/nas_ops.py, nas_cell.py,
+search/auto_deeplab/relaxed_cell.py)."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from nas_reference import MixedOp
 
 from deeplab_dpc import nas_spec as N
-from deeplab_dpc.layers.nas_cell import MixedOp, NASCell, RelaxedCell
+from deeplab_dpc.layers.nas_cell import NASCell
 from deeplab_dpc.layers.nas_ops import build_op
+from deeplab_dpc.search.auto_deeplab.relaxed_cell import RelaxedCell
 
 
 def counts(layer):

@@ -250,22 +250,41 @@ def _record_samples(files, info, opts):
     """Decoded samples from TFRecord shards (before augmentation)."""
     counter = opts["bad_record_counter"]
     counts, broken = _check_shards(files, opts["skip_bad_records"])
+    # Each record's number in the split (the shard's offset + its index in
+    # the shard) decides its input pipeline when there are fewer shard
+    # files than pipelines: a record belongs to the same pipeline on every
+    # pass whatever the file order and the repeat (a positional
+    # `Dataset.shard` after the repeat flips parity each pass on an odd
+    # count, and after a file shuffle follows the order of the files).
+    offsets = [sum(counts[:i]) for i in range(len(counts))]
     file_ds = tf.data.Dataset.from_tensor_slices(
-        (files, tf.constant(counts, tf.int64), tf.constant(broken, tf.bool))
+        (
+            files,
+            tf.constant(counts, tf.int64),
+            tf.constant(broken, tf.bool),
+            tf.constant(offsets, tf.int64),
+        )
     )
     if opts["is_training"]:
         file_ds = file_ds.shuffle(
             len(files), seed=opts["seed"], reshuffle_each_iteration=True
         )
     file_ds = _repeat(file_ds, opts["repeat"])
+    record_shard = opts["record_shard"]
+
+    def read(path, count, is_broken, offset):
+        ds = _read_shard(path, count, is_broken, opts["skip_bad_records"], counter)
+        if record_shard is None:
+            return ds
+        num, index = record_shard
+        return ds.filter(lambda _p, i, _r: tf.equal((offset + i) % num, index))
+
     record_ds = file_ds.interleave(
-        lambda f, n, b: _read_shard(f, n, b, opts["skip_bad_records"], counter),
+        read,
         cycle_length=max(1, min(opts["num_readers"], len(files))),
         num_parallel_calls=AUTOTUNE,
         deterministic=opts["deterministic"],
     )
-    if opts["record_shard"] is not None:
-        record_ds = record_ds.shard(*opts["record_shard"])
     if opts["is_training"]:
         record_ds = record_ds.shuffle(SHUFFLE_BUFFER, seed=opts["seed"])
     return _decode_records(

@@ -10,8 +10,8 @@
   edges, against the search step.
 """
 
+import io
 import os
-import secrets
 
 import matplotlib
 
@@ -19,17 +19,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from deeplab_dpc import nas_spec  # noqa: E402
+from deeplab_dpc import artefacts, nas_spec  # noqa: E402
 
 
 def _save(fig, path):
-    directory = os.path.dirname(path) or "."
-    tmp = os.path.join(
-        directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp.png"
-    )
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
+    artefacts.write_bytes(buffer.getvalue(), path)
 
 
 def trellis_figure(probabilities, path, edges, path_out):
@@ -117,7 +114,11 @@ def write_figures(workdir, model, history, architecture):
         model.beta_probabilities().numpy(),
         architecture[nas_spec.NETWORK],
         model.edges,
-        os.path.join(workdir, "trellis.png"),
+        os.path.join(workdir, artefacts.SEARCH_TRELLIS_FIGURE),
     )
-    cell_figure(architecture[nas_spec.CELL], os.path.join(workdir, "cell.png"))
-    alpha_figure(history, model.op_names, os.path.join(workdir, "alpha.png"))
+    cell_figure(
+        architecture[nas_spec.CELL], os.path.join(workdir, artefacts.SEARCH_CELL_FIGURE)
+    )
+    alpha_figure(
+        history, model.op_names, os.path.join(workdir, artefacts.SEARCH_ALPHA_FIGURE)
+    )
