@@ -26,8 +26,9 @@ the official code does (`resnet_utils.conv2d_same` in `nas_network.py`'s
 stem, `xception.separable_conv2d_same` in `nas_cell.py`; the first
 revisions padded SAME, which on even sizes pads one pixel less before than
 after, so the window positions differ by one pixel). We follow the last
-revision, the one that published the Auto-DeepLab checkpoints. Stride 1 and
-1x1 convs are SAME as in every revision (the same windows either way).
+revision: it is the code a user of the official release runs today, and its
+padding does not depend on the parity of the size. Stride 1 and 1x1 convs
+are SAME as in every revision (the same windows either way).
 
 Weight decay: DeepLab's `nas_arg_scope` regularizes `slim.separable_conv2d`
 and the last `nas_cell.py` asks for `regularize_depthwise=True`, so the
