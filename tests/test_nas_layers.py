@@ -239,3 +239,15 @@ def test_strided_atrous_applies_relu_before_the_half_size_resize():
     _identity_bn(layer.unit)
     y = layer(x, training=False).numpy().ravel()
     np.testing.assert_allclose(y, [1.0, 0.5, 1.0], atol=1e-6)
+
+
+def test_relaxed_cell_decays_separable_depthwise_kernels_like_the_network():
+    # Stacked kernels of a relaxed cell with both separable ops (2 layers of
+    # depthwise + pointwise each: 8) and both atrous ops (2): 10, four of
+    # them depthwise [E, k, k, C, 1], as the official NAS cell decays them.
+    ops = ["separable_3x3_2", "separable_5x5_2", "atrous_3x3", "atrous_5x5", "zero"]
+    relaxed = RelaxedCell(4, 2, ops)
+    relaxed([tf.zeros((1, 5, 5, 8)), tf.zeros((1, 5, 5, 8)), tf.zeros((5, 5))])
+    kernels = relaxed.stacked_kernels()
+    assert len(kernels) == 10
+    assert sum(int(k.shape[-1]) == 1 and len(k.shape) == 5 for k in kernels) == 4
