@@ -7,7 +7,8 @@ the backbone features F (written ``"input": -1``) or the output of an earlier
 branch j < i. The cell output is the concatenation of all branch outputs,
 projected by a 1x1 conv. The operator space has 81 operators: one 1x1 conv,
 64 3x3 atrous separable convs with rates [r_h, r_w] in ``RATES`` x ``RATES``,
-and 16 pyramid poolings with grids [g_h, g_w] in ``GRIDS`` x ``GRIDS``.
+and 16 pyramid poolings with grids [g_h, g_w] in ``GRIDS`` x ``GRIDS`` (as in
+DeepLab, a grid sets the kernel of a stride-1 average pool, not a set of bins).
 
 A spec is data: a JSON list with one object per branch, in exactly the format
 of the original DeepLab release (``research/deeplab/core/
@@ -61,6 +62,9 @@ INPUT = "input"
 BACKBONE_INPUT = -1  # `input` value that means the backbone features F
 KERNELS = (1, 3)
 RATES = (1, 3, 6, 9, 12, 15, 18, 21)
+# A grid g is DeepLab's pyramid pooling (the only kind here, and the one the
+# search samples): a sliding average with kernel (n - 1) // g + 1 over n
+# feature pixels, stride 1, VALID (layers/pooling.py, g3doc/dpc_spec.md).
 GRIDS = (1, 2, 4, 8)
 NUM_OPS = 1 + len(RATES) ** 2 + len(GRIDS) ** 2  # 1 + 64 + 16 = 81
 DEFAULT_NUM_BRANCHES = 5

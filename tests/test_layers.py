@@ -18,7 +18,7 @@ from deeplab_dpc.layers import (
     Logits,
     PyramidPooling,
     SeparableConvBN,
-    adaptive_average_pool,
+    pyramid_average_pool,
     resize_bilinear,
     scale_rate,
 )
@@ -99,32 +99,62 @@ def test_decoder_round_trips_and_outputs_low_level_size():
     )
 
 
-def _reference_pool(x, gh, gw):
-    n, h, w, c = x.shape
-    out = np.zeros((n, gh, gw, c))
-    for i in range(gh):
-        for j in range(gw):
-            h0, h1 = (i * h) // gh, -(-((i + 1) * h) // gh)
-            w0, w1 = (j * w) // gw, -(-((j + 1) * w) // gw)
-            out[:, i, j] = x[:, h0:h1, w0:w1].mean(axis=(1, 2))
-    return out
+# --- DPC pyramid pooling as DeepLab's dense_prediction_cell (issue 24) -------
 
 
-@pytest.mark.parametrize(
-    "hw, grid",
-    [((5, 7), (2, 3)), ((33, 65), (8, 8)), ((9, 9), (4, 1)), ((3, 3), (4, 4))],
-)
-def test_adaptive_average_pool_matches_loop(hw, grid):
-    x = RNG.normal(size=(2, *hw, 3)).astype("float32")
-    got = adaptive_average_pool(tf.constant(x), grid).numpy()
-    np.testing.assert_allclose(got, _reference_pool(x, *grid), rtol=1e-5, atol=1e-5)
+def test_pyramid_pool_5x5_grid_2x2_is_a_3x3_sliding_mean():
+    # Kernel (5 - 1) // 2 + 1 = 3, stride 1, VALID: 3 x 3 window means. On
+    # x = arange(25) laid out 5 x 5 a 3x3 window's mean is its centre value,
+    # 5 * (a + 1) + (b + 1) for the window starting at (a, b).
+    x = np.arange(25, dtype="float32").reshape(1, 5, 5, 1)
+    got = pyramid_average_pool(tf.constant(x), (2, 2)).numpy()[0, :, :, 0]
+    np.testing.assert_allclose(got, [[6, 7, 8], [11, 12, 13], [16, 17, 18]])
 
 
-def test_adaptive_pool_hand_computed():
-    x = np.arange(6, dtype="float32").reshape(1, 2, 3, 1)  # [[0 1 2] [3 4 5]]
-    got = adaptive_average_pool(tf.constant(x), (1, 2)).numpy().ravel()
-    # Bins over width 3 into 2: columns [0, 2) and [1, 3).
-    np.testing.assert_allclose(got, [(0 + 1 + 3 + 4) / 4, (1 + 2 + 4 + 5) / 4])
+@pytest.mark.parametrize("hw, out", [((33, 33), (17, 25)), ((33, 65), (17, 49))])
+def test_pyramid_pool_grid_2x4_on_33_maps_known_and_unknown_size(hw, out):
+    # Grid 2 x 4 on 33 x 33: kernel (32 // 2 + 1, 32 // 4 + 1) = (17, 9), so
+    # 17 x 25 windows; on 33 x 65: (17, 17), 17 x 49 windows. On x[i, j] =
+    # 100 i + j the window from (a, b) has mean 100 (a + 8) + (b + kw // 2).
+    h, w = hw
+    kh, kw = 17, (w - 1) // 4 + 1
+    i, j = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    x = (100.0 * i + j).astype("float32")[None, :, :, None]
+    a, b = np.meshgrid(np.arange(out[0]), np.arange(out[1]), indexing="ij")
+    expected = 100.0 * (a + kh // 2) + (b + kw // 2)
+    known = pyramid_average_pool(tf.constant(x), (2, 4)).numpy()[0, :, :, 0]
+    np.testing.assert_allclose(known, expected, rtol=1e-6)
+    unknown = tf.function(
+        lambda t: pyramid_average_pool(t, (2, 4)),
+        input_signature=[tf.TensorSpec([None, None, None, 1])],
+    )
+    got = unknown(tf.constant(x)).numpy()[0, :, :, 0]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_pyramid_pooling_layer_is_deeplabs_branch_on_a_33x33_map():
+    # dense_prediction_cell's branch: 17 x 9 window means (stride 1, VALID),
+    # 1x1 conv, BN, ReLU, bilinear resize (align_corners) back to 33 x 33.
+    x = RNG.normal(size=(1, 33, 33, 3)).astype("float32")
+    layer = PyramidPooling(2, (2, 4))
+    layer.build(x.shape)
+    kernel = RNG.normal(size=(1, 1, 3, 2)).astype("float32")
+    layer.conv.kernel.assign(kernel)
+    layer.bn.moving_variance.assign(np.full((2,), 1.0 - layer.bn.epsilon))
+    means = np.array(
+        [[x[0, a : a + 17, b : b + 9].mean(axis=(0, 1)) for b in range(25)]
+         for a in range(17)]
+    )  # fmt: skip
+    pooled = np.maximum(means @ kernel[0, 0], 0.0)[None].astype("float32")
+    expected = resize_bilinear(tf.constant(pooled), [33, 33]).numpy()
+    got = layer(x, training=False).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_pyramid_pool_grid_1x1_is_the_global_mean():
+    x = RNG.normal(size=(2, 7, 9, 3)).astype("float32")
+    got = pyramid_average_pool(tf.constant(x), (1, 1)).numpy()
+    np.testing.assert_allclose(got, x.mean(axis=(1, 2), keepdims=True), atol=1e-6)
 
 
 def test_resize_align_corners_keeps_corners_and_midpoints():

@@ -37,7 +37,7 @@ def test_operator_weight_counts_by_hand(op, c_in, c_out, strides, trainable, tot
     layer = build_op(op, c_out, strides)
     y = layer(tf.random.normal((1, 9, 9, c_in)))
     assert counts(layer) == (trainable, total)
-    size = 5 if strides == 2 else 9  # SAME: ceil(9 / stride)
+    size = 5 if strides == 2 else 9  # ceil(9 / stride), explicit padding or SAME
     assert tuple(y.shape) == (1, size, size, c_out)
 
 
@@ -181,3 +181,76 @@ def test_mixed_op_is_the_weighted_sum():
     w = tf.constant([0.2, 0.5, 0.3])
     want = 0.2 * tf.nn.avg_pool2d(x, 3, 1, "SAME") + 0.5 * x
     np.testing.assert_allclose(mixed([x, w]), want, atol=1e-6)
+
+
+# --- Issue 24: the official padding and ReLU order, derived by hand ------------
+
+
+def _identity_bn(unit):
+    """Batch norm that passes values through (inference): var = 1 - eps."""
+    bn = unit.bn
+    bn.moving_variance.assign(np.full(bn.moving_variance.shape, 1.0 - bn.epsilon))
+
+
+def test_strided_3x3_conv_pads_one_pixel_each_side_on_even_sizes():
+    # DeepLab's conv2d_same: pad (k - 1) // 2 = 1 before and 1 after, VALID,
+    # stride 2. On a 4x4 map x = arange(16) with an all-ones 3x3 kernel the
+    # windows cover rows/columns {-1, 0, 1} and {1, 2, 3}:
+    #   [[0+1+4+5, 1+2+3+5+6+7], [4+5+8+9+12+13, 5+6+7+9+10+11+13+14+15]].
+    # (SAME would pad 0 before and 1 after: windows {0, 1, 2} and {2, 3},
+    # first value 0+1+2+4+5+6+8+9+10 = 45.)
+    from deeplab_dpc.layers.nas_ops import NASConvBN
+
+    unit = NASConvBN(1, 3, strides=2, pre_activation=False, use_bn=False)
+    x = np.arange(16, dtype="float32").reshape(1, 4, 4, 1)
+    unit.build(x.shape)
+    unit.conv.kernel.assign(np.ones((3, 3, 1, 1), "float32"))
+    y = unit(x).numpy()[0, :, :, 0]
+    np.testing.assert_allclose(y, [[10, 24], [51, 90]])
+    assert unit.compute_output_shape((1, 4, 4, 1)) == (1, 2, 2, 1)
+
+
+def test_strided_5x5_depthwise_of_a_separable_op_pads_two_each_side():
+    # The first depthwise of a strided separable op (separable_conv2d_same):
+    # pad 2 and 2 on a 6x6 map of ones, VALID stride 2: windows over rows
+    # {-2..2}, {0..4}, {2..6} hold 3, 5 and 4 real pixels, so with an all-ones
+    # kernel the output is the outer product [3, 5, 4] x [3, 5, 4].
+    # (SAME pads 1 before and 2 after: [4, 5, 3].)
+    layer = build_op("separable_5x5_2", 2, 2)
+    x = np.ones((1, 6, 6, 2), "float32")
+    layer.build(x.shape)
+    depthwise = layer.units[0]
+    assert depthwise.depthwise and depthwise.strides == 2
+    depthwise.conv.kernel.assign(np.ones((5, 5, 2, 1), "float32"))
+    y = depthwise(x).numpy()[0, :, :, 0]
+    np.testing.assert_allclose(y, np.outer([3, 5, 4], [3, 5, 4]))
+    assert tuple(layer(x).shape) == (1, 3, 3, 2)
+
+
+def test_strided_atrous_applies_relu_before_the_half_size_resize():
+    # 1 x 6 map x = [1, -1, 1, -1, 1, 1]; half size is scale_dimension(6, 0.5)
+    # = 3 samples at 0, 2.5, 5 (align_corners). ReLU first: relu(x) =
+    # [1, 0, 1, 0, 1, 1] -> [1, (1 + 0) / 2, 1] = [1, 0.5, 1]. (Resize first:
+    # [1, (1 - 1) / 2, 1] -> ReLU -> [1, 0, 1].) The 3x3 kernel is the
+    # identity (centre tap 1) and batch norm passes values through.
+    layer = build_op("atrous_3x3", 1, 2)
+    x = np.array([1, -1, 1, -1, 1, 1], "float32").reshape(1, 1, 6, 1)
+    layer.build(x.shape)
+    kernel = np.zeros((3, 3, 1, 1), "float32")
+    kernel[1, 1] = 1.0
+    layer.unit.conv.kernel.assign(kernel)
+    _identity_bn(layer.unit)
+    y = layer(x, training=False).numpy().ravel()
+    np.testing.assert_allclose(y, [1.0, 0.5, 1.0], atol=1e-6)
+
+
+def test_relaxed_cell_decays_separable_depthwise_kernels_like_the_network():
+    # Stacked kernels of a relaxed cell with both separable ops (2 layers of
+    # depthwise + pointwise each: 8) and both atrous ops (2): 10, four of
+    # them depthwise [E, k, k, C, 1], as the official NAS cell decays them.
+    ops = ["separable_3x3_2", "separable_5x5_2", "atrous_3x3", "atrous_5x5", "zero"]
+    relaxed = RelaxedCell(4, 2, ops)
+    relaxed([tf.zeros((1, 5, 5, 8)), tf.zeros((1, 5, 5, 8)), tf.zeros((5, 5))])
+    kernels = relaxed.stacked_kernels()
+    assert len(kernels) == 10
+    assert sum(int(k.shape[-1]) == 1 and len(k.shape) == 5 for k in kernels) == 4

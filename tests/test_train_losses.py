@@ -57,6 +57,7 @@ def test_logits_upsampled_or_labels_downsampled():
 
 
 def test_weight_decay_is_half_l2_of_non_depthwise_kernels():
+    # MobileNetV2 and its ASPP: DeepLab's regularize_depthwise=False.
     model = build_deeplab("mobilenet_v2", 3, head="aspp", depth_multiplier=0.5)
     kernels = losses.decayed_kernels(model)
     depthwise = [
@@ -192,3 +193,38 @@ def test_last_layer_gradient_multiplier_scales_the_head_and_logits_only(tmp_path
         np.testing.assert_allclose(
             c, a * (10.0 if is_logits else 1.0), rtol=1e-4, atol=1e-7
         )
+
+
+def test_hnasnet_decays_the_official_kernel_set_counted_per_op_type():
+    # The official hnasnet (nas_arg_scope regularizes slim.conv2d and
+    # slim.separable_conv2d; nas_cell's separable convs regularize their
+    # depthwise): 12 cells, each with 7 two-layer separable ops (a depthwise
+    # and a pointwise each), 3 atrous convs, the cell's 1x1 and its prev_1x1
+    # (H^{l-2} has 5 x filters channels, never the cell's filters), plus the 3
+    # stem convs: 3 + 12 * (1 + 1 + 3 + 14 + 14) = 399, of which 168 depthwise.
+    from deeplab_dpc import naming
+    from deeplab_dpc.backbones.nas_network import nas_network
+
+    model = nas_network(num_conv_filters=8)
+    decayed = {id(k) for k in losses.decayed_kernels(model)}
+    counts = {}
+    for unit in naming.iter_units(model):
+        if id(unit.conv.kernel) not in decayed:
+            continue
+        name = unit.path.split("/")[-1]
+        kind = (
+            "stem" if "/" not in unit.path
+            else "atrous" if name.startswith("atrous")
+            else name.rsplit("_", 1)[-1] if name.startswith("separable")
+            else name
+        )  # fmt: skip
+        counts[kind] = counts.get(kind, 0) + 1
+    assert counts == {
+        "stem": 3,
+        "1x1": 12,
+        "prev_1x1": 12,
+        "atrous": 36,
+        "depthwise": 168,
+        "pointwise": 168,
+    }
+    assert len(decayed) == 399

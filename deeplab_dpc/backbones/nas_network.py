@@ -5,7 +5,10 @@ As the official `_build_nas_base` (`research/deeplab/core/nas_network.py`):
 * stem: three 3x3 convs with 64, 64 and 128 filters, stride 2 in the first
   and third (``conv0`` -> BN -> ReLU -> ``conv1`` -> BN -> ReLU -> ``conv2``
   -> BN; the paper's Sec. 5.2 stem); its ``conv1`` and ``conv2`` outputs are
-  H^{-1} and H^{0} of the first cell;
+  H^{-1} and H^{0} of the first cell. The strided ``conv0`` and ``conv2``
+  pad explicitly (1 pixel each side) and run VALID, as the last official
+  revision's `resnet_utils.conv2d_same` (see `layers.nas_ops`; SAME would
+  shift the windows by one pixel on even sizes);
 * then one `NASCell` per entry of the path: filter scaling starts at 1 and
   doubles when the path goes one level coarser (the cell strides by 2) and
   halves when it goes one level finer (H^{l-1} is first upsampled by

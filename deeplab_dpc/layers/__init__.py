@@ -4,7 +4,7 @@ from deeplab_dpc.layers.aspp import ASPP, DEFAULT_ATROUS_RATES
 from deeplab_dpc.layers.conv import ConvBN, Logits, SeparableConvBN, scale_rate
 from deeplab_dpc.layers.decoder import Decoder
 from deeplab_dpc.layers.dpc import DensePredictionCell
-from deeplab_dpc.layers.pooling import PyramidPooling, adaptive_average_pool
+from deeplab_dpc.layers.pooling import PyramidPooling, pyramid_average_pool
 from deeplab_dpc.layers.resize import ResizeLike, resize_bilinear
 
 __all__ = [
@@ -17,7 +17,7 @@ __all__ = [
     "PyramidPooling",
     "ResizeLike",
     "SeparableConvBN",
-    "adaptive_average_pool",
+    "pyramid_average_pool",
     "resize_bilinear",
     "scale_rate",
 ]

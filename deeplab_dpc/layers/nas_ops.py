@@ -7,14 +7,33 @@ network has the official parameter counts:
 * ``separable_kxk_2``: twice ReLU -> depthwise kxk (stride on the first) ->
   pointwise 1x1 -> BN (NASNet's stacked separable conv; slim's
   `separable_conv2d` has no BN between depthwise and pointwise);
-* ``atrous_kxk``: ReLU -> kxk conv with rate 2 -> BN; with stride 2 the input
-  is first resized to half size (align_corners) and the conv has rate 1;
+* ``atrous_kxk``: ReLU -> kxk conv with rate 2 -> BN; with stride 2 it is
+  ReLU -> resize to half size (align_corners) -> kxk conv with rate 1 -> BN
+  (the ReLU comes *before* the resize, as in every official revision; the two
+  orders agree only on sizes 32k + 1, where the resize samples pixels);
 * ``avg_pool_3x3`` / ``max_pool_3x3``: 3x3 pooling, SAME (strided as the
   cell asks), then 1x1 conv + BN only if the channels differ;
 * ``none`` (the official name of the skip connection): identity, or ReLU ->
   1x1 conv (strided) -> BN when the stride or the channels differ;
 * ``zero`` (no connection, search only): contributes nothing; a mixed
   operator simply leaves it out of the sum.
+
+Padding: a conv with stride 2 and a kernel larger than 1x1 (the stem's
+``conv0`` and ``conv2``, the first depthwise of a strided separable op)
+pads explicitly and symmetrically by (k_eff - 1) // 2 before and
+k_eff - 1 - (k_eff - 1) // 2 after, then runs VALID, as the last revision of
+the official code does (`resnet_utils.conv2d_same` in `nas_network.py`'s
+stem, `xception.separable_conv2d_same` in `nas_cell.py`; the first
+revisions padded SAME, which on even sizes pads one pixel less before than
+after, so the window positions differ by one pixel). We follow the last
+revision: it is the code a user of the official release runs today, and its
+padding does not depend on the parity of the size. Stride 1 and 1x1 convs
+are SAME as in every revision (the same windows either way).
+
+Weight decay: DeepLab's `nas_arg_scope` regularizes `slim.separable_conv2d`
+and the last `nas_cell.py` asks for `regularize_depthwise=True`, so the
+depthwise kernels of these operators are decayed too
+(`training.losses.decayed_kernels` asks `decays_depthwise`).
 
 Convs have no bias and the official initializer (variance scaling 1/3,
 fan-in, uniform); batch norm decay 0.9997 and epsilon 1e-3 (`nas_arg_scope`).
@@ -44,6 +63,13 @@ def scale_dimension(dim, scale):
     return tf.cast((tf.cast(dim, tf.float32) - 1.0) * scale + 1.0, tf.int32)
 
 
+def explicit_padding(kernel_size, rate=1):
+    """(before, after) zero padding of DeepLab's `conv2d_same` for a strided conv."""
+    effective = kernel_size + (kernel_size - 1) * (rate - 1)
+    total = effective - 1
+    return total // 2, total - total // 2
+
+
 def scale_resize(x, scale):
     """Bilinear resize (align_corners) of NHWC `x` by `scale`, as the official cell."""
     shape = tf.shape(x)
@@ -55,7 +81,15 @@ def scale_resize(x, scale):
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
 class NASConvBN(keras.layers.Layer):
-    """[ReLU ->] conv (full or depthwise, no bias) [-> BN]: one conv unit of the NAS cell."""
+    """[ReLU ->] conv (full or depthwise, no bias) [-> BN]: one conv unit of the NAS cell.
+
+    Strided with a kernel larger than 1: explicit symmetric padding, then
+    VALID (`explicit_padding`; DeepLab's `conv2d_same`). Otherwise SAME.
+    """
+
+    # The depthwise kernels of the NAS cell are weight-decayed (DeepLab's
+    # `regularize_depthwise=True` for the NAS separable convs).
+    decays_depthwise = True
 
     def __init__(
         self,
@@ -80,11 +114,14 @@ class NASConvBN(keras.layers.Layer):
         self.use_bn = bool(use_bn)
         self.bn_momentum = bn_momentum
         self.bn_epsilon = bn_epsilon
+        self.padding = None
+        if self.strides > 1 and self.kernel_size > 1:
+            self.padding = explicit_padding(self.kernel_size, self.rate)
         common = dict(
             kernel_size=self.kernel_size,
             strides=self.strides,
             dilation_rate=self.rate,
-            padding="same",
+            padding="same" if self.padding is None else "valid",
             use_bias=False,
         )
         if self.depthwise:
@@ -114,12 +151,19 @@ class NASConvBN(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         x = tf.nn.relu(inputs) if self.pre_activation else inputs
+        if self.padding is not None:
+            before, after = self.padding
+            x = tf.pad(x, [[0, 0], [before, after], [before, after], [0, 0]])
         x = self.conv(x)
         return self.bn(x, training=training) if self.bn is not None else x
 
     def compute_output_shape(self, input_shape):
-        shape = self.conv.compute_output_shape(input_shape)
-        return tuple(shape)
+        shape = list(input_shape)
+        if self.padding is not None:
+            for axis in (1, 2):
+                if shape[axis] is not None:
+                    shape[axis] += sum(self.padding)
+        return tuple(self.conv.compute_output_shape(tuple(shape)))
 
     def get_config(self):
         config = super().get_config()
@@ -222,7 +266,14 @@ class NASSeparable(_NASOp):
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
 class NASAtrous(_NASOp):
-    """``atrous_kxk``: ReLU -> kxk conv rate 2 -> BN (stride 2: half-size resize, rate 1)."""
+    """``atrous_kxk``: ReLU -> kxk conv rate 2 -> BN.
+
+    Stride 2: ReLU -> half-size resize -> kxk conv rate 1 -> BN. The ReLU is
+    applied before the resize as the official `_apply_conv_operation` does
+    (the conv unit then has no pre-activation of its own; its variables are
+    the same either way, so checkpoints from before this order still load,
+    with other numbers on sizes other than 32k + 1).
+    """
 
     def __init__(self, filters, kernel_size=3, strides=1, **kwargs):
         super().__init__(filters, strides, **kwargs)
@@ -232,6 +283,7 @@ class NASAtrous(_NASOp):
             self.filters,
             k,
             rate=1 if self.strides == 2 else 2,
+            pre_activation=self.strides == 1,
             name=f"atrous_{k}x{k}",
             **self._bn,
         )
@@ -240,7 +292,9 @@ class NASAtrous(_NASOp):
         self.unit.build((None, None, None, input_shape[-1]))
 
     def call(self, inputs, training=None):
-        x = scale_resize(inputs, 0.5) if self.strides == 2 else inputs
+        x = inputs
+        if self.strides == 2:
+            x = scale_resize(tf.nn.relu(x), 0.5)
         return self.unit(x, training=training)
 
     def compute_output_shape(self, input_shape):

@@ -9,9 +9,13 @@ bilinearly resized to the label size (align_corners=True); otherwise the labels
 are resized to the logits size with nearest neighbour, as DeepLab does.
 
 `weight_decay_loss` is slim's `l2_regularizer(weight_decay)` summed over conv
-kernels: `weight_decay * sum(w**2) / 2`. As in DeepLab, batch-norm parameters,
-biases and depthwise kernels (DeepLab's `regularize_depthwise=False`) are not
-decayed.
+kernels: `weight_decay * sum(w**2) / 2`. As in DeepLab, batch-norm parameters
+and biases are not decayed, nor are the depthwise kernels of the DPC head,
+ASPP, decoder, Xception and MobileNetV2 (DeepLab's `regularize_depthwise=False`
+there); the depthwise kernels of the NAS cells' separable ops are decayed
+(the official `nas_arg_scope` puts its regularizer on `slim.separable_conv2d`
+and `nas_cell.py` uses `regularize_depthwise=True`): a unit whose layer says
+`decays_depthwise` has its depthwise kernel decayed.
 
 Deviations from DeepLab:
 - A label that is neither a class id nor the ignore label makes the loss NaN
@@ -99,10 +103,12 @@ def softmax_cross_entropy(
 
 
 def decayed_kernels(model):
-    """The conv kernels DeepLab decays: every Conv2D kernel, no depthwise kernel."""
+    """The conv kernels DeepLab decays: every Conv2D kernel, and the depthwise
+    kernels of layers that say `decays_depthwise` (the NAS cells' units)."""
     kernels = []
     for unit in naming.iter_units(model):
-        if isinstance(unit.conv, keras.layers.DepthwiseConv2D):
+        depthwise = isinstance(unit.conv, keras.layers.DepthwiseConv2D)
+        if depthwise and not getattr(unit.layer, "decays_depthwise", False):
             continue
         kernels.append(unit.conv.kernel)
     return kernels

@@ -157,13 +157,15 @@ class RelaxedCell(CellBase):
         self.built = True
 
     def stacked_kernels(self):
-        """The stacked full-conv kernels, for weight decay (depthwise ones are not
-        decayed, as DeepLab; the cell base's convs are Keras layers, found by
-        `training.losses.decayed_kernels`)."""
+        """The stacked conv kernels, for weight decay: the depthwise and pointwise
+        kernels of the separable ops (the official NAS cell decays both,
+        `regularize_depthwise=True`) and the atrous kernels; the cell base's
+        convs are Keras layers, found by `training.losses.decayed_kernels`."""
         kernels = []
         for op in self.op_names:
             if op in _SEPARABLE:
-                kernels += [unit["pointwise"] for unit in self._op_weights[op]]
+                for unit in self._op_weights[op]:
+                    kernels += [unit["depthwise"], unit["pointwise"]]
             elif op in _ATROUS:
                 kernels.append(self._op_weights[op]["kernel"])
         return kernels
