@@ -89,7 +89,9 @@ flags.DEFINE_list("cases", None, "Run only these cases (default: all, in order).
 flags.DEFINE_float(
     "case_budget_s", None, "Every case's budget in seconds (default: its own)."
 )
-flags.DEFINE_integer("steps", None, "Timed train steps per case (default 10; reduced 2).")
+flags.DEFINE_integer(
+    "steps", None, "Timed train steps per case (default 10; reduced 2)."
+)
 flags.DEFINE_string("one", None, "Internal: run this case in this process.")
 flags.DEFINE_string("one_json", None, "Internal: where --one writes its figures.")
 
@@ -194,7 +196,9 @@ def _print_device(device):
         )
     )
     for i, gpu in enumerate(device["gpus"]):
-        memory = f"{gpu['memory_mb'] / 1024:.1f} GiB" if gpu["memory_mb"] else "memory ?"
+        memory = (
+            f"{gpu['memory_mb'] / 1024:.1f} GiB" if gpu["memory_mb"] else "memory ?"
+        )
         cc = ".".join(str(x) for x in gpu["compute_capability"]) or "?"
         print(f"GPU:{i}: {gpu['name']}, compute capability {cc}, {memory}")
     if not device["gpus"]:
@@ -301,7 +305,9 @@ def placement_check(trainer, batch, device_type):
     op_types -= functions  # calls of library functions, not ops
     missing = []
     for op in sorted(op_types):
-        devices = {k.device_type for k in kernels.get_registered_kernels_for_op(op).kernel}
+        devices = {
+            k.device_type for k in kernels.get_registered_kernels_for_op(op).kernel
+        }
         if devices and not devices & {device_type, "DEFAULT"}:
             missing.append(op)
     # Soft placement off: an op pinned to the device without a kernel there
@@ -331,11 +337,17 @@ def train_case(name, size, gpu, tmp):
     if precision == "fp16" and not gpu:
         return {"status": "skipped: fp16 mixed precision needs a GPU"}
     if xla and size.get("skip_xla"):
-        return {"status": "skipped: reduced mode (XLA compilation takes minutes on CPU)"}
+        return {
+            "status": "skipped: reduced mode (XLA compilation takes minutes on CPU)"
+        }
     strategy = "mirrored" if name == "mirrored" else "one_device"
     variant, crop, batch = "mobilenet_v2", size["crop"], size["batch"]
     if name == "xception71_769":
-        variant, crop, batch = "xception_71", size["xception_crop"], size["xception_batch"]
+        variant, crop, batch = (
+            "xception_71",
+            size["xception_crop"],
+            size["xception_batch"],
+        )
     keras.mixed_precision.set_global_policy(trainer_lib.PRECISION_POLICIES[precision])
     trainer = _trainer(size, tmp, precision, xla, strategy, variant, crop, batch)
     step, batch_tensors = trainer.make_train_step(), _random_batch(size, crop, batch)
@@ -594,15 +606,22 @@ def _row(name, r):
     if r.get("status") != "ok":
         return f"| {name} | - | - | - | - | {r['status']} |"
     mem = r.get("peak_device_mb")
-    mem = f"{mem:.0f}" if mem is not None else f"host {r.get('peak_host_rss_mb', 0):.0f}"
+    mem = (
+        f"{mem:.0f}" if mem is not None else f"host {r.get('peak_host_rss_mb', 0):.0f}"
+    )
     compile_s = r.get("compile_s")
     ms = r.get("ms_per_step")
     ips = r.get("images_per_s")
     return (
-        f"| {name} | {compile_s:.1f} | " if compile_s is not None else f"| {name} | - | "
-    ) + (
-        f"{ms:.1f} | " if ms is not None else "- | "
-    ) + (f"{ips:.2f} | " if ips is not None else "- | ") + f"{mem} | ok |"
+        (
+            f"| {name} | {compile_s:.1f} | "
+            if compile_s is not None
+            else f"| {name} | - | "
+        )
+        + (f"{ms:.1f} | " if ms is not None else "- | ")
+        + (f"{ips:.2f} | " if ips is not None else "- | ")
+        + f"{mem} | ok |"
+    )
 
 
 def preflight():
@@ -623,7 +642,9 @@ def preflight():
         except subprocess.TimeoutExpired:
             _fail("TensorFlow did not start within 120 s (preflight)")
         if not os.path.exists(out):
-            tail = result.stderr.strip().splitlines()[-1:] or [f"exit {result.returncode}"]
+            tail = result.stderr.strip().splitlines()[-1:] or [
+                f"exit {result.returncode}"
+            ]
             _fail(f"TensorFlow failed to start: {tail[0][:300]}")
         with open(out) as f:
             return json.load(f)
@@ -656,7 +677,9 @@ def run(reduced, allow_cpu, budget_s, only, output_json):
             budget = FLAGS.case_budget_s
         left = deadline - time.monotonic()
         if budget == 0 and name in TRAIN_CASES and TRAIN_CASES[name][1]:
-            result = {"status": "skipped: reduced mode (XLA compilation takes minutes on CPU)"}
+            result = {
+                "status": "skipped: reduced mode (XLA compilation takes minutes on CPU)"
+            }
         elif name.startswith("train_fp16") and not device["gpus"]:
             result = {"status": "skipped: fp16 mixed precision needs a GPU"}
         elif left < budget:

@@ -122,7 +122,10 @@ def test_reduced_device_check_writes_every_figure(tmp_path):
     assert cases["xception71_769"]["model"] == "xception_71"
     assert cases["mirrored"]["strategy"] == "mirrored"
     pipeline = cases["input_pipeline"]
-    assert pipeline["one_core_images_per_s"] > 0 and pipeline["record_size"] == [64, 128]
+    assert pipeline["one_core_images_per_s"] > 0 and pipeline["record_size"] == [
+        64,
+        128,
+    ]
     proxy = cases["proxy"]
     assert proxy["candidates_per_hour_150"] * proxy["seconds_per_candidate_150"] == (
         pytest.approx(3600)
