@@ -87,9 +87,14 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from deeplab_dpc import console, interrupts
+    from deeplab_dpc import console, devices, interrupts
 
     console.quiet_tensorflow()  # before main() loads TensorFlow
+    devices.define_flag()  # --gpu_memory_growth, on by default (devices.py)
     # Ctrl-C / SIGTERM: one line and exit 130 / 0, not a traceback; the search
     # resumes from its last checkpoint (--checkpoint_every) when rerun.
-    app.run(lambda argv: interrupts.guard(lambda: main(argv), "auto_deeplab"))
+    app.run(
+        lambda argv: (
+            devices.apply_flag() or interrupts.guard(lambda: main(argv), "auto_deeplab")
+        )
+    )
