@@ -126,6 +126,8 @@ def _check_more(o):
                  "save_interval_secs", "save_summaries_secs"):  # fmt: skip
         _check_range(name, float(o[name]), 0.0)
     _check_range("slow_start_step", int(o["slow_start_step"]), 0, MAX_STEPS)
+    _check_range("steps_per_execution", int(o["steps_per_execution"]), 1, MAX_STEPS)
+    _check_range("sync_steps", int(o["sync_steps"]), 1, MAX_STEPS)
     if o["seed"] is not None:
         _check_range("seed", int(o["seed"]), 0, 2**32 - 1)
     for i, w in enumerate(o["label_weights"] or ()):
@@ -172,6 +174,10 @@ TRAIN_OPTIONS = (
     ("save_interval_secs", "float", 1200, "Seconds between checkpoints."),
     ("save_summaries_secs", "float", 600, "Seconds between summaries."),
     ("log_steps", "integer", 10, "Steps between progress lines."),
+    ("steps_per_execution", "integer", 1,
+     "Train steps per compiled call (one host round trip); same losses as 1."),
+    ("sync_steps", "integer", 10,
+     "multi_worker: steps between the workers' save/stop agreements."),
     ("max_checkpoints_to_keep", "integer", 5, "Checkpoints kept."),
     ("seed", "integer", 0,
      "Seed of the input pipeline and of the weights not restored (exact resume needs one)."),
@@ -247,6 +253,8 @@ def train_options(train_logdir, **options):
         "save_interval_secs": float(o["save_interval_secs"]),
         "save_summaries_secs": float(o["save_summaries_secs"]),
         "log_steps": int(o["log_steps"]),
+        "steps_per_execution": int(o["steps_per_execution"]),
+        "sync_steps": int(o["sync_steps"]),
         "max_checkpoints_to_keep": int(o["max_checkpoints_to_keep"]),
         "seed": None if o["seed"] is None else int(o["seed"]),
         "skip_bad_records": bool(o["skip_bad_records"]),
