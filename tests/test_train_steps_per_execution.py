@@ -30,11 +30,11 @@ def _info():
     return registry.custom_dataset_info("spe", NUM_CLASSES)
 
 
-def _options(logdir, **kwargs):
+def _options(logdir, **kwargs):  # deterministic input: two runs, one order
     return options_lib.train_options(
         str(logdir), train_crop_size=(33, 33), train_batch_size=2, seed=3,
         base_learning_rate=0.01, save_interval_secs=1e9, save_summaries_secs=1e9,
-        **kwargs,
+        deterministic_input=True, **kwargs,
     )  # fmt: skip
 
 
@@ -94,6 +94,10 @@ def _write_dataset(directory):
     records.write_shards(examples, str(directory), "train", 2)
 
 
+# Slow: two train() runs, each tracing the one-step and the several-step
+# functions of a MobileNetV2 (minutes on a loaded 2-core host); the test above
+# pins the same equality on the step functions in the default run.
+@pytest.mark.slow
 def test_train_with_steps_per_execution_gives_the_same_run(tmp_path, caplog):
     _write_dataset(tmp_path / "data")
     results, weights = {}, {}
@@ -124,3 +128,19 @@ def test_train_with_steps_per_execution_gives_the_same_run(tmp_path, caplog):
     assert weights[1].keys() == weights[4].keys() and len(weights[1]) > 10
     for name in weights[1]:
         np.testing.assert_array_equal(weights[1][name], weights[4][name], err_msg=name)
+
+
+def test_training_input_is_deterministic_only_when_asked(tmp_path):
+    """Default: parallel reads and maps in completion order; the flag fixes it."""
+    _write_dataset(tmp_path / "data")
+    seen = {}
+    for flag in (False, True):
+        options = options_lib.train_options(
+            str(tmp_path / f"t{flag}"), dataset_dir=str(tmp_path / "data"),
+            train_crop_size=(33, 33), train_batch_size=2, deterministic_input=flag,
+        )  # fmt: skip
+        trainer = trainer_lib.Trainer(_cfg(), options, _info())
+        dataset = trainer.dataset_fn(tf.distribute.InputContext())
+        seen[flag] = dataset.options().deterministic
+    assert options_lib.DEFAULTS["deterministic_input"] is False
+    assert seen == {False: False, True: True}

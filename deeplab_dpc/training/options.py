@@ -182,6 +182,9 @@ TRAIN_OPTIONS = (
     ("seed", "integer", 0,
      "Seed of the input pipeline and of the weights not restored (exact resume needs one)."),
     ("skip_bad_records", "boolean", False, "Skip unreadable records."),
+    ("deterministic_input", "boolean", False,
+     "Training input in a fixed order (runs and resumes bit-exact); off: parallel "
+     "reads and maps hand over whichever element is ready first (faster)."),
     ("distribution_strategy", ("enum", STRATEGIES), "one_device", "tf.distribute strategy."),
     ("tpu", "string", None, "TPU name or grpc address (strategy tpu)."),
     ("mixed_precision", ("enum", MIXED_PRECISION[1:]), None, "Mixed precision."),
@@ -258,6 +261,7 @@ def train_options(train_logdir, **options):
         "max_checkpoints_to_keep": int(o["max_checkpoints_to_keep"]),
         "seed": None if o["seed"] is None else int(o["seed"]),
         "skip_bad_records": bool(o["skip_bad_records"]),
+        "deterministic_input": bool(o["deterministic_input"]),
         "distribution_strategy": o["distribution_strategy"],
         "tpu": o["tpu"] or None,
         "mixed_precision": o["mixed_precision"] or None,

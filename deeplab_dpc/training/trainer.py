@@ -22,6 +22,18 @@ Deviations from DeepLab, all deliberate:
   fails the first save and is then saved without it: there the seeded,
   deterministic pipeline skips the consumed batches on restart (one pass of
   the input pipeline over them, no model compute).
+- The training input is not deterministic by default
+  (`deterministic_input=False`; DeepLab's `tf.data` pipeline was not either):
+  parallel shard reads, decodes and augmentations hand over whichever
+  element is ready first, so a core never waits on a slow image. Each
+  sample still gets one of the seeded augmentations and the data position
+  (global batches consumed) stays exact, but which sample lands in which
+  batch varies between runs, so two runs with one seed, or a resumed run
+  and an uninterrupted one, are not bit-equal, and a resume that skips
+  batches (several replicas) may see a few samples of the interrupted
+  epoch twice and miss as many. `deterministic_input=True` gives back the
+  bit-exact runs and resumes above (the search's pretraining and
+  re-ranking use it).
 - Multi-worker preemption: TensorFlow's `PreemptionCheckpointHandler`; a
   SIGTERM to any worker makes every worker save the same step and stop.
 - `model_config.json` and `train_config.json` (the resolved options) are
@@ -366,7 +378,8 @@ class Trainer:
             max_scale_factor=opts["max_scale_factor"],
             scale_factor_step_size=opts["scale_factor_step_size"],
             seed=opts["seed"],
-            deterministic=True,
+            # Off by default (--deterministic_input): see the module docstring.
+            deterministic=opts.get("deterministic_input", True),
             skip_bad_records=opts["skip_bad_records"],
             dataset_source=opts["dataset_source"],
             tfds_data_dir=opts["tfds_data_dir"],
