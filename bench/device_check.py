@@ -74,9 +74,11 @@ sys.path.insert(0, REPO)
 
 from absl import app, flags  # noqa: E402
 
-from deeplab_dpc import artefacts, console  # noqa: E402
+from deeplab_dpc import console  # noqa: E402
 
 console.quiet_tensorflow()  # before TensorFlow loads (--verbosity=1 brings its logging back)
+
+from deeplab_dpc import artefacts  # noqa: E402  (TensorFlow-free)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_boolean("reduced", False, "Tiny sizes on whatever device (CPU, CI).")
