@@ -13,13 +13,16 @@ Deviations from DeepLab:
 - `--dpc_spec` (alias `--dense_prediction_cell_json`): no spec means ASPP.
 - New: `--batch_norm_decay` (DeepLab hard-codes 0.9997), `--dataset_info_json`.
 - A bad flag value or user error prints one line and exits with code 2.
+- New: `--gpu_memory_growth` (on by default; `deeplab_dpc/devices.py`), so
+  that eval or vis beside train, or several search workers, share a GPU.
 """
 
 from absl import app, flags
 
-from deeplab_dpc import console, errors
+from deeplab_dpc import console, devices, errors
 
 FLAGS = flags.FLAGS
+devices.define_flag(FLAGS)  # --gpu_memory_growth, on by default (devices.py)
 
 # Flags that take other values when --dataset=synthetic and the user did not
 # set them: a model and schedule that learn the synthetic scenes on a 2-core
@@ -295,6 +298,8 @@ def _parsed(argv, prog, positional=0):
 
 def _guarded(main, argv, prog):
     from deeplab_dpc import interrupts
+
+    devices.apply_flag(FLAGS)  # before main's first TensorFlow op
 
     try:
         return interrupts.guard(lambda: main(argv), prog)

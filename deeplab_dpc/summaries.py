@@ -109,7 +109,12 @@ class Progress:
         self.last_step, self.last_time = step, now
 
     def update(self, step, loss, learning_rate, log_steps, now=None):
+        """Records `step`; prints on logging steps. `loss` None: not read this step."""
         self.tick(step, now)
+        if loss is None:  # the bar advances; no figures (never a logging step)
+            if self.bar is not None:
+                self.bar.update(step - self.bar.n)
+            return
         eta_s, rate = self.eta_seconds(step), self.images_per_sec()
         eta = "?" if eta_s is None else str(datetime.timedelta(seconds=round(eta_s)))
         speed = "? images/s" if rate is None else f"{rate:.1f} images/s"

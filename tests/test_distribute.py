@@ -47,7 +47,7 @@ for name in ("one_device", "mirrored"):
         f"{logdir}/{name}", dataset_dir=data, train_crop_size=(33, 33),
         train_batch_size=4, training_number_of_steps=1, base_learning_rate=0.02,
         min_scale_factor=1.0, max_scale_factor=1.0, distribution_strategy=name,
-        log_steps=1)
+        log_steps=1, deterministic_input=True)
     losses[name] = trainer.train(cfg, opts, info)["loss"]
 
 print(json.dumps({"losses": losses}))

@@ -21,7 +21,7 @@ PACKAGE = "deeplab_dpc"
 # package, with everything inside it).
 LAYERS = (
     # vocabulary, files, exit-2 contract, consoles, signals; no TF
-    ("common", "artefacts", "errors", "console", "interrupts"),
+    ("common", "artefacts", "errors", "console", "interrupts", "devices"),
     ("spec", "nas_spec"),  # DPC spec, Auto-DeepLab architecture formats; no TF
     ("layers", "naming"),  # Keras layers; layer paths and DeepLab scopes
     ("backbones",),

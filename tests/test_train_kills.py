@@ -38,7 +38,7 @@ def _command(data, logdir):
         f"--train_logdir={logdir}", f"--training_number_of_steps={STEPS}",
         "--save_interval_secs=0", "--train_crop_size=33,33", "--train_batch_size=2",
         "--log_steps=1", f"--base_learning_rate={LR}", "--seed=1",
-        "--depth_multiplier=0.25",
+        "--depth_multiplier=0.25", "--deterministic_input",
     ]  # fmt: skip
 
 

@@ -122,7 +122,7 @@ def make_rerank_objective(
             last_layer_gradient_multiplier=last_layer_gradient_multiplier,
             seed=seed, save_interval_secs=600,
             save_summaries_secs=1e9, log_steps=max(1, steps // 5),
-            max_checkpoints_to_keep=1,
+            max_checkpoints_to_keep=1, deterministic_input=True,  # reproducible
         )  # fmt: skip
         trainer.train(model_cfg, options, info)
         results = evaluator.evaluate(

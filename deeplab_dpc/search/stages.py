@@ -59,7 +59,7 @@ def pretrain_backbone(
         train_batch_size=batch_size, training_number_of_steps=steps,
         base_learning_rate=learning_rate, seed=seed, save_interval_secs=600,
         save_summaries_secs=1e9, log_steps=max(1, steps // 10),
-        max_checkpoints_to_keep=1,
+        max_checkpoints_to_keep=1, deterministic_input=True,  # reproducible
     )  # fmt: skip
     logging.info(
         "Pretraining the %s backbone on %s (%d steps) into %s",

@@ -127,6 +127,8 @@ def _check_more(o):
         _check_range(name, float(o[name]), 0.0)
     _check_range("slow_start_step", int(o["slow_start_step"]), 0, MAX_STEPS)
     _check_range("save_interval_steps", int(o["save_interval_steps"]), 0, MAX_STEPS)
+    _check_range("steps_per_execution", int(o["steps_per_execution"]), 1, MAX_STEPS)
+    _check_range("sync_steps", int(o["sync_steps"]), 1, MAX_STEPS)
     if o["seed"] is not None:
         _check_range("seed", int(o["seed"]), 0, 2**32 - 1)
     for i, w in enumerate(o["label_weights"] or ()):
@@ -176,10 +178,17 @@ TRAIN_OPTIONS = (
      "the checkpoints a curve of val mIoU against steps is evaluated on."),
     ("save_summaries_secs", "float", 600, "Seconds between summaries."),
     ("log_steps", "integer", 10, "Steps between progress lines."),
+    ("steps_per_execution", "integer", 1,
+     "Train steps per compiled call (one host round trip); same losses as 1."),
+    ("sync_steps", "integer", 10,
+     "multi_worker: steps between the workers' save/stop agreements."),
     ("max_checkpoints_to_keep", "integer", 5, "Checkpoints kept."),
     ("seed", "integer", 0,
      "Seed of the input pipeline and of the weights not restored (exact resume needs one)."),
     ("skip_bad_records", "boolean", False, "Skip unreadable records."),
+    ("deterministic_input", "boolean", False,
+     "Training input in a fixed order (runs and resumes bit-exact); off: parallel "
+     "reads and maps hand over whichever element is ready first (faster)."),
     ("distribution_strategy", ("enum", STRATEGIES), "one_device", "tf.distribute strategy."),
     ("tpu", "string", None, "TPU name or grpc address (strategy tpu)."),
     ("mixed_precision", ("enum", MIXED_PRECISION[1:]), None, "Mixed precision."),
@@ -252,9 +261,12 @@ def train_options(train_logdir, **options):
         "save_interval_steps": int(o["save_interval_steps"]),
         "save_summaries_secs": float(o["save_summaries_secs"]),
         "log_steps": int(o["log_steps"]),
+        "steps_per_execution": int(o["steps_per_execution"]),
+        "sync_steps": int(o["sync_steps"]),
         "max_checkpoints_to_keep": int(o["max_checkpoints_to_keep"]),
         "seed": None if o["seed"] is None else int(o["seed"]),
         "skip_bad_records": bool(o["skip_bad_records"]),
+        "deterministic_input": bool(o["deterministic_input"]),
         "distribution_strategy": o["distribution_strategy"],
         "tpu": o["tpu"] or None,
         "mixed_precision": o["mixed_precision"] or None,

@@ -22,12 +22,34 @@ Deviations from DeepLab, all deliberate:
   fails the first save and is then saved without it: there the seeded,
   deterministic pipeline skips the consumed batches on restart (one pass of
   the input pipeline over them, no model compute).
+- The training input is not deterministic by default
+  (`deterministic_input=False`; DeepLab's `tf.data` pipeline was not either):
+  parallel shard reads, decodes and augmentations hand over whichever
+  element is ready first, so a core never waits on a slow image. Each
+  sample still gets one of the seeded augmentations and the data position
+  (global batches consumed) stays exact, but which sample lands in which
+  batch varies between runs, so two runs with one seed, or a resumed run
+  and an uninterrupted one, are not bit-equal, and a resume that skips
+  batches (several replicas) may see a few samples of the interrupted
+  epoch twice and miss as many. `deterministic_input=True` gives back the
+  bit-exact runs and resumes above (the search's pretraining and
+  re-ranking use it).
 - Multi-worker preemption: TensorFlow's `PreemptionCheckpointHandler`; a
   SIGTERM to any worker makes every worker save the same step and stop.
 - `model_config.json` and `train_config.json` (the resolved options) are
   written beside the checkpoints, so eval, vis and export need no model flags.
 - A non-finite loss stops training (`NonFiniteLossError`) with the step, the
   learning rate, and the last good checkpoint; nothing is saved after it.
+  The first non-finite step is recorded in the graph and read with the loss
+  on logging steps and before every save, so the run stops up to
+  `log_steps` steps after it (those steps are never saved).
+- Host work per step: the loss and the learning rate (computed in the
+  graph) are read on logging steps only; `steps_per_execution` runs several
+  steps per `tf.function` call (`make_train_loop`, as Keras'
+  `steps_per_execution`: same losses, bit for bit, as one step per call);
+  multi-worker runs agree on saving and stopping every `sync_steps` steps
+  instead of every step (a save or a SIGINT takes effect up to that many
+  steps later). Checkpoints, summaries and stops happen between calls.
 - `freeze_backbone_batch_norm` (new): the backbone's batch norm stays in
   inference mode with gamma and beta fixed while the head's follows
   `fine_tune_batch_norm`; DeepLab has only the all-or-nothing switch, which
@@ -51,7 +73,6 @@ import signal
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -173,6 +194,15 @@ class Trainer:
             self.data_position = tf.Variable(
                 0, dtype=tf.int64, name="data_position", trainable=False
             )
+            # The first step whose loss was not finite (0: none) and that
+            # loss, recorded in the graph so that the host reads the loss
+            # only on logging steps (not checkpointed: a resume starts clean).
+            self.nonfinite_step = tf.Variable(
+                0, dtype=tf.int64, name="nonfinite_step", trainable=False
+            )
+            self.nonfinite_loss = tf.Variable(
+                0.0, dtype=tf.float32, name="nonfinite_loss", trainable=False
+            )
         self.kernels = losses.decayed_kernels(self.model)
         self.gradient_multipliers = gradient_multipliers(
             self.model,
@@ -269,9 +299,7 @@ class Trainer:
         """Whether checkpoint `prefix` holds the object saved as `name` (a root child)."""
         if not prefix:
             return False
-        return any(
-            n.startswith(f"{name}/") for n, _ in tf.train.list_variables(prefix)
-        )
+        return any(n.startswith(f"{name}/") for n, _ in tf.train.list_variables(prefix))
 
     def _restore_rng(self, latest):
         """Restores the dropout RNG states, then saves them with every checkpoint.
@@ -314,7 +342,9 @@ class Trainer:
         latest = tf.train.latest_checkpoint(self.logdir)
         if not self._plain_input():
             self.skip_batches = True
-            return iter(self.strategy.distribute_datasets_from_function(self.dataset_fn))
+            return iter(
+                self.strategy.distribute_datasets_from_function(self.dataset_fn)
+            )
         self.skip_batches = not self._has_state(latest, "iterator")
         options = tf.data.Options()
         # The only external state is the py_function reading the rest of a
@@ -348,7 +378,8 @@ class Trainer:
             max_scale_factor=opts["max_scale_factor"],
             scale_factor_step_size=opts["scale_factor_step_size"],
             seed=opts["seed"],
-            deterministic=True,
+            # Off by default (--deterministic_input): see the module docstring.
+            deterministic=opts.get("deterministic_input", True),
             skip_bad_records=opts["skip_bad_records"],
             dataset_source=opts["dataset_source"],
             tfds_data_dir=opts["tfds_data_dir"],
@@ -393,8 +424,7 @@ class Trainer:
         ]
         return ce / self.replicas, total / self.replicas, grads
 
-    def make_train_step(self):
-        """A `tf.function` running one global step; returns (ce, total) losses."""
+    def _replica_step(self):
         gradients = self._gradients
         if self.opts["jit_compile"]:
             # A nested tf.function: fine unless it holds a cross-replica
@@ -407,18 +437,58 @@ class Trainer:
             self.optimizer.apply_gradients(zip(grads, variables))
             return ce, total
 
+        return replica_step
+
+    def _global_step(self, replica_step, batch):
+        """One global step in the graph: (ce, total) as float32, step counters, NaN record."""
+        ce, total = self.strategy.run(replica_step, args=(batch,))
+        self.step.assign_add(1)
+        self.data_position.assign_add(1)
+        reduce = tf.distribute.ReduceOp.SUM
+        ce = tf.cast(self.strategy.reduce(reduce, ce, axis=None), tf.float32)
+        total = tf.cast(self.strategy.reduce(reduce, total, axis=None), tf.float32)
+        first = tf.logical_and(
+            tf.logical_not(tf.math.is_finite(total)), tf.equal(self.nonfinite_step, 0)
+        )
+        self.nonfinite_step.assign(tf.where(first, self.step, self.nonfinite_step))
+        self.nonfinite_loss.assign(tf.where(first, total, self.nonfinite_loss))
+        return ce, total
+
+    def _learning_rate(self):
+        """The learning rate of the step just taken, in the graph."""
+        return tf.cast(self.schedule(self.step - 1), tf.float32)
+
+    def make_train_step(self):
+        """A `tf.function` running one global step on `batch`; returns (ce, total, lr)."""
+        replica_step = self._replica_step()
+
         @tf.function
         def train_step(batch):
-            ce, total = self.strategy.run(replica_step, args=(batch,))
-            self.step.assign_add(1)
-            self.data_position.assign_add(1)
-            reduce = tf.distribute.ReduceOp.SUM
-            return (
-                self.strategy.reduce(reduce, ce, axis=None),
-                self.strategy.reduce(reduce, total, axis=None),
-            )
+            ce, total = self._global_step(replica_step, batch)
+            return ce, total, self._learning_rate()
 
         return train_step
+
+    def make_train_loop(self):
+        """A `tf.function` running `num_steps` global steps from `iterator` in one call.
+
+        `steps_per_execution`: one host round trip for several steps, as
+        Keras' `Model.fit(steps_per_execution=...)`. Each step is the one of
+        `make_train_step` on the next batch of the same iterator, so the
+        losses are those of one step per call (tests/test_train_options.py
+        compares them bit for bit). `num_steps` is a tensor: one trace for
+        every count. Returns the last step's (ce, total, lr).
+        """
+        replica_step = self._replica_step()
+
+        @tf.function
+        def train_loop(iterator, num_steps):
+            ce = total = tf.constant(0.0, tf.float32)
+            for _ in tf.range(num_steps):
+                ce, total = self._global_step(replica_step, next(iterator))
+            return ce, total, self._learning_rate()
+
+        return train_loop
 
     # --- The loop ----------------------------------------------------------------
 
@@ -443,9 +513,12 @@ class Trainer:
         if self.is_chief:
             logging.info("Saved checkpoint %s (step %d)", path, step)
 
-    def _check_finite(self, total, step):
-        if np.isfinite(total):
+    def _check_finite(self):
+        """Raises NonFiniteLossError naming the first step whose loss was not finite."""
+        step = int(self.nonfinite_step.numpy())
+        if not step:
             return
+        total = float(self.nonfinite_loss.numpy())
         lr = float(self.schedule(step - 1))
         last = tf.train.latest_checkpoint(self.logdir) or "none yet"
         raise NonFiniteLossError(
@@ -476,7 +549,9 @@ class Trainer:
             @tf.function
             def agree(v):
                 per_replica = self.strategy.run(tf.identity, args=(v,))
-                return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, None)
+                return self.strategy.reduce(
+                    tf.distribute.ReduceOp.SUM, per_replica, None
+                )
 
             self._agree_fn = agree
         save_count, stop_count = self._agree_fn(value).numpy().tolist()
@@ -532,86 +607,150 @@ class Trainer:
             signum, f"checkpoint saved at step {step} ({path})"
         )
 
+    def _bad_record(self, e, step):
+        """BadLabelsError for a pipeline error naming a bad record, else None."""
+        found = re.search(r"bad record: ([^\]]*)", str(e))
+        if not found:
+            return None
+        return BadLabelsError(
+            f"input stopped at step {step + 1} "
+            f"({found.group(1).strip()}): class ids must be below "
+            f"{self.cfg['num_classes']} or the ignore label "
+            f"{self.info.ignore_label}; python -m "
+            f"deeplab_dpc.tools.check_records lists every bad record, "
+            f"--skip_bad_records skips them"
+        )
+
+    def _multi_worker(self):
+        return isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+    def _steps_in_call(self, step, total_steps):
+        """Steps of the next call: up to steps_per_execution, ending on every boundary.
+
+        A call ends at each logging step (the loss is read there), at the last
+        step, at each multiple of save_interval_steps and, multi-worker, at
+        each agreement step, so that every worker agrees at the same steps.
+        """
+        log_steps = self.opts["log_steps"]
+        n = min(
+            self.opts.get("steps_per_execution", 1),
+            total_steps - step,
+            log_steps - step % log_steps,
+        )
+        if self._multi_worker():
+            sync = self.opts.get("sync_steps", 1)
+            n = min(n, sync - step % sync)
+        every = self.opts.get("save_interval_steps", 0)
+        if every > 0:  # a checkpoint lands on every multiple (a curve's steps)
+            n = min(n, every - step % every)
+        return max(n, 1)
+
+    def _agree_due(self, step, total_steps):
+        """Whether this step holds the save/stop agreement (every step but multi-worker)."""
+        if not self._multi_worker() or step == total_steps:
+            return True
+        return step % self.opts.get("sync_steps", 1) == 0
+
     def run(self):
-        """Trains to `training_number_of_steps`; returns a summary dict."""
+        """Trains to `training_number_of_steps`; returns a summary dict.
+
+        Host work per step is what the step needs: the loss, the learning rate
+        (computed in the graph) and the non-finite check are read on logging
+        steps, before a save and at the end; `steps_per_execution` runs
+        several steps per call (`make_train_loop`); multi-worker runs agree
+        on saving and stopping every `sync_steps` steps.
+        """
         total_steps = self.opts["training_number_of_steps"]
+        log_steps = self.opts["log_steps"]
         iterator = self.make_iterator()
         self.preemption = self._make_preemption_handler()
         train_step = self.make_train_step()
+        train_loop = None
+        if self.opts.get("steps_per_execution", 1) > 1:
+            train_loop = self.make_train_loop()
         writer = summaries.SummaryWriter(self.logdir, self.is_chief, self.info)
+        step = start_step = int(self.step.numpy())
         progress = summaries.Progress(
-            int(self.step.numpy()), total_steps, self.opts["train_batch_size"]
+            start_step, total_steps, self.opts["train_batch_size"]
         )
         last_save = last_summary = time.time()
         ce = total = float("nan")
+        outputs = None
         stop = self._agree(False)[1]
-        start_step = int(self.step.numpy())
         first = time.perf_counter() if start_step else None
-        while int(self.step.numpy()) < total_steps and not stop:
+        while step < total_steps and not stop:
+            summary_due = (
+                self.is_chief
+                and time.time() - last_summary >= self.opts["save_summaries_secs"]
+            )
+            n, batch = self._steps_in_call(step, total_steps), None
             try:
-                batch = next(iterator)
+                if n == 1 or train_loop is None or summary_due or first is not None:
+                    # One step on a batch read here: the sample summary
+                    # shows it, and a resume's first batch is timed.
+                    n, batch = 1, next(iterator)
+                    if first is not None:  # a resume: what positioning the input cost
+                        logging.info(
+                            "Input positioned at data position %d in %.2f s (%s)",
+                            int(self.data_position.numpy()),
+                            time.perf_counter() - first,
+                            "skipped the consumed batches" if self.skip_batches
+                            else "restored the iterator",
+                        )  # fmt: skip
+                        first = None
+                    outputs = train_step(batch)
+                else:
+                    outputs = train_loop(iterator, tf.constant(n, tf.int64))
             except tf.errors.InvalidArgumentError as e:
-                found = re.search(r"bad record: ([^\]]*)", str(e))
-                if not found:
+                error = self._bad_record(e, step)
+                if error is None:
                     raise
-                raise BadLabelsError(
-                    f"input stopped at step {int(self.step.numpy()) + 1} "
-                    f"({found.group(1).strip()}): class ids must be below "
-                    f"{self.cfg['num_classes']} or the ignore label "
-                    f"{self.info.ignore_label}; python -m "
-                    f"deeplab_dpc.tools.check_records lists every bad record, "
-                    f"--skip_bad_records skips them"
-                ) from None
-            if first is not None:  # a resume: what positioning the input cost
-                logging.info(
-                    "Input positioned at data position %d in %.2f s (%s)",
-                    int(self.data_position.numpy()), time.perf_counter() - first,
-                    "skipped the consumed batches" if self.skip_batches
-                    else "restored the iterator",
-                )  # fmt: skip
-                first = None
-            ce_t, total_t = train_step(batch)
-            ce, total = float(ce_t), float(total_t)
-            step = int(self.step.numpy())
-            self._check_finite(total, step)
-            lr = float(self.schedule(step - 1))
-            progress.update(step, total, lr, self.opts["log_steps"])
+                raise error from None
+            step += n
+            if step % log_steps == 0 or step == total_steps or summary_due:
+                ce, total, lr = (float(t) for t in outputs)
+                self._check_finite()
+                progress.update(step, total, lr, log_steps)
+            else:
+                progress.update(step, None, None, log_steps)
             now = time.time()
-            if self.is_chief and now - last_summary >= self.opts["save_summaries_secs"]:
+            if summary_due:
                 writer.scalars(step, ce, total, lr, progress.images_per_sec())
                 writer.samples(step, self.model, self.strategy, batch)
                 last_summary = now
             every = self.opts.get("save_interval_steps", 0)
-            due = now - last_save >= self.opts["save_interval_secs"] or (
-                every > 0 and step // every > (step - 1) // every
-            )
-            save, stop = self._agree(due)
-            if step < total_steps and save and not stop:
-                self._log_saved(self.save(), step)
-                last_save = now
+            at_interval = every > 0 and step % every == 0 and step < total_steps
+            if at_interval or self._agree_due(step, total_steps):
+                save, stop = self._agree(
+                    now - last_save >= self.opts["save_interval_secs"] or at_interval
+                )
+                if step < total_steps and save and not stop:
+                    self._check_finite()  # never save after a non-finite loss
+                    self._log_saved(self.save(), step)
+                    last_save = now
             if self.preemption is not None and not stop:
                 try:
                     self.preemption.save_checkpoint_if_preempted()
                 except _Preempted:
                     stop = True
         progress.close()
+        if outputs is not None:
+            ce, total = float(outputs[0]), float(outputs[1])
+            self._check_finite()
         latest = tf.train.latest_checkpoint(self.logdir)
         if self.preempted_path is not None:
             path = self.preempted_path  # saved at this step by the handler
-        elif latest and int(self.step.numpy()) == start_step:
+        elif latest and step == start_step:
             path = latest  # nothing trained: a complete run's checkpoint stays as is
         else:
             path = self.save()
-            self._log_saved(path, int(self.step.numpy()))
+            self._log_saved(path, step)
         if self.is_chief:
-            writer.scalars(int(self.step.numpy()), ce, total, None, None)
+            writer.scalars(step, ce, total, None, None)
         writer.close()
         if stop:
             raise self._stopped(path)
-        return {
-            "step": int(self.step.numpy()), "loss": total,
-            "checkpoint": self._shared_path(path),
-        }  # fmt: skip
+        return {"step": step, "loss": total, "checkpoint": self._shared_path(path)}
 
 
 def _check_data(options, info):
