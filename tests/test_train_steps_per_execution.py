@@ -144,3 +144,30 @@ def test_training_input_is_deterministic_only_when_asked(tmp_path):
         seen[flag] = dataset.options().deterministic
     assert options_lib.DEFAULTS["deterministic_input"] is False
     assert seen == {False: False, True: True}
+
+
+@pytest.mark.parametrize(
+    "opts, start, expected",
+    [
+        # steps_per_execution 8, logging every 10, checkpoints every 6, 30 steps:
+        # calls end at 6, 10, 12, 18, 20, 24, 30 (every boundary, none skipped).
+        ({"steps_per_execution": 8, "log_steps": 10, "save_interval_steps": 6},
+         0, [6, 10, 12, 18, 20, 24, 30]),
+        ({"steps_per_execution": 8, "log_steps": 10, "save_interval_steps": 0},
+         0, [8, 10, 18, 20, 28, 30]),
+        ({"steps_per_execution": 4, "log_steps": 100, "save_interval_steps": 5},
+         3, [5, 9, 10, 14, 15, 19, 20, 24, 25, 29, 30]),
+    ],
+)  # fmt: skip
+def test_calls_end_on_logging_and_checkpoint_steps(opts, start, expected):
+    class Fake:
+        def _multi_worker(self):
+            return False
+
+    fake = Fake()
+    fake.opts = opts
+    ends, step = [], start
+    while step < 30:
+        step += trainer_lib.Trainer._steps_in_call(fake, step, 30)
+        ends.append(step)
+    assert ends == expected
