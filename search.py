@@ -45,7 +45,7 @@ flags.DEFINE_string("cache_dir", None, "Feature cache (default <workdir>/cache).
 flags.DEFINE_string("cache_dtype", "float16", "float16 or float32.")
 flags.DEFINE_integer("cache_train_passes", 1, "Augmented passes over train to cache.")
 flags.DEFINE_float(
-    "cache_memory_gb", 4.0, "Train features up to this size stay in memory."
+    "cache_memory_gb", 4.0, "Train features up to this size (as float32) stay in memory."
 )
 flags.DEFINE_integer("num_branches", 5, "Branches of a cell (the paper's B).")
 flags.DEFINE_string("space", "full", "Search space: full or aspp_subsets.")

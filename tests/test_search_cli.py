@@ -133,6 +133,30 @@ def test_report_writes_leaderboard_best_json_and_figures(tmp_path):
     assert "Cell notation" in legend and "sep3x3rHxW" in legend
 
 
+def test_report_gives_the_per_class_iou_of_each_reranked_cell(tmp_path):
+    storage, search = _random_search(tmp_path, 6)
+    top = rerank.top_candidates(search, 2)
+    reranked = study_lib.create_study(storage, "s.rerank", rerank.rerank_slots(top), {})
+
+    def fine_tune(spec, trial):
+        del trial
+        ious = {"background": 0.9, "disc": round(0.1 * len(spec), 4)}
+        return {"value": sum(ious.values()) / 2, "user_attrs": {"per_class_iou": ious}}
+
+    study_lib.run_worker(reranked, storage, fine_tune, None, 0, 0.05)
+    summary = report.write_report(search, reranked, str(tmp_path / "report"))
+    board = (tmp_path / "report" / "leaderboard.md").read_text()
+    section = board.split("## Per-class IoU of the re-ranked cells")[1]
+    assert "| rank | key | rerank_miou | background | disc |" in section
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "key" not in line]
+    assert len(rows) == 2  # one per re-ranked cell, best re-rank score first
+    for line, cell in zip(rows, sorted(top, key=lambda c: -len(c.spec))):
+        assert f"| {cell.key} | " in line
+        assert line.endswith(f"| 0.9000 | {0.1 * len(cell.spec):.4f} |"), line
+    best = summary["best"]
+    assert best["per_class_iou"]["disc"] == round(0.1 * max(len(c.spec) for c in top), 4)
+
+
 def test_rerank_lines_name_their_search_trial_and_rho_its_n(tmp_path, caplog):
     import logging
 
