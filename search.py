@@ -93,7 +93,7 @@ flags.DEFINE_integer(
     "grace_period", 60, "Seconds without heartbeat before a trial is retried."
 )
 flags.DEFINE_integer("max_retry", 3, "Retries of a trial whose worker died.")
-flags.DEFINE_integer("rerank_top_k", 2, "Cells to re-rank end to end (paper: 50).")
+flags.DEFINE_integer("rerank_top_k", 4, "Cells to re-rank end to end (paper: 50).")
 flags.DEFINE_enum(
     "rerank_selection", "top", ["top", "spread"],
     "Cells to re-rank: the top K, or K spread evenly over the proxy ranking.",
