@@ -222,7 +222,9 @@ def test_rerank_passes_its_batch_norm_mode_to_the_trainer(
     monkeypatch.setattr(
         trainer, "train", lambda cfg, opts, info: seen.update(cfg=cfg, opts=opts)
     )
-    monkeypatch.setattr(evaluator, "evaluate", lambda *a, **k: {"miou": 0.25})
+    per_class = {"sky": 0.5, "road": 0.0}  # what evaluator.evaluate returns, cut short
+    results = {"miou": 0.25, "per_class_iou": per_class, "pixel_accuracy": 0.75}
+    monkeypatch.setattr(evaluator, "evaluate", lambda *a, **k: results)
 
     class Cache:
         backbone = {"model_variant": "mobilenet_v2", "output_stride": 16,
@@ -236,6 +238,9 @@ def test_rerank_passes_its_batch_norm_mode_to_the_trainer(
     )  # fmt: skip
     result = evaluate(spec_lib.TOP1, None)
     assert result["value"] == 0.25
+    assert result["user_attrs"][rerank.PER_CLASS_IOU] == per_class
+    table = os.path.join(result["user_attrs"]["logdir"], "eval", rerank.TABLE_FILENAME)
+    assert open(table).read() == evaluator.format_table(results) + "\n"
     assert seen["opts"]["fine_tune_batch_norm"] is fine_tune
     assert seen["opts"]["freeze_backbone_batch_norm"] is not fine_tune
     assert seen["opts"]["tf_initial_checkpoint"] == "ckpt-0"
