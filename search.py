@@ -45,7 +45,7 @@ flags.DEFINE_string("cache_dir", None, "Feature cache (default <workdir>/cache).
 flags.DEFINE_string("cache_dtype", "float16", "float16 or float32.")
 flags.DEFINE_integer("cache_train_passes", 1, "Augmented passes over train to cache.")
 flags.DEFINE_float(
-    "cache_memory_gb", 4.0, "Train features up to this size stay in memory."
+    "cache_memory_gb", 4.0, "Train features up to this size (as float32) stay in memory."
 )
 flags.DEFINE_integer("num_branches", 5, "Branches of a cell (the paper's B).")
 flags.DEFINE_string("space", "full", "Search space: full or aspp_subsets.")
@@ -93,7 +93,7 @@ flags.DEFINE_integer(
     "grace_period", 60, "Seconds without heartbeat before a trial is retried."
 )
 flags.DEFINE_integer("max_retry", 3, "Retries of a trial whose worker died.")
-flags.DEFINE_integer("rerank_top_k", 2, "Cells to re-rank end to end (paper: 50).")
+flags.DEFINE_integer("rerank_top_k", 4, "Cells to re-rank end to end (paper: 50).")
 flags.DEFINE_enum(
     "rerank_selection", "top", ["top", "spread"],
     "Cells to re-rank: the top K, or K spread evenly over the proxy ranking.",

@@ -1,5 +1,7 @@
-"""The built-in synthetic dataset: deterministic, context-dependent, read by default."""
+"""The built-in synthetic dataset: deterministic, classes decided by scale and by
+context at a distance, read by default."""
 
+import json
 import os
 
 import numpy as np
@@ -22,40 +24,56 @@ def test_same_seed_same_scene_other_seed_other_scene():
 
 def test_scenes_use_every_class_at_several_scales():
     counts = np.zeros(5, np.int64)
-    heights = []
     for index in range(40):
         _, label = synthetic.generate_scene(np.random.default_rng([0, 0, index]))
         counts += np.bincount(label.ravel(), minlength=5)
-        for cls in range(1, 5):
-            rows = np.nonzero((label == cls).any(axis=1))[0]
-            if rows.size:
-                heights.append(rows.max() - rows.min() + 1)
+        present = set(np.unique(label).tolist())
+        # Small discs, lines and one of the two large-disc classes in every image.
+        assert {synthetic.SMALL_DISC, synthetic.LINE} <= present, present
+        large = {synthetic.DISC_RED_BAND, synthetic.DISC_BLUE_BAND}
+        assert len(present & large) == 1, present
     assert np.all(counts > 0), counts
-    assert min(heights) <= 10 and max(heights) >= 40  # small and large objects
+    assert counts[0] / counts.sum() < 0.8  # background does not swamp the rest
 
 
-def test_object_class_is_decided_by_the_surface_around_it():
-    """Same draws, same pixels: only the band an object stands on changes its class."""
+def _band_color(image, rows=2):
+    red, _, blue = image[:rows].reshape(-1, 3).mean(axis=0)
+    return synthetic.RED if red > blue else synthetic.BLUE
+
+
+def test_a_large_discs_class_is_the_colour_of_a_band_far_above_it():
+    """Context at a distance: the band decides, and no object comes near it."""
     size = 129
-    yy, xx = np.mgrid[0:size, 0:size]
-    for seed in range(10):
-        drawn = {}
-        for surface in (synthetic.ROAD, synthetic.FIELD):
-            image = np.zeros((size, size, 3))
-            label = np.zeros((size, size), np.uint8)
-            band = (0, size, surface)
-            synthetic._draw_object(
-                np.random.default_rng(seed), image, label, band, 40, yy, xx
-            )
-            drawn[surface] = (image, label)
-        road_image, road_label = drawn[synthetic.ROAD]
-        field_image, field_label = drawn[synthetic.FIELD]
-        np.testing.assert_array_equal(road_image, field_image)
-        assert set(np.unique(road_label).tolist()) <= {0, 1, 3}  # car, pedestrian
-        assert set(np.unique(field_label).tolist()) <= {0, 2, 4}  # tractor, farmer
-        objects = road_label > 0
-        assert objects.any()
-        np.testing.assert_array_equal(field_label[objects], road_label[objects] + 1)
+    for index in range(40):
+        image, label = synthetic.generate_scene(np.random.default_rng([0, 1, index]))
+        band = _band_color(image)
+        other = synthetic.LARGE_DISC_CLASS[1 - band]
+        assert not (label == other).any()
+        assert (label == synthetic.LARGE_DISC_CLASS[band]).any()
+        rows = np.nonzero((label > 0).any(axis=1))[0]
+        band_bottom = round(synthetic.BAND_HEIGHT[1] * size)
+        assert rows.min() - band_bottom >= 14  # about a stride-16 cell away, or more
+
+
+def test_small_and_large_discs_differ_only_in_size():
+    """Scale: the same draws make the same colours and outline at either size."""
+    size = 129
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    fills = []
+    for cls, radius in ((synthetic.SMALL_DISC, 8.0), (synthetic.DISC_RED_BAND, 24.0)):
+        image = np.zeros((size, size, 3))
+        label = np.zeros((size, size), np.uint8)
+        synthetic._draw_disc(
+            np.random.default_rng(3), image, label, cls, radius, 50, yy, xx, 120.0
+        )
+        assert set(np.unique(label).tolist()) == {0, cls}
+        area = (label == cls).sum()
+        assert abs(area - np.pi * radius**2) < 2 * np.pi * radius  # a disc of that radius
+        inside = image[label == cls]
+        fills.append(np.median(inside, axis=0))
+    np.testing.assert_allclose(fills[0], fills[1], atol=6.0)  # speckle: sigma 12
+    low, high = synthetic.SMALL_RADIUS[1], synthetic.LARGE_RADIUS[0]
+    assert high >= 1.6 * low  # a gap between the sizes: never ambiguous
 
 
 def test_generate_writes_shards_and_meta_deterministically(tmp_path):
@@ -70,6 +88,21 @@ def test_generate_writes_shards_and_meta_deterministically(tmp_path):
         for pa, pb in zip(a, b):
             assert open(pa, "rb").read() == open(pb, "rb").read()
     assert os.path.isfile(tmp_path / "a" / synthetic.META_FILENAME)
+
+
+def test_data_of_an_older_generator_version_is_replaced(tmp_path):
+    target = tmp_path / "syn"
+    synthetic.ensure_synthetic_dataset(str(target), num_train=2, num_val=1, image_size=(33, 33))
+    meta_path = target / synthetic.META_FILENAME
+    meta = json.loads(meta_path.read_text())
+    assert meta["version"] == synthetic.GENERATOR_VERSION
+    meta["version"] = 1  # street scenes: other classes under the same names' count
+    meta_path.write_text(json.dumps(meta))
+    stale = target / "train-00001-of-00002.tfrecord"
+    assert stale.exists()
+    synthetic.ensure_synthetic_dataset(str(target), num_train=3, num_val=1, image_size=(33, 33))
+    assert json.loads(meta_path.read_text())["version"] == synthetic.GENERATOR_VERSION
+    assert json.loads(meta_path.read_text())["splits"]["train"] == 3
 
 
 def test_ensure_is_idempotent_and_atomic(tmp_path):

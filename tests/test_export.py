@@ -142,7 +142,7 @@ def exported(model_checkpoint):
     assert result.returncode == 0, result.stderr[-3000:]
     assert last_line(result.stdout).startswith("exported ")
     assert last_line(result.stdout).endswith(
-        "classes (dataset synthetic): background, car, tractor, pedestrian, farmer"
+        "classes (dataset synthetic): background, small_disc, disc_red_band, disc_blue_band, line"
     )
     return model, tmp / "saved_model", tmp / "model.tflite"
 
@@ -201,7 +201,7 @@ def test_saved_model_in_fresh_process_matches_keras(exported, tmp_path):
     assert config["model_config"] == checkpoints.read_checkpoint_config(
         str(export_dir.parent / "ckpt")
     )
-    assert config["class_names"][1] == "car" and config["inference_scales"] == [1.0]
+    assert config["class_names"][1] == "small_disc" and config["inference_scales"] == [1.0]
     assert config["dataset"] == "synthetic"  # from the checkpoint, no --dataset
 
 

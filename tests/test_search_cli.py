@@ -133,6 +133,30 @@ def test_report_writes_leaderboard_best_json_and_figures(tmp_path):
     assert "Cell notation" in legend and "sep3x3rHxW" in legend
 
 
+def test_report_gives_the_per_class_iou_of_each_reranked_cell(tmp_path):
+    storage, search = _random_search(tmp_path, 6)
+    top = rerank.top_candidates(search, 2)
+    reranked = study_lib.create_study(storage, "s.rerank", rerank.rerank_slots(top), {})
+
+    def fine_tune(spec, trial):
+        del trial
+        ious = {"background": 0.9, "disc": round(0.1 * len(spec), 4)}
+        return {"value": sum(ious.values()) / 2, "user_attrs": {"per_class_iou": ious}}
+
+    study_lib.run_worker(reranked, storage, fine_tune, None, 0, 0.05)
+    summary = report.write_report(search, reranked, str(tmp_path / "report"))
+    board = (tmp_path / "report" / "leaderboard.md").read_text()
+    section = board.split("## Per-class IoU of the re-ranked cells")[1]
+    assert "| rank | key | rerank_miou | background | disc |" in section
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "key" not in line]
+    assert len(rows) == 2  # one per re-ranked cell, best re-rank score first
+    for line, cell in zip(rows, sorted(top, key=lambda c: -len(c.spec))):
+        assert f"| {cell.key} | " in line
+        assert line.endswith(f"| 0.9000 | {0.1 * len(cell.spec):.4f} |"), line
+    best = summary["best"]
+    assert best["per_class_iou"]["disc"] == round(0.1 * max(len(c.spec) for c in top), 4)
+
+
 def test_rerank_lines_name_their_search_trial_and_rho_its_n(tmp_path, caplog):
     import logging
 
@@ -198,7 +222,9 @@ def test_rerank_passes_its_batch_norm_mode_to_the_trainer(
     monkeypatch.setattr(
         trainer, "train", lambda cfg, opts, info: seen.update(cfg=cfg, opts=opts)
     )
-    monkeypatch.setattr(evaluator, "evaluate", lambda *a, **k: {"miou": 0.25})
+    per_class = {"sky": 0.5, "road": 0.0}  # what evaluator.evaluate returns, cut short
+    results = {"miou": 0.25, "per_class_iou": per_class, "pixel_accuracy": 0.75}
+    monkeypatch.setattr(evaluator, "evaluate", lambda *a, **k: results)
 
     class Cache:
         backbone = {"model_variant": "mobilenet_v2", "output_stride": 16,
@@ -212,6 +238,9 @@ def test_rerank_passes_its_batch_norm_mode_to_the_trainer(
     )  # fmt: skip
     result = evaluate(spec_lib.TOP1, None)
     assert result["value"] == 0.25
+    assert result["user_attrs"][rerank.PER_CLASS_IOU] == per_class
+    table = os.path.join(result["user_attrs"]["logdir"], "eval", rerank.TABLE_FILENAME)
+    assert open(table).read() == evaluator.format_table(results) + "\n"
     assert seen["opts"]["fine_tune_batch_norm"] is fine_tune
     assert seen["opts"]["freeze_backbone_batch_norm"] is not fine_tune
     assert seen["opts"]["tf_initial_checkpoint"] == "ckpt-0"

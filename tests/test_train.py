@@ -163,7 +163,7 @@ def test_train_eval_vis_end_to_end(tiny_data, tmp_path, variant):
     assert results["step"] == 4 and results["flip"] is True
     assert results["scales"] == [0.5, 1.0, 1.5] and results["num_images"] == 4
     assert set(results["per_class_iou"]) == {
-        "background", "car", "tractor", "pedestrian", "farmer",
+        "background", "small_disc", "disc_red_band", "disc_blue_band", "line",
     }  # fmt: skip
     assert np.sum(results["confusion_matrix"]) == 4 * 65 * 65
     assert "mIoU" in evaluation.stderr

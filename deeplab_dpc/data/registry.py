@@ -135,10 +135,10 @@ CAMVID_VOID_ID = 11  # in the source PNGs; written as the ignore label (255)
 # The synthetic dataset's classes (see synthetic.py for what they mean).
 _SYNTHETIC_CLASSES = (
     ("background", (90, 90, 90)),
-    ("car", (0, 0, 142)),
-    ("tractor", (200, 120, 0)),
-    ("pedestrian", (220, 20, 60)),
-    ("farmer", (60, 200, 60)),
+    ("small_disc", (250, 170, 30)),
+    ("disc_red_band", (220, 20, 60)),
+    ("disc_blue_band", (0, 60, 230)),
+    ("line", (0, 130, 80)),
 )
 
 DATASETS = {

@@ -1,27 +1,42 @@
 """`synthetic`: the built-in default dataset, generated deterministically (no download).
 
 Not part of DeepLab or the DPC paper: it exists so that every entry point runs
-on a fresh machine without data, and so that a multi-scale head has something
-to find. Street-like scenes: sky above a horizon, ground split into vertical
-bands of two surface types, "road" (grey, lane dashes) and "field" (green,
-furrows). Objects come in two shapes, boxes (vehicles) and upright figures
-(people), at heights from 6 to about 60 pixels. An object's *appearance does
-not depend on its surroundings*; its class does:
+on a fresh machine without data, and so that what a dense-prediction head is
+searched for decides the score. Each image is a grey ground under a large
+coloured *band* (its top 22-30%, red or blue), with objects at several
+scales in its lower part (below 42% of the height), all drawn from one
+palette of saturated colours:
 
-| class | shape | stands on |
+| class | what it is | told apart by |
 | --- | --- | --- |
-| 0 background | sky, road, field | - |
-| 1 car | box | road |
-| 2 tractor | box | field |
-| 3 pedestrian | figure | road |
-| 4 farmer | figure | field |
+| 0 background | ground, band | - |
+| 1 small_disc | disc, radius 8-12 px (about one stride-16 cell across) | size: the large discs look the same up close |
+| 2 disc_red_band | disc, radius 20-28 px, in an image with a red band | the band, 15-90 px above its pixels |
+| 3 disc_blue_band | the same disc, in an image with a blue band | the band, 15-90 px above its pixels |
+| 4 line | bar 8-11 px wide, 60-110 px long, any angle | its shape (thin: under one cell across) |
 
-So the right label of a pixel inside an object needs context from outside the
-object: a few pixels for a small one, the whole object size for a large one
-(a 60-pixel box needs a receptive field reaching past its own half-width).
-Bands of both surface types often share an image, so one global image-level
-feature cannot decide either: a head needs context at several scales (ASPP,
-DPC) to get all four object classes right.
+- *Scale*: a small and a large disc look the same up close (colours,
+  speckle, a dark outline of the same width); only their extent tells them
+  apart, so a pixel inside a large disc needs a receptive field of the
+  disc's size. Both sizes are in every image, with the lines: several scales
+  per image.
+- *Context at a distance*: a large disc's class is the colour of the band,
+  which lies 15-90 px (1 to 6 stride-16 cells) above its pixels and never
+  touches them; object colours are drawn independently of the band (reds
+  and blues included), so nothing next to a disc tells. A head without that
+  reach (a 1x1 conv, small atrous rates, pooling grids with more than one
+  row) can only guess between the two large-disc classes for most of their
+  pixels; image pooling, a vertical rate of 6, or a chain of smaller rates
+  reaches the band.
+- *Thin and small structures*: lines narrower than one cell of the stride-16
+  features, small discs about one cell across. (Thinner and smaller ones,
+  3-4 px lines and 4-7 px discs, were tried first: at output stride 16 and
+  the main job's few hundred steps no head learnt them, IoU 0.00-0.06; a
+  band of 7-11% of the height was tried too: no head learnt to use it in
+  the proxy's 150 steps.)
+
+g3doc/datasets.md gives the check that a 1x1-conv head and ASPP land where
+this design says they should (`bench/bench_synthetic_heads.py`).
 
 Images and labels are stored losslessly as PNG in the common record format.
 """
@@ -39,104 +54,107 @@ from deeplab_dpc.data import records, registry
 INFO = registry.DATASETS["synthetic"]
 DEFAULT_IMAGE_SIZE = INFO.default_crop_size  # (129, 129): 4 * 32 + 1
 META_FILENAME = artefacts.SYNTHETIC_INFO
-GENERATOR_VERSION = 1
-ROAD, FIELD = 0, 1
-BOX, FIGURE = 0, 1
-# Class of (shape, surface): see the table in the module docstring.
-OBJECT_CLASS = {(BOX, ROAD): 1, (BOX, FIELD): 2, (FIGURE, ROAD): 3, (FIGURE, FIELD): 4}
+GENERATOR_VERSION = 2  # 1: street scenes (car, tractor, pedestrian, farmer)
+BACKGROUND, SMALL_DISC, DISC_RED_BAND, DISC_BLUE_BAND, LINE = range(5)
+RED, BLUE = 0, 1
+BAND_COLORS = {RED: (200.0, 45.0, 40.0), BLUE: (40.0, 70.0, 200.0)}
+LARGE_DISC_CLASS = {RED: DISC_RED_BAND, BLUE: DISC_BLUE_BAND}
+SMALL_RADIUS, LARGE_RADIUS = (8, 12), (20, 28)  # px at 129x129; scaled with the image
+LINE_WIDTH, LINE_LENGTH = (8.0, 11.0), (60, 110)
+BAND_HEIGHT = (0.22, 0.30)  # of the image height
+OBJECTS_TOP = 0.42  # objects (and their outlines) lie below this share of the height
 
 
-def _sky(rng, height, width, horizon):
-    top = np.array([60, 110, 200]) + rng.uniform(-20, 20, 3)
-    bottom = np.array([170, 200, 230]) + rng.uniform(-20, 20, 3)
-    t = (np.arange(height) / max(1, horizon))[:, None, None].clip(0, 1)
-    return np.broadcast_to(top + (bottom - top) * t, (height, width, 3))
+def _ground(rng, height, width):
+    """Grey ground with pixel noise (no colour: never a cue)."""
+    ground = rng.uniform(105, 135) + rng.normal(0.0, 4.0, (height, width))
+    return np.repeat(ground[..., None], 3, axis=2)
 
 
-def _surface(rng, kind, height, width, horizon):
-    """Road (grey, lane dashes) or field (green, furrows) texture over the image."""
-    yy, xx = np.mgrid[0:height, 0:width]
-    if kind == ROAD:
-        base = np.full((height, width, 3), 100.0) + rng.uniform(-15, 15)
-        period = rng.integers(8, 14)
-        dashes = (np.abs(xx - rng.integers(0, width)) % 24 < 2) & (
-            yy % period < period // 2
-        )
-        base[dashes & (yy > horizon)] = 215.0
-        return base
-    base = np.array([70.0, 125.0, 50.0]) + rng.uniform(-15, 15, 3)
-    furrows = ((yy + rng.integers(0, 4)) % 4 < 2)[..., None]
-    return np.broadcast_to(base, (height, width, 3)) - 25.0 * furrows
+def _object_color(rng, ground_level):
+    """A saturated colour of any hue (reds and blues included), never grey."""
+    del ground_level
+    hue = rng.uniform(0.0, 6.0)
+    ramp = np.clip(np.abs((hue + np.array([0.0, 4.0, 2.0])) % 6.0 - 3.0) - 1.0, 0, 1)
+    return 30.0 + 200.0 * ramp  # HSV with saturation 0.87, value 0.9
 
 
-def _bands(rng, width):
-    """Vertical ground bands: list of (x0, x1, surface)."""
-    count = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
-    cuts = np.sort(
-        rng.choice(np.arange(width // 5, width - width // 5), count - 1, replace=False)
+def _uniform(rng, low, high):
+    """rng.uniform(low, high); `low` when the range is empty (images far below
+    129x129, where an object may then cross the image's edge)."""
+    return rng.uniform(low, max(low, high))
+
+
+def _box(height, width, y0, y1, x0, x1):
+    """Slices of the pixel box [y0, y1] x [x0, x1], clipped to the image."""
+    return (
+        slice(max(0, int(np.floor(y0))), min(height, int(np.ceil(y1)) + 1)),
+        slice(max(0, int(np.floor(x0))), min(width, int(np.ceil(x1)) + 1)),
     )
-    edges = [0, *cuts.tolist(), width]
-    first = int(rng.integers(0, 2))
-    return [(edges[i], edges[i + 1], (first + i) % 2) for i in range(count)]
 
 
-def _object_mask(shape, x0, y1, obj_h, obj_w, yy, xx):
-    """Pixels of one object whose bottom-left corner is (y1, x0)."""
-    y0 = y1 - obj_h
-    if shape == BOX:
-        return (yy >= y0) & (yy < y1) & (xx >= x0) & (xx < x0 + obj_w)
-    cx, head_r = x0 + obj_w / 2.0, max(1.0, obj_w / 2.2)
-    body_top = y0 + 2 * head_r
-    body = ((xx - cx) / (obj_w / 2.0)) ** 2 + (
-        (yy - (body_top + y1) / 2.0) / max(1.0, (y1 - body_top) / 2.0)
-    ) ** 2 <= 1.0
-    head = (xx - cx) ** 2 + (yy - (y0 + head_r)) ** 2 <= head_r**2
-    return body | head
+def _draw_disc(rng, image, label, cls, radius, top, yy, xx, ground_level):
+    height, width = label.shape
+    cy = _uniform(rng, top + radius, height - 1 - radius * 0.5)
+    cx = _uniform(rng, radius * 0.5, width - 1 - radius * 0.5)
+    box = _box(height, width, cy - radius, cy + radius, cx - radius, cx + radius)
+    dist = np.hypot(yy[box] - cy, xx[box] - cx)
+    mask = dist <= radius
+    color = _object_color(rng, ground_level)
+    speckle = rng.normal(0.0, 6.0, (int(mask.sum()), 1))
+    patch, patch_label = image[box], label[box]  # views: drawn in place
+    patch[mask] = color + speckle
+    patch[mask & (dist > radius - 1.2)] = color * 0.35  # outline: same at any size
+    patch_label[mask] = cls
 
 
-def _draw_object(rng, image, label, band, horizon, yy, xx):
-    height, _ = label.shape
-    x_lo, x_hi, surface = band
-    shape = int(rng.integers(0, 2))
-    obj_h = int(np.exp(rng.uniform(np.log(6), np.log(min(60, height - horizon)))))
-    aspect = rng.uniform(1.2, 2.0) if shape == BOX else rng.uniform(0.35, 0.5)
-    obj_w = int(min(max(3, round(obj_h * aspect)), x_hi - x_lo - 2))
-    if obj_w < 3:
-        return
-    y1 = int(rng.integers(horizon + obj_h // 3 + 1, height + 1))
-    x0 = int(rng.integers(x_lo + 1, x_hi - obj_w))
-    mask = _object_mask(shape, x0, y1, obj_h, obj_w, yy, xx)
-    # Colours from one palette for every class: greys and greens included, so
-    # the object itself never tells its surface.
-    color = rng.uniform(30, 230, 3)
-    outline = mask & ~(np.roll(mask, 1, 0) & np.roll(mask, -1, 0) & np.roll(mask, 1, 1))
-    image[mask] = color
-    image[outline] = color * 0.4
-    if shape == BOX and obj_h >= 8:
-        window = mask & (yy >= y1 - obj_h + obj_h // 5) & (yy < y1 - obj_h // 2)
-        window &= (xx >= x0 + obj_w // 5) & (xx < x0 + obj_w - obj_w // 5)
-        image[window] = 0.5 * color + 100
-    label[mask] = OBJECT_CLASS[(shape, surface)]
+def _draw_line(rng, image, label, cls, top, yy, xx, ground_level):
+    height, width = label.shape
+    scale = min(height, width) / 129.0
+    length = rng.uniform(*LINE_LENGTH) * scale
+    half_width = max(0.75, rng.uniform(*LINE_WIDTH) * scale / 2.0)
+    angle = rng.uniform(0, np.pi)
+    dy, dx = np.sin(angle) * length / 2, np.cos(angle) * length / 2
+    cy = _uniform(rng, top + abs(dy) + half_width, height - 1 - half_width)
+    cx = _uniform(rng, abs(dx), width - 1 - abs(dx))
+    y0, x0, y1, x1 = cy - dy, cx - dx, cy + dy, cx + dx
+    box = _box(
+        height, width, min(y0, y1) - half_width, max(y0, y1) + half_width,
+        min(x0, x1) - half_width, max(x0, x1) + half_width,
+    )  # fmt: skip
+    by, bx = yy[box], xx[box]
+    t = ((by - y0) * (y1 - y0) + (bx - x0) * (x1 - x0)) / max(1e-9, length**2)
+    t = t.clip(0, 1)
+    dist = np.hypot(by - (y0 + t * (y1 - y0)), bx - (x0 + t * (x1 - x0)))
+    mask = dist <= half_width
+    image[box][mask] = _object_color(rng, ground_level)
+    label[box][mask] = cls
 
 
 def generate_scene(rng, image_size=DEFAULT_IMAGE_SIZE):
     """One (image uint8 [H, W, 3], label uint8 [H, W]) pair from `rng`."""
     height, width = image_size
-    horizon = int(rng.uniform(0.25, 0.45) * height)
-    yy, xx = np.mgrid[0:height, 0:width]
-    image = np.array(_sky(rng, height, width, horizon), dtype=np.float64)
+    scale = min(height, width) / 129.0
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    image = _ground(rng, height, width)
+    ground_level = float(image.mean())
     label = np.zeros((height, width), np.uint8)
-    bands = _bands(rng, width)
-    for x_lo, x_hi, surface in bands:
-        texture = _surface(rng, surface, height, width, horizon)
-        region = (yy >= horizon) & (xx >= x_lo) & (xx < x_hi)
-        image[region] = texture[region]
-    objects = [
-        (bands[int(rng.integers(0, len(bands)))]) for _ in range(rng.integers(2, 7))
-    ]
-    for band in objects:
-        _draw_object(rng, image, label, band, horizon, yy, xx)
-    image = image * rng.uniform(0.8, 1.2) + rng.normal(0.0, 6.0, image.shape)
+    band = int(rng.integers(0, 2))
+    band_h = max(2, int(round(rng.uniform(*BAND_HEIGHT) * height)))
+    image[:band_h] = np.array(BAND_COLORS[band]) + rng.normal(0.0, 8.0, (band_h, width, 3))
+    top = OBJECTS_TOP * height
+    objects = [LARGE_DISC_CLASS[band]] * int(rng.integers(1, 3))
+    objects += [SMALL_DISC] * int(rng.integers(4, 8))
+    objects += [LINE] * int(rng.integers(2, 5))
+    for index in rng.permutation(len(objects)):
+        cls = objects[index]
+        if cls == LINE:
+            _draw_line(rng, image, label, cls, top, yy, xx, ground_level)
+        else:
+            low, high = SMALL_RADIUS if cls == SMALL_DISC else LARGE_RADIUS
+            radius = rng.uniform(low, high) * scale
+            _draw_disc(rng, image, label, cls, radius, top, yy, xx, ground_level)
+    image = image * rng.uniform(0.9, 1.1) + rng.normal(0.0, 3.0, image.shape)
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
@@ -182,12 +200,36 @@ def generate_synthetic_dataset(
     return output_dir
 
 
+def _meta_version(dataset_dir):
+    """The generator version in `dataset_dir`'s meta file (None: no readable meta)."""
+    try:
+        meta = artefacts.read_json(os.path.join(dataset_dir, META_FILENAME))
+    except (OSError, ValueError):  # ArtefactError is a ValueError
+        return None
+    return meta.get("version") if isinstance(meta, dict) else None
+
+
 def _is_complete(dataset_dir):
     return (
-        os.path.isfile(os.path.join(dataset_dir, META_FILENAME))
+        _meta_version(dataset_dir) == GENERATOR_VERSION
         and bool(records.list_shards(dataset_dir, "train"))
         and bool(records.list_shards(dataset_dir, "val"))
     )
+
+
+def _remove_older_version(dataset_dir):
+    """Shards and meta of an older generator version (other classes) go first."""
+    version = _meta_version(dataset_dir)
+    if version is None or version == GENERATOR_VERSION:
+        return
+    logging.info(
+        "%s holds synthetic data of generator version %s (other classes): "
+        "replacing it with version %d", dataset_dir, version, GENERATOR_VERSION,
+    )  # fmt: skip
+    for split in ("train", "val"):
+        for path in records.list_shards(dataset_dir, split):
+            os.remove(path)
+    os.remove(os.path.join(dataset_dir, META_FILENAME))
 
 
 def ensure_synthetic_dataset(dataset_dir, **kwargs):
@@ -211,6 +253,7 @@ def ensure_synthetic_dataset(dataset_dir, **kwargs):
         "(%d train / %d val images, once)", dataset_dir, splits["train"], splits["val"],
     )  # fmt: skip
     start = time.perf_counter()
+    _remove_older_version(dataset_dir)
     tmp = artefacts.make_staging_dir(os.path.dirname(dataset_dir), ".synthetic-tmp-")
     try:
         generate_synthetic_dataset(tmp, **kwargs)

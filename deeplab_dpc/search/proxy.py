@@ -107,12 +107,23 @@ def _build_with_policy(compute_dtype, *args):
         keras.config.set_dtype_policy(previous)
 
 
+def _float32(features):
+    """Cached features as float32 before they reach TensorFlow.
+
+    The cell computes in float32 either way; a float16 tensor in TensorFlow
+    would also make oneDNN builds log an ERROR line ("oneDNN supports DT_HALF
+    only on platforms with AVX-512") at its first creation, on hosts with
+    oneDNN's custom operations.
+    """
+    return np.asarray(features, dtype=np.float32)
+
+
 def _streamed_batches(cache, batch_size, seed):
     """tf.data over memory-mapped train shards, forever, shuffled per pass."""
     shards = cache.shards("train")
     features, labels = cache.read_shard(shards[0])
     signature = (
-        tf.TensorSpec([batch_size, *features.shape[1:]], features.dtype),
+        tf.TensorSpec([batch_size, *features.shape[1:]], tf.float32),
         tf.TensorSpec([batch_size, *labels.shape[1:]], labels.dtype),
     )
 
@@ -124,7 +135,7 @@ def _streamed_batches(cache, batch_size, seed):
                 order = rng.permutation(len(features))
                 for start in range(0, len(order) - batch_size + 1, batch_size):
                     index = np.sort(order[start : start + batch_size])
-                    yield features[index], labels[index]
+                    yield _float32(features[index]), labels[index]
 
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
     return iter(dataset.prefetch(2))
@@ -135,7 +146,9 @@ class _TrainData:
 
     def __init__(self, cache, batch_size, seed, memory_limit_bytes):
         self.batch_size = batch_size
-        self.in_memory = cache.nbytes("train") <= memory_limit_bytes
+        itemsize = np.dtype(cache.info["dtype"]).itemsize
+        float32_bytes = cache.nbytes("train") * 4 // itemsize  # as held in memory
+        self.in_memory = float32_bytes <= memory_limit_bytes
         self.rng = np.random.default_rng(seed)
         if self.in_memory:
             features, labels = cache.load_split("train")
@@ -144,7 +157,7 @@ class _TrainData:
                     f"{cache.cache_dir}: {len(features)} cached training examples,"
                     f" fewer than the batch size {batch_size}"
                 )
-            self.features = tf.constant(features)
+            self.features = tf.constant(_float32(features))
             self.labels = tf.constant(labels)
         else:
             self.iterator = _streamed_batches(cache, batch_size, seed)
@@ -194,7 +207,7 @@ def evaluate_proxy(model, cache, batch_size=8, split="val"):
         for start in range(0, len(features), batch_size):
             stop = start + batch_size
             total += counts(
-                np.asarray(features[start:stop]), np.asarray(labels[start:stop])
+                _float32(features[start:stop]), np.asarray(labels[start:stop])
             ).numpy()
     return mean_iou(total), total
 

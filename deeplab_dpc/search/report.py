@@ -8,10 +8,12 @@ Outputs in `out_dir`:
 
 * `leaderboard.csv` and `leaderboard.md`: rank, trial, key, proxy mIoU,
   re-rank mIoU, params and MAdds of the cell, seconds; the Markdown file
-  first explains the columns and the cell notation (`LEGEND`).
+  first explains the columns and the cell notation (`LEGEND`), and ends with
+  the per-class IoU of every re-ranked cell.
 * `best.json`: the best cell in the spec format (`train.py --dpc_spec`):
   best by re-rank score when any cell was re-ranked, else by proxy score.
-* `summary.json`: the best cell's scores, rho and its n, counts, study and cache.
+* `summary.json`: the best cell's scores (its per-class IoU when re-ranked),
+  rho and its n, counts, study and cache.
 * `proxy_scores.png`, `proxy_vs_rerank.png`, `best_cell.png`.
 """
 
@@ -48,10 +50,11 @@ COLUMNS = (
 
 def leaderboard_rows(search_study, rerank_study=None):
     """One row per distinct cell, best proxy score first."""
-    reranked = {}
+    reranked, per_class = {}, {}
     if rerank_study is not None:
         for t in rerank_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             reranked[t.user_attrs[study_lib.KEY]] = t.value
+            per_class[t.user_attrs[study_lib.KEY]] = t.user_attrs.get(rerank.PER_CLASS_IOU)
     trials = {
         t.number: t
         for t in search_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -68,6 +71,7 @@ def leaderboard_rows(search_study, rerank_study=None):
                 "proxy_miou": item.score, "rerank_miou": reranked.get(item.key),
                 "params": attrs.get("params"), "madds": attrs.get("madds"),
                 "seconds": attrs.get(study_lib.SECONDS), "spec": item.spec,
+                "per_class_iou": per_class.get(item.key),
             }
         )  # fmt: skip
     return rows
@@ -117,9 +121,32 @@ def write_leaderboard(rows, out_dir):
     for row in rows:
         cells = [_fmt(row[c], 1 if c == "seconds" else 4) for c in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += per_class_table(rows)
     artefacts.write_text(
         "\n".join(lines) + "\n", os.path.join(out_dir, "leaderboard.md")
     )
+
+
+def per_class_table(rows):
+    """Markdown lines: per-class val IoU of each re-ranked cell (none: no lines)."""
+    reranked = [r for r in rows if r.get("per_class_iou")]
+    if not reranked:
+        return []
+    names = list(reranked[0]["per_class_iou"])
+    lines = [
+        "", "## Per-class IoU of the re-ranked cells", "",
+        "Val IoU of each class after the end-to-end fine-tuning (`rerank_miou` is"
+        " their mean), best re-rank score first.", "",
+        "| rank | key | rerank_miou | " + " | ".join(names) + " |",
+        "|" + "---|" * (3 + len(names)),
+    ]  # fmt: skip
+    for row in sorted(reranked, key=lambda r: (-r["rerank_miou"], r["rank"])):
+        ious = [_fmt(row["per_class_iou"].get(n)) for n in names]
+        lines.append(
+            f"| {row['rank']} | {row['key']} | {_fmt(row['rerank_miou'])} | "
+            + " | ".join(ious) + " |"
+        )
+    return lines
 
 
 def pick_best(rows):
@@ -328,7 +355,8 @@ def write_report(search_study, rerank_study, out_dir, extra=None):
         "num_reranked": len(pairs),
         "spearman_rho": rho,
         "spearman_n": len(pairs),
-        "best": {k: best[k] for k in COLUMNS} | {"chosen_by": by, "spec": best["spec"]},
+        "best": {k: best[k] for k in COLUMNS}
+        | {"chosen_by": by, "spec": best["spec"], "per_class_iou": best["per_class_iou"]},
         "failed_trials": len(
             search_study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
         ),

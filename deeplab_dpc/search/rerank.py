@@ -20,8 +20,10 @@ number of steps (`proxy.bn_momentum_for_steps`), as in the proxy, for short
 CPU runs; the paper's schedule is DeepLab's (decay 0.9997, 30K+ steps).
 """
 
+import contextlib
 import os
 
+from absl import logging
 from optuna.trial import TrialState
 
 from deeplab_dpc import spec as spec_lib
@@ -31,6 +33,24 @@ RERANK_SUFFIX = ".rerank"
 PROXY_MIOU = "proxy_miou"
 PROXY_TRIAL = "proxy_trial"
 RERANK_MIOU = "rerank_miou"
+PER_CLASS_IOU = "per_class_iou"
+TABLE_FILENAME = "per_class_iou.txt"  # beside results.json in <logdir>/eval
+
+
+@contextlib.contextmanager
+def _library_info_off():
+    """The training and evaluation libraries' INFO lines off (step lines, the
+    per-class table): the re-rank prints one line per cell (`stages`) and keeps
+    the table in its files. A user who asked for debug output keeps them."""
+    level = logging.get_verbosity()
+    if level > logging.INFO:  # --verbosity=1 or more: debugging
+        yield
+        return
+    logging.set_verbosity(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
 
 
 def rerank_study_name(study_name):
@@ -95,6 +115,7 @@ def make_rerank_objective(
     `last_layer_gradient_multiplier` (DeepLab's flag) giving the fresh cell
     and logits a larger learning rate than the pretrained backbone.
     """
+    from deeplab_dpc import artefacts
     from deeplab_dpc.evaluation import evaluator
     from deeplab_dpc.model import model_config
     from deeplab_dpc.search import proxy
@@ -124,14 +145,22 @@ def make_rerank_objective(
             save_summaries_secs=1e9, log_steps=max(1, steps // 5),
             max_checkpoints_to_keep=1, deterministic_input=True,  # reproducible
         )  # fmt: skip
-        trainer.train(model_cfg, options, info)
-        results = evaluator.evaluate(
-            logdir, os.path.join(logdir, "eval"), info, dataset_dir=dataset_dir
+        with _library_info_off():
+            trainer.train(model_cfg, options, info)
+            results = evaluator.evaluate(
+                logdir, os.path.join(logdir, "eval"), info, dataset_dir=dataset_dir
+            )
+        artefacts.write_text(
+            evaluator.format_table(results) + "\n",
+            os.path.join(logdir, "eval", TABLE_FILENAME),
         )
         return {
             "value": results["miou"],
-            "user_attrs": {RERANK_MIOU: results["miou"], "logdir": logdir},
-        }
+            "user_attrs": {
+                RERANK_MIOU: results["miou"], "logdir": logdir,
+                PER_CLASS_IOU: results["per_class_iou"],
+            },
+        }  # fmt: skip
 
     return evaluate
 
