@@ -260,6 +260,15 @@ def write_text(text, path):
     write_bytes(text.encode("utf-8"), path)
 
 
+def write_figure(fig, path, **savefig_kwargs):
+    """Writes a Matplotlib figure as PNG atomically (local or remote; see `write_bytes`)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", **savefig_kwargs)
+    write_bytes(buffer.getvalue(), path)
+
+
 def dump_json(data, indent=2, sort_keys=True):
     """The JSON text the project writes: indented, keys sorted, a final newline."""
     return json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n"

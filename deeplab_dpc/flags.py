@@ -354,7 +354,7 @@ def dataset_for_checkpoint(checkpoint_path):
 
 
 def require_checkpoint(path, flag="checkpoint_dir"):
-    """FileNotFoundError unless `path` is a directory or a ckpt-N prefix (no TF for local paths)."""
+    """FileNotFoundError unless `path` is a checkpoint directory or ckpt-N prefix."""
     from deeplab_dpc import artefacts
 
     if not (artefacts.isdir(path) or artefacts.exists(path + ".index")):

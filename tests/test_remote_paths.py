@@ -74,9 +74,10 @@ def test_train_eval_vis_export_on_ram_filesystem(tmp_path, monkeypatch):
         )  # fmt: skip
         assert config["checkpoint"] == f"{logdir}/ckpt-2"
         assert gfile.exists(f"{export_dir}/saved_model.pb")
-        assert saved_model.read_export_config(export_dir)["checkpoint"] == config[
-            "checkpoint"
-        ]
+        assert (
+            saved_model.read_export_config(export_dir)["checkpoint"]
+            == config["checkpoint"]
+        )
         assert sorted(gfile.listdir(f"{root}/export")) == [
             "model", "model.tflite", "model.tflite.json",
         ]  # fmt: skip
@@ -84,9 +85,7 @@ def test_train_eval_vis_export_on_ram_filesystem(tmp_path, monkeypatch):
             info.class_names
         )
         loaded = tf.saved_model.load(export_dir)
-        out = loaded.signatures["serving_default"](
-            tf.zeros([1, 33, 33, 3], tf.uint8)
-        )
+        out = loaded.signatures["serving_default"](tf.zeros([1, 33, 33, 3], tf.uint8))
         assert any(v.shape[1:3] == (33, 33) for v in out.values())
         # a second export replaces the first (the staged directory installed over it)
         saved_model.export_model(logdir, export_dir)

@@ -28,7 +28,6 @@ Deviations from DeepLab:
   final step). Each wait is announced in one log line.
 """
 
-import os
 import re
 import time
 

@@ -406,6 +406,7 @@ def export_keras_model(
         if export_path:
             parent, name = os.path.split(artefacts.absolute(export_path).rstrip("/"))
             staged = artefacts.make_staging_dir(parent, f".tmp_{name}_")
+            artefacts.remove_tree(staged)  # a free unique name: the save creates it
             save_serving_model(model, resolved, staged)
         if tflite_output:
             content, tflite_info = tflite.convert(

@@ -29,7 +29,6 @@ Deviations from DeepLab's TFLite files, all deliberate:
 
 import json
 import logging
-import os
 
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import (
