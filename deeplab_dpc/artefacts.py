@@ -1,11 +1,15 @@
 """Files the project writes beside its outputs: names, atomic writes, reading back.
 
-TensorFlow-free for local paths, and importable from every layer. Every writer
-in the package (specs, model configs, exports, imported weights, TFRecord
-shards, conversion summaries, the synthetic dataset, checkpoints' configs,
-feature caches, logdirs and search workdirs) goes through this module, so there
-is one permission policy, one way of never leaving a half-written file under
-its final name, and one place that knows remote file systems:
+TensorFlow-free for local paths, and importable from every layer. Every file
+the package writes itself (specs, model and training configs, results, TFLite
+files and their configs, PNGs, search reports and figures, TFRecord shards,
+conversion summaries, the synthetic dataset, feature caches) goes through this
+module, and so do the directories it stages (exports, written checkpoints,
+caches) and the folders it makes for logdirs and workdirs. TensorFlow writes
+checkpoint data, SavedModel contents and event files itself (through
+tf.io.gfile). So there is one permission policy, one way of never leaving a
+half-written file under its final name, and one place that knows remote file
+systems:
 
 - a file is written under a hidden temporary name in its target's folder
   (so the rename is atomic), then renamed into place;

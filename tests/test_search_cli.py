@@ -71,7 +71,7 @@ def _bad_inputs(tmp_path):
         (["--dataset=cityscapes", "--stages=cache"], "--tf_initial_checkpoint: needed"),
         (["--stages=report"], "no study 'dpc_search'"),
         (["--pruner=hyperband"], "--pruner=hyperband needs --proxy_eval_every > 0"),
-        (["--cache_dir=ram://cache"], "--cache_dir: the feature cache is memory-mapped"),
+        (["--cache_dir=ram://cache"], "--cache_dir: the feature cache is memory"),
     ]
 
 
