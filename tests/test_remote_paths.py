@@ -1,4 +1,4 @@
-"""Train, eval, vis and export write through tf.io.gfile: a run on TensorFlow's `ram://`.
+"""Train, eval, vis, export and predict write through tf.io.gfile: a run on `ram://`.
 
 `ram://` is TensorFlow's in-memory file system: a path that only tf.io.gfile
 understands, like `gs://` on a TPU or cloud machine. Anything still going
@@ -10,13 +10,15 @@ pipeline has read through tf.io.gfile all along).
 
 import os
 
+import numpy as np
 import tensorflow as tf
 
-from deeplab_dpc import artefacts, checkpoints
+from deeplab_dpc import artefacts, checkpoints, colormaps
 from deeplab_dpc.data import registry, synthetic
 from deeplab_dpc.evaluation import evaluator, visualizer
 from deeplab_dpc.export import saved_model, tflite
 from deeplab_dpc.model import model_config
+from deeplab_dpc.tools import predict
 from deeplab_dpc.training import options as options_lib
 from deeplab_dpc.training import trainer
 
@@ -87,6 +89,15 @@ def test_train_eval_vis_export_on_ram_filesystem(tmp_path, monkeypatch):
         loaded = tf.saved_model.load(export_dir)
         out = loaded.signatures["serving_default"](tf.zeros([1, 33, 33, 3], tf.uint8))
         assert any(v.shape[1:3] == (33, 33) for v in out.values())
+        # tools.predict reads both exports and an image from ram:// and writes there
+        image = f"{root}/images/a.png"
+        artefacts.write_bytes(colormaps.encode_png(np.full((30, 33, 3), 128)), image)
+        for model in (export_dir, f"{root}/export/model.tflite"):
+            predictor = predict.load_predictor(model)
+            assert predict.predict_files(predictor, [image], f"{root}/predicted") == {}
+        assert sorted(gfile.listdir(f"{root}/predicted")) == [
+            "a_label.png", "a_overlay.png",
+        ]  # fmt: skip
         # a second export replaces the first (the staged directory installed over it)
         saved_model.export_model(logdir, export_dir)
         assert sorted(gfile.listdir(f"{root}/export")) == [
