@@ -17,7 +17,7 @@ from deeplab_dpc import artefacts, checkpoints, colormaps
 from deeplab_dpc.data import registry, synthetic
 from deeplab_dpc.evaluation import evaluator, visualizer
 from deeplab_dpc.export import saved_model, tflite
-from deeplab_dpc.model import model_config
+from deeplab_dpc.model import build_model, model_config
 from deeplab_dpc.tools import predict
 from deeplab_dpc.training import options as options_lib
 from deeplab_dpc.training import trainer
@@ -108,3 +108,26 @@ def test_train_eval_vis_export_on_ram_filesystem(tmp_path, monkeypatch):
             gfile.rmtree(root)
     local = sorted(os.listdir(tmp_path))
     assert local == ["synthetic"], local  # no `ram:` folder, nothing else local
+
+
+def test_written_checkpoint_installs_and_restores_on_ram_filesystem():
+    """write_model_checkpoint (the weight importer's) stages and installs remotely."""
+    cfg = model_config("mobilenet_v2", 3, head="aspp", depth_multiplier=0.25)
+    root = "ram://deeplab_dpc_test_written_checkpoint"
+    try:
+        model = build_model(cfg)
+        for _ in range(2):  # the second replaces the first
+            prefix = checkpoints.write_model_checkpoint(model, cfg, f"{root}/ck")
+        assert prefix == f"{root}/ck/ckpt-0"
+        assert gfile.listdir(root) == ["ck"]  # no staging directory left
+        assert sorted(gfile.listdir(f"{root}/ck")) == [
+            "checkpoint", "ckpt-0.data-00000-of-00001", "ckpt-0.index",
+            artefacts.MODEL_CONFIG,
+        ]  # fmt: skip
+        restored, config, got = checkpoints.restore_model(f"{root}/ck")
+        assert got == prefix and config == cfg
+        for a, b in zip(model.weights, restored.weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    finally:
+        if gfile.exists(root):
+            gfile.rmtree(root)
