@@ -175,10 +175,18 @@ def _check_flags():
     for name in ("workdir", "study_name"):
         if not FLAGS[name].value:
             raise ValueError(f"--{name}: must not be empty")
+    if FLAGS.search_method != "auto_deeplab" and artefacts.is_remote(
+        FLAGS.cache_dir or FLAGS.workdir
+    ):
+        raise ValueError(
+            f"--cache_dir: the feature cache is memory-mapped and must be local, not "
+            f"{FLAGS.cache_dir or FLAGS.workdir + '/cache'}; give a local --cache_dir"
+        )
     for name in ("workdir", "cache_dir"):
-        path = FLAGS[name].value
-        if path and os.path.exists(path) and not os.path.isdir(path):
-            raise ValueError(f"--{name}: {path} exists and is not a directory")
+        path = FLAGS[name].value  # a remote one (gs://) is checked when written
+        if path and not artefacts.is_remote(path):
+            if os.path.exists(path) and not os.path.isdir(path):
+                raise ValueError(f"--{name}: {path} exists and is not a directory")
     if FLAGS.tf_initial_checkpoint:
         dpc_flags.require_checkpoint(
             FLAGS.tf_initial_checkpoint, "tf_initial_checkpoint"
@@ -281,7 +289,7 @@ def _rerank_objective(cache, info, dataset_dir, crop):
 def _write_config(stages):
     names = [f.name for f in FLAGS.get_flags_for_module(__name__)]
     config = {n: FLAGS[n].value for n in names} | {"stages_run": stages}
-    os.makedirs(FLAGS.workdir, exist_ok=True)
+    artefacts.makedirs(FLAGS.workdir)
     artefacts.write_json(
         config, os.path.join(FLAGS.workdir, "search_config.json"), sort_keys=False
     )
@@ -304,7 +312,7 @@ def _report(storage, out_dir):
     print(
         f"Best cell: {best['key']} (proxy mIoU {best['proxy_miou']:.4f}, re-rank mIoU "
         f"{rerank_text})\n"
-        f"Outputs in {os.path.abspath(out_dir)}: leaderboard.md, leaderboard.csv, "
+        f"Outputs in {artefacts.absolute(out_dir)}: leaderboard.md, leaderboard.csv, "
         "best.json (train.py --dpc_spec), summary.json, proxy_scores.png, "
         "proxy_vs_rerank.png, best_cell.png"
     )
@@ -345,8 +353,8 @@ def main(argv):
     crop = _crop_size(info)
     storage = None
     if any(s in NEEDS_STORAGE for s in stages):
-        url = FLAGS.storage or study_lib.default_storage_url(FLAGS.workdir)
         try:
+            url = FLAGS.storage or study_lib.default_storage_url(FLAGS.workdir)
             storage = study_lib.open_storage(
                 url, FLAGS.heartbeat_interval, FLAGS.grace_period, FLAGS.max_retry
             )
@@ -400,7 +408,7 @@ def main(argv):
     )
     logging.info(
         "Done: stages %s in %s (%s; total %.0f s)", ",".join(stages),
-        os.path.abspath(FLAGS.workdir), times, time.perf_counter() - clock["start"],
+        artefacts.absolute(FLAGS.workdir), times, time.perf_counter() - clock["start"],
     )  # fmt: skip
 
 

@@ -13,7 +13,6 @@ fills a temporary directory that it renames into place.
 """
 
 import os
-import shutil
 
 import numpy as np
 import tensorflow as tf
@@ -42,7 +41,7 @@ def _reason(error):
 
 def resolve_checkpoint(path):
     """Returns the checkpoint prefix for a directory (latest) or a prefix."""
-    if path and os.path.isdir(path):
+    if path and not artefacts.is_checkpoint_prefix(path) and artefacts.isdir(path):
         try:
             prefix = tf.train.latest_checkpoint(path)
         except Exception as e:  # a damaged `checkpoint` state file
@@ -52,7 +51,7 @@ def resolve_checkpoint(path):
         if prefix is None:
             raise CheckpointError(f"{path}: no checkpoint in this directory")
         return prefix
-    if path and tf.io.gfile.exists(path + ".index"):
+    if artefacts.is_checkpoint_prefix(path):
         return path
     raise CheckpointError(
         f"{path}: no such checkpoint (expected a directory or a ckpt-N prefix)"
@@ -60,14 +59,13 @@ def resolve_checkpoint(path):
 
 
 def config_path_for(path):
-    directory = path if os.path.isdir(path) else os.path.dirname(path)
-    return os.path.join(directory, artefacts.MODEL_CONFIG)
+    return os.path.join(artefacts.checkpoint_directory(path), artefacts.MODEL_CONFIG)
 
 
 def read_checkpoint_config(path):
     """The model config stored beside a checkpoint directory or prefix."""
     config_path = config_path_for(path)
-    if not os.path.exists(config_path):
+    if not artefacts.exists(config_path):
         raise CheckpointError(
             f"{path}: no {artefacts.MODEL_CONFIG} beside the checkpoint"
         )
@@ -102,7 +100,7 @@ def restore_model(path, model=None, config=None):
 
 def write_model_checkpoint(model, config, directory):
     """Writes `model` and its config into `directory` atomically; returns the prefix."""
-    directory = os.path.abspath(directory)
+    directory = artefacts.absolute(directory)
     tmp = artefacts.make_staging_dir(
         os.path.dirname(directory), f".tmp_{os.path.basename(directory)}_"
     )
@@ -112,10 +110,10 @@ def write_model_checkpoint(model, config, directory):
         )
         manager.save(checkpoint_number=0)
         save_config(config, artefacts.model_config_path(tmp))
-        artefacts.install_dir(tmp, directory)  # the state file holds relative paths
+        artefacts.install_dir(tmp, directory, last=("checkpoint",))  # relative paths
     finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
+        if artefacts.exists(tmp):
+            artefacts.remove_tree(tmp)
     return os.path.join(directory, "ckpt-0")
 
 

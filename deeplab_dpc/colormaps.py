@@ -16,6 +16,7 @@ import io
 import numpy as np
 from PIL import Image
 
+from deeplab_dpc import artefacts
 from deeplab_dpc.data import registry
 
 COLORMAP_TYPES = ("pascal", "cityscapes", "ade20k", "camvid", "dataset")
@@ -173,8 +174,8 @@ def titled_panel(panels, titles, legend=(), gap=4):
 
 
 def save_png(array, path):
-    """Writes a uint8 array ([H, W] or [H, W, 3]) as PNG."""
-    Image.fromarray(np.asarray(array, np.uint8)).save(path, format="PNG")
+    """Writes a uint8 array ([H, W] or [H, W, 3]) as PNG, atomically (local or remote)."""
+    artefacts.write_bytes(encode_png(array), path)
 
 
 def encode_png(array):

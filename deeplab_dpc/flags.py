@@ -354,10 +354,10 @@ def dataset_for_checkpoint(checkpoint_path):
 
 
 def require_checkpoint(path, flag="checkpoint_dir"):
-    """FileNotFoundError unless `path` is a directory or a ckpt-N prefix (no TF needed)."""
-    import os
+    """FileNotFoundError unless `path` is a checkpoint directory or ckpt-N prefix."""
+    from deeplab_dpc import artefacts
 
-    if not (os.path.isdir(path) or os.path.exists(path + ".index")):
+    if not (artefacts.isdir(path) or artefacts.exists(path + ".index")):
         raise FileNotFoundError(
             f"--{flag}={path}: no such checkpoint (expected a directory or "
             "a ckpt-N prefix)"

@@ -225,7 +225,7 @@ def load_architecture(path):
     """Reads and validates an architecture file; failures are one-line errors."""
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
+        with artefacts.open_file(path) as f:  # local or remote (gs://)
             text = f.read()
     except FileNotFoundError:
         raise ArchitectureError(f"{path}: no such architecture file") from None

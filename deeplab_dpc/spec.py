@@ -306,7 +306,7 @@ def load_spec(path, allow_outside_space=False):
     """
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
+        with artefacts.open_file(path, "rb") as f:  # local or remote (gs://)
             data = f.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise SpecError(f"{path}: no such spec file") from None

@@ -64,3 +64,29 @@ def test_reads_train_config_and_results_back(tmp_path):
         artefacts.read_results(str(tmp_path))
     artefacts.write_json({"miou": 0.5}, artefacts.results_path(tmp_path))
     assert artefacts.read_results(str(tmp_path)) == json.loads('{"miou": 0.5}')
+
+
+def test_remote_paths_go_through_gfile_and_stay_as_given():
+    tf = pytest.importorskip("tensorflow")
+    assert artefacts.absolute("gs://bucket/run") == "gs://bucket/run"
+    assert artefacts.absolute("run") == os.path.join(os.getcwd(), "run")
+    root = "ram://deeplab_dpc_test_artefacts"
+    try:
+        artefacts.write_json({"a": 1}, f"{root}/d/{artefacts.RESULTS}")
+        artefacts.write_json({"a": 2}, f"{root}/d/{artefacts.RESULTS}")  # replaces
+        assert artefacts.read_results(f"{root}/d") == {"a": 2}
+        assert tf.io.gfile.listdir(f"{root}/d") == [artefacts.RESULTS]  # no temporary
+        old = artefacts.make_staging_dir(root, ".tmp_x_")
+        artefacts.write_text("stale", f"{old}/stale")
+        artefacts.install_dir(old, f"{root}/x")
+        staged = artefacts.make_staging_dir(root, ".tmp_x_")
+        artefacts.write_text("new", f"{staged}/sub/fresh")
+        artefacts.install_dir(staged, f"{root}/x")
+        assert not tf.io.gfile.exists(f"{root}/x/stale")
+        with artefacts.open_file(f"{root}/x/sub/fresh") as f:
+            assert f.read() == "new"
+        assert sorted(tf.io.gfile.listdir(root)) == ["d", "x"]  # staging dirs gone
+        with pytest.raises(artefacts.ArtefactError, match="no results.json here"):
+            artefacts.read_results(f"{root}/missing")
+    finally:
+        tf.io.gfile.rmtree(root)

@@ -71,6 +71,7 @@ def _bad_inputs(tmp_path):
         (["--dataset=cityscapes", "--stages=cache"], "--tf_initial_checkpoint: needed"),
         (["--stages=report"], "no study 'dpc_search'"),
         (["--pruner=hyperband"], "--pruner=hyperband needs --proxy_eval_every > 0"),
+        (["--cache_dir=ram://cache"], "--cache_dir: the feature cache is memory"),
     ]
 
 
@@ -131,6 +132,17 @@ def test_report_writes_leaderboard_best_json_and_figures(tmp_path):
     for column in report.COLUMNS:
         assert f"| {column} | " in legend, column
     assert "Cell notation" in legend and "sep3x3rHxW" in legend
+    # The same report on a remote file system (TensorFlow's in-memory ram://).
+    import tensorflow as tf
+
+    remote = "ram://test_search_report"
+    try:
+        report.write_report(search, reranked, remote)
+        with tf.io.gfile.GFile(f"{remote}/leaderboard.csv", "rb") as f:
+            assert f.read() == (out / "leaderboard.csv").read_bytes()
+        assert sorted(tf.io.gfile.listdir(remote)) == sorted(os.listdir(out))
+    finally:
+        tf.io.gfile.rmtree(remote)
 
 
 def test_report_gives_the_per_class_iou_of_each_reranked_cell(tmp_path):

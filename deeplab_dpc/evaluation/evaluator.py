@@ -28,7 +28,6 @@ Deviations from DeepLab:
   final step). Each wait is announced in one log line.
 """
 
-import os
 import re
 import time
 
@@ -75,7 +74,9 @@ def watch_checkpoints(checkpoint_path, max_number, interval_secs, wait_secs=None
     when no newer checkpoint came for `wait_secs` (None: `default_wait_secs`
     of the training; an interrupted training never writes its final step).
     """
-    if not os.path.isdir(checkpoint_path):
+    if artefacts.is_checkpoint_prefix(checkpoint_path) or not artefacts.isdir(
+        checkpoint_path
+    ):
         yield checkpoints.resolve_checkpoint(checkpoint_path)
         return
     if max_number != 0:
@@ -139,9 +140,9 @@ def _newer_checkpoint(checkpoint_dir, last_prefix, wait_secs, poll_secs=1.0):
 
 def check_classes(checkpoint_path, info):
     """CheckpointError early if the checkpoint's class count differs from `info`'s."""
-    if os.path.isdir(checkpoint_path) or os.path.exists(checkpoint_path + ".index"):
+    if artefacts.isdir(checkpoint_path) or artefacts.exists(checkpoint_path + ".index"):
         config_path = checkpoints.config_path_for(checkpoint_path)
-        if os.path.exists(config_path):
+        if artefacts.exists(config_path):
             _check_config_classes(checkpoint_path, load_config(config_path), info)
 
 
@@ -238,7 +239,7 @@ def format_table(results):
 
 def write_results(results, eval_logdir, writer):
     """results.json (atomically) and TensorBoard scalars."""
-    os.makedirs(eval_logdir, exist_ok=True)
+    artefacts.makedirs(eval_logdir)
     artefacts.write_json(results, artefacts.results_path(eval_logdir))
     step = results["step"]
     with writer.as_default(step=step):

@@ -21,7 +21,7 @@ import os
 import numpy as np
 from absl import logging
 
-from deeplab_dpc import colormaps
+from deeplab_dpc import artefacts, colormaps
 from deeplab_dpc.data import registry
 from deeplab_dpc.evaluation import evaluator
 
@@ -53,9 +53,9 @@ def visualize_checkpoint(model, config, prefix, dataset, colormap, options):
     )
     out_dir = os.path.join(options["vis_logdir"], SEGMENTATION_DIR)
     raw_dir = os.path.join(options["vis_logdir"], RAW_DIR)
-    os.makedirs(out_dir, exist_ok=True)
+    artefacts.makedirs(out_dir)
     if options["also_save_raw_predictions"]:
-        os.makedirs(raw_dir, exist_ok=True)
+        artefacts.makedirs(raw_dir)
     count = 0
     for index, (name, image, label, pred) in enumerate(
         evaluator.iterate_predictions(dataset, predict)

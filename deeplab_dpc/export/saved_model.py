@@ -270,11 +270,13 @@ class DeepLabServingModule(tf.Module):
 
 def check_export_path(path):
     """Refuses to overwrite anything but an earlier SavedModel export."""
-    if not os.path.exists(path):
+    if not artefacts.exists(path):
         return
-    if not os.path.isdir(path):
+    if not artefacts.isdir(path):
         raise ValueError(f"export_path {path} exists and is not a directory")
-    if os.listdir(path) and not os.path.exists(os.path.join(path, "saved_model.pb")):
+    if artefacts.listdir(path) and not artefacts.exists(
+        os.path.join(path, "saved_model.pb")
+    ):
         raise ValueError(
             f"export_path {path} is a non-empty directory that is not a SavedModel; "
             "refusing to overwrite it"
@@ -402,31 +404,29 @@ def export_keras_model(
     staged = None
     try:
         if export_path:
-            parent = os.path.dirname(os.path.abspath(export_path))
-            os.makedirs(parent, exist_ok=True)
-            name = os.path.basename(os.path.abspath(export_path))
-            staged = tempfile.mkdtemp(dir=parent, prefix=f".tmp_{name}_")
-            os.rmdir(staged)  # tf.saved_model.save creates it
+            parent, name = os.path.split(artefacts.absolute(export_path).rstrip("/"))
+            staged = artefacts.make_staging_dir(parent, f".tmp_{name}_")
+            artefacts.remove_tree(staged)  # a free unique name: the save creates it
             save_serving_model(model, resolved, staged)
         if tflite_output:
             content, tflite_info = tflite.convert(
                 model, resolved, dataset=dataset, **tflite_options
             )
         if export_path:
-            artefacts.install_dir(staged, export_path)
+            artefacts.install_dir(staged, export_path, last=("saved_model.pb",))
             staged = None
         if tflite_output:
             tflite.write(content, resolved, tflite_info, tflite_output)
     finally:
-        if staged and os.path.exists(staged):
-            shutil.rmtree(staged, ignore_errors=True)
+        if staged and artefacts.exists(staged):
+            artefacts.remove_tree(staged)
     return resolved
 
 
 def read_export_config(export_dir):
     """The export config of a SavedModel directory, without loading the model."""
     path = os.path.join(export_dir, "assets", CONFIG_ASSET)
-    if not os.path.exists(path):
+    if not artefacts.exists(path):
         raise FileNotFoundError(f"{export_dir}: no assets/{CONFIG_ASSET}")
-    with open(path) as f:
+    with artefacts.open_file(path) as f:
         return json.load(f)

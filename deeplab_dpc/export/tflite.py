@@ -29,7 +29,6 @@ Deviations from DeepLab's TFLite files, all deliberate:
 
 import json
 import logging
-import os
 
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import (
@@ -50,7 +49,7 @@ def sidecar_path(path):
 
 
 def check_output_path(path):
-    if os.path.isdir(path):
+    if artefacts.isdir(path):
         raise ValueError(f"tflite_output {path} is a directory; give a file name")
 
 
@@ -244,7 +243,7 @@ def write(content, config, info, path):
 def read_config(path):
     """The export config beside a TFLite file, or None when there is none."""
     sidecar = sidecar_path(path)
-    if not os.path.exists(sidecar):
+    if not artefacts.exists(sidecar):
         return None
-    with open(sidecar) as f:
+    with artefacts.open_file(sidecar) as f:
         return json.load(f)

@@ -28,6 +28,10 @@ Deviations and choices (the paper gives no details):
   evaluation pipeline); shards hold one image size each.
 * Features are stored as float16 by default (half the memory; the cell
   casts them to float32).
+* The cache is local only: its shards are memory-mapped and its build lock
+  is an fcntl lock, neither of which a remote file system (`gs://`) offers;
+  a remote `cache_dir` is refused with a CacheError. The checkpoint it is
+  computed from may be remote.
 """
 
 import contextlib
@@ -60,11 +64,13 @@ class CacheError(ValueError):
 def checkpoint_sha1(prefix):
     """sha1 over the bytes of a checkpoint's files (`prefix.index`, `prefix.data-*`)."""
     directory, base = os.path.split(prefix)
-    names = sorted(n for n in os.listdir(directory or ".") if n.startswith(base + "."))
+    names = sorted(
+        n for n in artefacts.listdir(directory or ".") if n.startswith(base + ".")
+    )
     digest = hashlib.sha1()
     for name in names:
         digest.update(name[len(base) :].encode())
-        with open(os.path.join(directory, name), "rb") as f:
+        with artefacts.open_file(os.path.join(directory, name), "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
@@ -177,13 +183,14 @@ def write_feature_cache(
         raise CacheError(
             f"cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r}"
         )
+    _check_local(cache_dir)
     model, config, prefix = restore_model(checkpoint)
     if expected_backbone is not None:
         have = {**backbone_identity(config), "checkpoint_sha1": checkpoint_sha1(prefix)}
         _check_backbone(checkpoint, have, expected_backbone)
     info = {
         "version": CACHE_VERSION, "backbone": backbone_identity(config),
-        "model_config": config, "checkpoint": os.path.abspath(prefix),
+        "model_config": config, "checkpoint": artefacts.absolute(prefix),
         "checkpoint_sha1": checkpoint_sha1(prefix), "dataset": dataset_info.name,
         "num_classes": dataset_info.num_classes, "ignore_label": dataset_info.ignore_label,
         "crop_size": [int(v) for v in crop_size], "train_passes": int(train_passes),
@@ -262,6 +269,7 @@ def write_cache_from_arrays(cache_dir, splits, info, shard_size=256):
         "train_passes": 1, "seed": 0, **info,
     }  # fmt: skip
     info["fingerprint"] = _fingerprint(info)
+    _check_local(cache_dir)
     label_dtype = _label_dtype(info["num_classes"], info["ignore_label"])
     os.makedirs(cache_dir, exist_ok=True)
     info["splits"] = {}
@@ -363,6 +371,14 @@ class FeatureCache:
         )
 
 
+def _check_local(cache_dir):
+    if artefacts.is_remote(cache_dir):
+        raise CacheError(
+            f"{cache_dir}: a feature cache must be on a local disk (its shards are "
+            "memory-mapped); give a local --cache_dir"
+        )
+
+
 def open_cache(cache_dir, expected_backbone=None):
     """Opens and checks a cache; every problem is a one-line CacheError.
 
@@ -370,6 +386,7 @@ def open_cache(cache_dir, expected_backbone=None):
     `checkpoint_sha1` (None values are not checked) that the cache's backbone
     must match.
     """
+    _check_local(cache_dir)
     path = os.path.join(cache_dir, CACHE_INFO_FILENAME)
     if not os.path.isdir(cache_dir):
         raise CacheError(f"{cache_dir}: no feature cache here (run the 'cache' stage)")

@@ -180,7 +180,7 @@ def plot_proxy_scores(rows, path):
     )
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    artefacts.write_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -219,7 +219,7 @@ def plot_proxy_vs_rerank(pairs, rho, path, trials=None):
     ax.set_xlabel("proxy mIoU (cached features)")
     ax.set_ylabel("re-rank mIoU (fine-tuned end to end)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    artefacts.write_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -322,7 +322,7 @@ def plot_cell(spec, path, title="Best DPC"):
     ax.axis("off")
     ax.set_title(f"{title}\n{spec_lib.canonical_key(branches)}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    artefacts.write_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -336,7 +336,7 @@ def write_report(search_study, rerank_study, out_dir, extra=None):
         raise SearchError(
             f"study {search_study.study_name!r} has no completed trial yet"
         )
-    os.makedirs(out_dir, exist_ok=True)
+    artefacts.makedirs(out_dir)
     write_leaderboard(rows, out_dir)
     best, by = pick_best(rows)
     spec_lib.save_spec(best["spec"], os.path.join(out_dir, "best.json"))

@@ -24,6 +24,7 @@ import time
 import optuna
 from absl import logging
 
+from deeplab_dpc import artefacts
 from deeplab_dpc.search import SearchError, rerank, samplers, spaces
 from deeplab_dpc.search import cache as cache_lib
 from deeplab_dpc.search import study as study_lib
@@ -199,7 +200,7 @@ def make_proxy_objective(cache, *, steps, batch_size, learning_rate, seed, jit_c
             "proxy_miou": out["miou"], "params": params, "madds": madds,
             "train_seconds": out["train_seconds"], "eval_seconds": out["eval_seconds"],
             "final_loss": float(out["losses"][-5:].mean()), "proxy_steps": steps,
-            "cache": cache.fingerprint, "cache_dir": os.path.abspath(cache.cache_dir),
+            "cache": cache.fingerprint, "cache_dir": artefacts.absolute(cache.cache_dir),
             "proxy_upsample_logits": upsample_logits, "proxy_compute_dtype": compute_dtype,
         }  # fmt: skip
         return {"value": out["miou"], "user_attrs": attrs}

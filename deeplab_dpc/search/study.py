@@ -52,7 +52,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from deeplab_dpc import interrupts
+from deeplab_dpc import artefacts, interrupts
 from deeplab_dpc import spec as spec_lib
 from deeplab_dpc.search import SearchError
 from deeplab_dpc.search.samplers import Scored
@@ -92,8 +92,17 @@ class StudyError(SearchError):
 
 
 def default_storage_url(workdir):
-    """The embedded default: an SQLite file `search.db` in the work directory."""
-    return "sqlite:///" + os.path.join(os.path.abspath(workdir), "search.db")
+    """The embedded default: an SQLite file `search.db` in the work directory.
+
+    SQLite needs a local file: a remote workdir (`gs://...`) needs a storage
+    URL (StorageError otherwise).
+    """
+    if artefacts.is_remote(workdir):
+        raise StorageError(
+            f"the default SQLite database cannot live in the remote workdir {workdir};"
+            " give a database URL (postgresql://... or sqlite:////local/search.db)"
+        )
+    return "sqlite:///" + os.path.join(artefacts.absolute(workdir), "search.db")
 
 
 def _redact(url):

@@ -130,7 +130,7 @@ def unit_arrays(unit, src):
 
 def _new_report(source):
     return {
-        "source": os.path.abspath(source.path),
+        "source": artefacts.absolute(source.path),
         "kind": source.kind,
         "loaded": [],
         "fresh": [],
@@ -325,11 +325,11 @@ def _check_output(output):
     """Refuses to replace anything but an earlier checkpoint directory of ours."""
     if not output:
         raise WeightImportError("--output: required (a new checkpoint directory)")
-    if not os.path.exists(output):
+    if not artefacts.exists(output):  # local or remote (gs://)
         return
-    ours = os.path.isdir(output) and (
-        not os.listdir(output)
-        or os.path.exists(os.path.join(output, artefacts.MODEL_CONFIG))
+    ours = artefacts.isdir(output) and (
+        not artefacts.listdir(output)
+        or artefacts.exists(os.path.join(output, artefacts.MODEL_CONFIG))
     )
     if not ours:
         raise WeightImportError(

@@ -17,6 +17,7 @@ one line and skipped; the exit code is then 1. Bad flags or an unusable
 model: one line and exit code 2.
 """
 
+import io
 import json
 import os
 import sys
@@ -26,7 +27,7 @@ import tensorflow as tf
 from absl import flags
 from PIL import Image
 
-from deeplab_dpc import errors
+from deeplab_dpc import artefacts, errors
 from deeplab_dpc.data import registry
 from deeplab_dpc.export import saved_model, tflite
 
@@ -51,8 +52,10 @@ class TFLitePredictor:
     """Runs a TFLite export: fit the image into the fixed input, crop back."""
 
     def __init__(self, path, num_threads=None):
+        with artefacts.open_file(path, "rb") as f:  # local or remote (gs://)
+            content = f.read()
         self._interpreter = tf.lite.Interpreter(
-            model_path=path, num_threads=num_threads
+            model_content=content, num_threads=num_threads
         )
         self._interpreter.allocate_tensors()
         self._input = self._interpreter.get_input_details()[0]
@@ -74,11 +77,11 @@ class TFLitePredictor:
 
 def load_predictor(path):
     """A SavedModel directory or a `.tflite` file -> a predictor."""
-    if os.path.isdir(path):
-        if not os.path.exists(os.path.join(path, "saved_model.pb")):
+    if artefacts.isdir(path):
+        if not artefacts.exists(os.path.join(path, "saved_model.pb")):
             raise FileNotFoundError(f"{path}: not a SavedModel directory")
         return SavedModelPredictor(path)
-    if not os.path.isfile(path):
+    if not artefacts.isfile(path):
         raise FileNotFoundError(f"{path}: no such model")
     return TFLitePredictor(path)
 
@@ -107,6 +110,13 @@ def label_image(labels):
     return Image.fromarray(labels.astype(np.uint16))
 
 
+def _save_png(image, path):
+    """Writes a PIL image as PNG atomically, locally or remotely (gs://)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    artefacts.write_bytes(buffer.getvalue(), path)
+
+
 def output_names(paths):
     """Output name stems for input paths, unique even when base names repeat."""
     names, used = [], set()
@@ -123,21 +133,22 @@ def output_names(paths):
 
 def predict_files(predictor, paths, output_dir, alpha=DEFAULT_OVERLAY_ALPHA):
     """Writes label PNGs and overlays; returns {path: error} of skipped images."""
-    os.makedirs(output_dir, exist_ok=True)
+    artefacts.makedirs(output_dir)
     palette = class_colors(predictor.config)
     failed = {}
     for path, name in zip(paths, output_names(paths)):
         try:
-            with open(path, "rb") as f:
+            with artefacts.open_file(path, "rb") as f:
                 encoded = f.read()
             image = saved_model.decode_image(tf.constant(encoded)).numpy()
             labels = predictor(encoded, image)
         except (OSError, tf.errors.OpError) as e:
             failed[path] = saved_model.request_error(e)
             continue
-        label_image(labels).save(os.path.join(output_dir, f"{name}_label.png"))
-        Image.fromarray(overlay(image, labels, palette, alpha)).save(
-            os.path.join(output_dir, f"{name}_overlay.png")
+        _save_png(label_image(labels), os.path.join(output_dir, f"{name}_label.png"))
+        _save_png(
+            Image.fromarray(overlay(image, labels, palette, alpha)),
+            os.path.join(output_dir, f"{name}_overlay.png"),
         )
     return failed
 
@@ -173,16 +184,18 @@ def check_flags():
         if not FLAGS[name].value:
             raise ValueError(f"--{name}: required (--model, --images, --output_dir)")
     errors.check_range("--overlay_alpha", FLAGS.overlay_alpha, 0.0, 1.0)
-    if os.path.exists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
+    if artefacts.exists(FLAGS.output_dir) and not artefacts.isdir(FLAGS.output_dir):
         raise ValueError(f"--output_dir: {FLAGS.output_dir} is not a directory")
     try:
         paths = expand_images(FLAGS.images)
     except ValueError as e:
         raise ValueError(f"--{e}") from None
     model = FLAGS.model
-    if os.path.isdir(model) and not os.path.exists(os.path.join(model, "saved_model.pb")):
+    if artefacts.isdir(model) and not artefacts.exists(
+        os.path.join(model, "saved_model.pb")
+    ):
         raise ValueError(f"--model: {model} is not a SavedModel directory")
-    if not os.path.exists(model):
+    if not artefacts.exists(model):
         raise ValueError(f"--model: no such SavedModel directory or .tflite file {model}")
     return paths
 

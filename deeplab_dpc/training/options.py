@@ -12,7 +12,6 @@ TensorFlow at load time, so that a bad command line fails in a second.
 """
 
 import json
-import os
 
 from absl import logging
 
@@ -232,9 +231,9 @@ def train_options(train_logdir, **options):
         o["learning_rate_decay_step"],
     )
     return {
-        "train_logdir": os.path.abspath(train_logdir),
+        "train_logdir": artefacts.absolute(train_logdir),
         "dataset": o["dataset"],
-        "dataset_dir": os.path.abspath(o["dataset_dir"]) if o["dataset_dir"] else None,
+        "dataset_dir": artefacts.absolute(o["dataset_dir"] or None),
         "dataset_source": o["dataset_source"],
         "tfds_data_dir": o["tfds_data_dir"],
         "tfds_manual_dir": o["tfds_manual_dir"],

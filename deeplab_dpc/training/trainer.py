@@ -255,7 +255,7 @@ class Trainer:
         """Writes model_config.json and train_config.json (chief only)."""
         if not self.is_chief:
             return
-        os.makedirs(self.logdir, exist_ok=True)
+        artefacts.makedirs(self.logdir)
         artefacts.write_json(self.cfg, artefacts.model_config_path(self.logdir))
         artefacts.write_json(self.opts, artefacts.train_config_path(self.logdir))
 

@@ -10,7 +10,6 @@
   edges, against the search step.
 """
 
-import io
 import os
 
 import matplotlib
@@ -23,10 +22,10 @@ from deeplab_dpc import artefacts, nas_spec  # noqa: E402
 
 
 def _save(fig, path):
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    artefacts.write_bytes(buffer.getvalue(), path)
+    try:
+        artefacts.write_figure(fig, path, dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def trellis_figure(probabilities, path, edges, path_out):

@@ -231,12 +231,12 @@ class AutoDeepLabSearcher:
     # --- State ------------------------------------------------------------
     def restore_or_initialize(self):
         """Restores the latest checkpoint and the history up to it; returns the step."""
-        os.makedirs(self.workdir, exist_ok=True)
+        artefacts.makedirs(self.workdir)
         if self.manager.latest_checkpoint:
             self.checkpoint.restore(self.manager.latest_checkpoint).expect_partial()
             step = int(self.step.numpy())
             history_path = self.path(artefacts.SEARCH_HISTORY)
-            if os.path.exists(history_path):
+            if artefacts.exists(history_path):
                 self.history = [
                     h for h in artefacts.read_json(history_path) if h["step"] <= step
                 ]
