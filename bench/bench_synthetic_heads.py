@@ -22,7 +22,6 @@ lowest; `aspp` and `top1` reach it and score well above; the blob classes
 figures. Not a test: one process, one candidate after another.
 """
 
-import json
 
 from deeplab_dpc import console  # noqa: E402
 

@@ -619,10 +619,11 @@ def status(plan, workdir):
         estimate = per_row.get(run["row"]) or every
         guess = sum(estimate) / len(estimate) if estimate else None
         if record is not None:
-            miou = next(iter(record["results"].values()))["miou"]
+            first = next(iter(plan["evaluations"]))  # the curve's evaluation
+            miou = record["results"][first]["miou"]
             minutes = sum(record["wall_seconds"].values()) / 60
             lines.append(
-                f"done     {run['id']}: val mIoU {miou:.4f}, {minutes:.0f} min"
+                f"done     {run['id']}: val mIoU {miou:.4f} ({first}), {minutes:.0f} min"
             )
             continue
         _, steps = train_args(plan, run, workdir)
