@@ -129,8 +129,10 @@ def test_search_stops_in_every_stage_and_resumes(tmp_path):
     assert sum(s == "WAITING" for s, _ in trials) == 2  # the copy and the other slot
 
     # 3. SIGTERM in the re-ranking: a checkpoint; failed, requeued, no score.
+    # The re-rank prints one line per cell; --verbosity=1 (debugging) keeps
+    # its training's step and resume lines, which this test reads.
     log = tmp_path / "3.log"
-    proc = _start(work, data, log, "--proxy_steps=5")
+    proc = _start(work, data, log, "--proxy_steps=5", "--verbosity=1")
     _wait(proc, log, _contains(log, r"step (1[2-9]|[2-5]\d)/60"))
     text = _stop(proc, log, signal.SIGTERM)
     assert proc.returncode == 0, text[-2000:]
@@ -145,7 +147,7 @@ def test_search_stops_in_every_stage_and_resumes(tmp_path):
 
     # 4. The same command again: the candidate resumes; the report is written.
     log = tmp_path / "4.log"
-    proc = _start(work, data, log, "--proxy_steps=5")
+    proc = _start(work, data, log, "--proxy_steps=5", "--verbosity=1")
     proc.wait(timeout=600)
     text = open(log).read()
     assert proc.returncode == 0, text[-3000:]
