@@ -279,12 +279,6 @@ class LoadSampler:
         self._stop.set()
 
 
-class Child:
-    """The entry point running now; a stop of the tool is passed on to it."""
-
-    proc = None
-
-
 def _run_child(args, log_path):
     """Runs `python args...` in the repository root, output appended to `log_path`.
 
@@ -299,22 +293,18 @@ def _run_child(args, log_path):
             [sys.executable, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,  # a terminal's Ctrl-C reaches it through us, once
         )  # fmt: skip
-        Child.proc = proc
-        try:
-            with interrupts.deferred():
-                while True:
-                    try:
-                        code = proc.wait(timeout=1.0)
-                        break
-                    except subprocess.TimeoutExpired:
-                        pass
-                    signum = interrupts.requested()
-                    if signum is not None and proc.returncode is None:
-                        proc.send_signal(signum)
-                        code = proc.wait()
-                        break
-        finally:
-            Child.proc = None
+        with interrupts.deferred():
+            while True:
+                try:
+                    code = proc.wait(timeout=1.0)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                signum = interrupts.requested()
+                if signum is not None and proc.returncode is None:
+                    proc.send_signal(signum)
+                    code = proc.wait()
+                    break
     signum = interrupts.requested()
     if signum is not None:
         raise interrupts.Interrupted(signum)

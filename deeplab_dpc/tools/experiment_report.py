@@ -14,9 +14,9 @@ mIoUs of two rows, at the 0.05 level; with 2-3 seeds per row only large
 differences can pass it, which the table says next to the p-value.
 """
 
-import math
 import os
 import re
+import statistics
 
 import matplotlib
 
@@ -36,14 +36,13 @@ class ReportError(ValueError):
 
 
 def _mean_std(values):
+    """Mean and sample standard deviation (None where undefined) of the known values."""
     values = [v for v in values if v is not None]
     if not values:
         return None, None
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(var)
+    return statistics.mean(values), (
+        statistics.stdev(values) if len(values) > 1 else None
+    )
 
 
 def _pct(mean, std):
