@@ -19,7 +19,7 @@ import os
 import pytest
 
 from deeplab_dpc import naming
-from deeplab_dpc.checkpoints import restore_model, write_model_checkpoint
+from deeplab_dpc.checkpoints import read_checkpoint_config, write_model_checkpoint
 from deeplab_dpc.model import build_model, load_config
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "pre_issue29")
@@ -52,8 +52,7 @@ def test_an_old_model_config_builds_the_old_checkpoint_layout(name, tmp_path):
     }
     assert scopes == _read(name, "deeplab_scopes.json")
     # The stored config is the one the checkpoint directory now carries.
-    _, restored_config, _ = restore_model(str(tmp_path / "ckpt"))
-    assert restored_config == config
+    assert read_checkpoint_config(prefix) == config
 
 
 def test_the_keras_registered_names_of_every_layer_are_kept():
