@@ -17,7 +17,7 @@ g3doc/export.md and `deeplab_dpc/export/`.
 
 from absl import flags
 
-from deeplab_dpc import errors
+from deeplab_dpc.core import errors
 
 FLAGS = flags.FLAGS
 
@@ -57,8 +57,8 @@ def _fail(message):
 
 def check_flags():
     """Every flag value, before the checkpoint is read; ValueError names the flag."""
-    from deeplab_dpc import common
     from deeplab_dpc import flags as dpc_flags
+    from deeplab_dpc.core import common
     from deeplab_dpc.data import registry
 
     if not FLAGS.checkpoint_path:
@@ -103,8 +103,8 @@ def main(argv):
         check_flags()
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
-    from deeplab_dpc.checkpoints import CheckpointError, ModelConfigError
     from deeplab_dpc.export import saved_model
+    from deeplab_dpc.modeling.checkpoints import CheckpointError, ModelConfigError
 
     try:
         config = saved_model.export_model(

@@ -18,8 +18,8 @@ import time
 
 from absl import flags, logging
 
-from deeplab_dpc import artefacts
 from deeplab_dpc import flags as dpc_flags
+from deeplab_dpc.core import artefacts
 
 FLAGS = flags.FLAGS
 
@@ -157,7 +157,7 @@ def _check_flags():
     The numbers first (no imports: `--proxy_steps=-1` fails in a second),
     then crops, paths, names and the dataset.
     """
-    from deeplab_dpc import common
+    from deeplab_dpc.core import common
 
     for name, (low, high) in {**INT_RANGES, **FLOAT_RANGES}.items():
         dpc_flags.check_number(name, FLAGS[name].value, low, high)
@@ -335,7 +335,7 @@ def main(argv):
     info = _check_flags()
     if FLAGS.search_method == "auto_deeplab":
         return _auto_deeplab()
-    from deeplab_dpc import console
+    from deeplab_dpc.core import console
     from deeplab_dpc.search import stages as stages_lib
     from deeplab_dpc.search import study as study_lib
 

@@ -1,7 +1,7 @@
 """Auto-DeepLab search step: time and peak memory against L, F, crop and batch.
 
 A benchmark, not a test: run it by hand (on a quiet machine) and copy the
-table into g3doc/autodeeplab.md ("Memory"). One search step is what
+table into g3doc/auto_deeplab.md ("Memory"). One search step is what
 `search.AutoDeepLabSearcher` does per step, with its traced step function
 (`AutoDeepLabSearcher.make_step`): a weight step (forward, cross-entropy, backward,
 momentum SGD) and an architecture step (forward, backward, Adam), here on
@@ -41,7 +41,7 @@ import types
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from deeplab_dpc import console  # noqa: E402
+from deeplab_dpc.core import console  # noqa: E402
 
 console.quiet_tensorflow()  # before TensorFlow loads (--verbosity=1 brings its logging back)
 

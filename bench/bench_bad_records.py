@@ -26,7 +26,7 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from deeplab_dpc import console  # noqa: E402
+from deeplab_dpc.core import console  # noqa: E402
 
 console.quiet_tensorflow()  # before TensorFlow loads (--verbosity=1 brings its logging back)
 

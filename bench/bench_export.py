@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deeplab_dpc import console  # noqa: E402
+from deeplab_dpc.core import console  # noqa: E402
 
 console.quiet_tensorflow()  # before TensorFlow loads (--verbosity=1 brings its logging back)
 
@@ -43,10 +43,11 @@ from tensorflow.python.framework.convert_to_constants import (  # noqa: E402
     convert_variables_to_constants_v2,
 )
 
-from deeplab_dpc import checkpoints, spec  # noqa: E402
 from deeplab_dpc.export import saved_model as export  # noqa: E402
 from deeplab_dpc.export import tflite as export_tflite  # noqa: E402
-from deeplab_dpc.model import build_model, model_config  # noqa: E402
+from deeplab_dpc.formats import dpc_spec as spec  # noqa: E402
+from deeplab_dpc.modeling import checkpoints  # noqa: E402
+from deeplab_dpc.modeling.model import build_model, model_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL = REPO.parent / "shared" / "models" / "deeplabv3_257_mv_gpu.tflite"

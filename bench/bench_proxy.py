@@ -23,7 +23,7 @@ import os
 import tempfile
 import time
 
-from deeplab_dpc import console  # noqa: E402
+from deeplab_dpc.core import console  # noqa: E402
 
 console.quiet_tensorflow()  # before TensorFlow loads (--verbosity=1 brings its logging back)
 
@@ -32,12 +32,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from deeplab_dpc import common  # noqa: E402
-from deeplab_dpc import spec as spec_lib  # noqa: E402
-from deeplab_dpc.checkpoints import restore_model, write_model_checkpoint  # noqa: E402
+from deeplab_dpc.core import common  # noqa: E402
 from deeplab_dpc.data import registry  # noqa: E402
 from deeplab_dpc.data.pipeline import build_dataset  # noqa: E402
-from deeplab_dpc.model import build_model, model_config  # noqa: E402
+from deeplab_dpc.formats import dpc_spec as spec_lib  # noqa: E402
+from deeplab_dpc.modeling.checkpoints import restore_model, write_model_checkpoint  # noqa: E402
+from deeplab_dpc.modeling.model import build_model, model_config  # noqa: E402
 from deeplab_dpc.search import cache as cache_lib  # noqa: E402
 from deeplab_dpc.search import proxy  # noqa: E402
 

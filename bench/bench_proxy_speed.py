@@ -27,7 +27,7 @@ import statistics
 import time
 import types
 
-from deeplab_dpc import console  # noqa: E402
+from deeplab_dpc.core import console  # noqa: E402
 
 console.quiet_tensorflow()  # before TensorFlow loads (--verbosity=1 brings its logging back)
 
@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from deeplab_dpc import spec as spec_lib  # noqa: E402
+from deeplab_dpc.formats import dpc_spec as spec_lib  # noqa: E402
 from deeplab_dpc.layers import conv as conv_lib  # noqa: E402
 from deeplab_dpc.search import proxy  # noqa: E402
 

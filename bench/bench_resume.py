@@ -31,7 +31,7 @@ from absl import app, flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from deeplab_dpc import console  # noqa: E402
+from deeplab_dpc.core import console  # noqa: E402
 
 console.quiet_tensorflow()  # before TensorFlow loads (--verbosity=1 brings its logging back)
 
@@ -56,8 +56,8 @@ def _prepare(position, with_iterator, without_iterator):
     """Writes the two checkpoints at `position` (in this process)."""
     import tensorflow as tf
 
-    from deeplab_dpc import artefacts
     from deeplab_dpc import flags as dpc_flags
+    from deeplab_dpc.core import artefacts
     from deeplab_dpc.training import options as options_lib
     from deeplab_dpc.training import trainer
 

@@ -46,7 +46,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from deeplab_dpc import console  # noqa: E402
+from deeplab_dpc.core import console  # noqa: E402
 
 console.quiet_tensorflow()  # before TensorFlow loads (--verbosity=1 brings its logging back)
 
@@ -55,7 +55,7 @@ import optuna  # noqa: E402
 from absl import app, flags  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from deeplab_dpc import spec as spec_lib  # noqa: E402
+from deeplab_dpc.formats import dpc_spec as spec_lib  # noqa: E402
 from deeplab_dpc.search import cache as cache_lib  # noqa: E402
 from deeplab_dpc.search import proxy, rerank, samplers, spaces, stages  # noqa: E402
 from deeplab_dpc.search import study as study_lib  # noqa: E402

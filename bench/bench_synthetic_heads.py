@@ -23,17 +23,17 @@ figures. Not a test: one process, one candidate after another.
 """
 
 
-from deeplab_dpc import console  # noqa: E402
+from deeplab_dpc.core import console  # noqa: E402
 
 console.quiet_tensorflow()  # before TensorFlow loads (--verbosity=1 brings its logging back)
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from deeplab_dpc import artefacts  # noqa: E402
-from deeplab_dpc import spec as spec_lib  # noqa: E402
+from deeplab_dpc.core import artefacts  # noqa: E402
 from deeplab_dpc.data import registry  # noqa: E402
-from deeplab_dpc.metrics import iou_per_class, mean_iou  # noqa: E402
+from deeplab_dpc.formats import dpc_spec as spec_lib  # noqa: E402
+from deeplab_dpc.reporting.metrics import iou_per_class, mean_iou  # noqa: E402
 from deeplab_dpc.search import cache as cache_lib  # noqa: E402
 from deeplab_dpc.search import proxy  # noqa: E402
 

@@ -23,15 +23,15 @@ import time
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from deeplab_dpc import console  # noqa: E402
+from deeplab_dpc.core import console  # noqa: E402
 
 console.quiet_tensorflow()  # before TensorFlow loads (--verbosity=1 brings its logging back)
 
 import tensorflow as tf  # noqa: E402
 
-from deeplab_dpc import common  # noqa: E402
+from deeplab_dpc.core import common  # noqa: E402
 from deeplab_dpc.data import registry  # noqa: E402
-from deeplab_dpc.model import model_config  # noqa: E402
+from deeplab_dpc.modeling.model import model_config  # noqa: E402
 from deeplab_dpc.training import options as options_lib  # noqa: E402
 from deeplab_dpc.training import trainer as trainer_lib  # noqa: E402
 

@@ -74,11 +74,11 @@ sys.path.insert(0, REPO)
 
 from absl import app, flags  # noqa: E402
 
-from deeplab_dpc import console  # noqa: E402
+from deeplab_dpc.core import console  # noqa: E402
 
 console.quiet_tensorflow()  # before TensorFlow loads (--verbosity=1 brings its logging back)
 
-from deeplab_dpc import artefacts  # noqa: E402  (TensorFlow-free)
+from deeplab_dpc.core import artefacts  # noqa: E402  (TensorFlow-free)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_boolean("reduced", False, "Tiny sizes on whatever device (CPU, CI).")
@@ -244,8 +244,8 @@ def _timed(fn, warmup, steps, images):
 
 
 def _model_cfg(size, variant="mobilenet_v2"):
-    from deeplab_dpc import spec as spec_lib
-    from deeplab_dpc.model import model_config
+    from deeplab_dpc.formats import dpc_spec as spec_lib
+    from deeplab_dpc.modeling.model import model_config
 
     extra = {"depth_multiplier": size["depth_multiplier"]}
     if variant != "mobilenet_v2":
@@ -273,7 +273,7 @@ def _trainer(size, logdir, precision=None, xla=False, strategy="one_device",
 def _random_batch(size, crop, batch):
     import tensorflow as tf
 
-    from deeplab_dpc import common
+    from deeplab_dpc.core import common
 
     return {
         common.IMAGE: tf.random.uniform([batch, crop, crop, 3], -1.0, 1.0, seed=0),
@@ -480,7 +480,7 @@ def proxy_case(size, gpu, tmp):
     """Proxy candidates per hour at 150 steps, and at 30K from the per-step time."""
     import numpy as np
 
-    from deeplab_dpc import spec as spec_lib
+    from deeplab_dpc.formats import dpc_spec as spec_lib
     from deeplab_dpc.search import proxy
     from deeplab_dpc.search.cache import write_cache_from_arrays
 
@@ -529,7 +529,7 @@ def export_case(size, gpu, tmp):
     import tensorflow as tf
 
     from deeplab_dpc.export import saved_model as export
-    from deeplab_dpc.model import build_model
+    from deeplab_dpc.modeling.model import build_model
 
     cfg = _model_cfg(size)
     path = os.path.join(tmp, "saved_model")

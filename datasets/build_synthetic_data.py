@@ -14,11 +14,11 @@ import sys
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from deeplab_dpc import console  # noqa: E402
+from deeplab_dpc.core import console  # noqa: E402
 
 console.quiet_tensorflow()  # before TensorFlow loads
 
-from deeplab_dpc import errors  # noqa: E402
+from deeplab_dpc.core import errors  # noqa: E402
 from deeplab_dpc.data import registry, synthetic  # noqa: E402
 
 _INFO = registry.DATASETS["synthetic"]

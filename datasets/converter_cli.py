@@ -8,11 +8,11 @@ each script adds its own source-layout flags and names its `sources` builder.
 
 from absl import flags
 
-from deeplab_dpc import console
+from deeplab_dpc.core import console
 
 console.quiet_tensorflow()  # imported by the scripts only, before TensorFlow loads
 
-from deeplab_dpc import errors  # noqa: E402
+from deeplab_dpc.core import errors  # noqa: E402
 from deeplab_dpc.data import convert  # noqa: E402
 
 

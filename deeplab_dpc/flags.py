@@ -13,13 +13,13 @@ Deviations from DeepLab:
 - `--dpc_spec` (alias `--dense_prediction_cell_json`): no spec means ASPP.
 - New: `--batch_norm_decay` (DeepLab hard-codes 0.9997), `--dataset_info_json`.
 - A bad flag value or user error prints one line and exits with code 2.
-- New: `--gpu_memory_growth` (on by default; `deeplab_dpc/devices.py`), so
+- New: `--gpu_memory_growth` (on by default; `deeplab_dpc/core/devices.py`), so
   that eval or vis beside train, or several search workers, share a GPU.
 """
 
 from absl import app, flags
 
-from deeplab_dpc import console, devices, errors
+from deeplab_dpc.core import console, devices, errors
 
 FLAGS = flags.FLAGS
 devices.define_flag(FLAGS)  # --gpu_memory_growth, on by default (devices.py)
@@ -166,7 +166,7 @@ def check_number(name, value, low=0.0, high=None, low_open=False):
 
 def check_output_stride(value, name="output_stride"):
     """ValueError naming `--name` unless `value` is None or a supported output stride."""
-    from deeplab_dpc import common
+    from deeplab_dpc.core import common
 
     if value is not None and value not in common.OUTPUT_STRIDES:
         strides = ", ".join(map(str, common.OUTPUT_STRIDES[:-1]))
@@ -253,14 +253,14 @@ def model_config_from_flags(flag_values, num_classes, **overrides):
             )
         head = "dpc" if spec else "aspp"
     if head == "dpc" and isinstance(spec, str):
-        from deeplab_dpc import spec as spec_lib
+        from deeplab_dpc.formats import dpc_spec as spec_lib
 
         try:  # a bad spec fails here, before TensorFlow loads
             spec_lib.load_spec(spec)
         except ValueError as e:
             raise ValueError(f"--dpc_spec: {errors.one_line(e)}") from None
     kwargs = {n: get(n) for n in MODEL_CONFIG_FLAGS if get(n) is not None}
-    from deeplab_dpc import model  # TensorFlow loads here
+    from deeplab_dpc.modeling import model  # TensorFlow loads here
 
     return model.model_config(
         get("model_variant"), num_classes, head=head, dpc_spec=spec,
@@ -297,7 +297,7 @@ def _parsed(argv, prog, positional=0):
 
 
 def _guarded(main, argv, prog):
-    from deeplab_dpc import interrupts
+    from deeplab_dpc.core import interrupts
 
     devices.apply_flag(FLAGS)  # before main's first TensorFlow op
 
@@ -337,7 +337,7 @@ def dataset_for_checkpoint(checkpoint_path):
     Flags the user set win; the rest come from the checkpoint's
     train_config.json, so `python eval.py` evaluates on the training dataset.
     """
-    from deeplab_dpc import artefacts
+    from deeplab_dpc.core import artefacts
     from deeplab_dpc.data import registry
 
     trained = artefacts.read_train_config(checkpoint_path) or {}
@@ -355,7 +355,7 @@ def dataset_for_checkpoint(checkpoint_path):
 
 def require_checkpoint(path, flag="checkpoint_dir"):
     """FileNotFoundError unless `path` is a checkpoint directory or ckpt-N prefix."""
-    from deeplab_dpc import artefacts
+    from deeplab_dpc.core import artefacts
 
     if not (artefacts.isdir(path) or artefacts.exists(path + ".index")):
         raise FileNotFoundError(

@@ -1,4 +1,4 @@
-"""Tests for deeplab_dpc.artefacts: atomic writes, one permission policy, reading back."""
+"""Tests for deeplab_dpc.core.artefacts: atomic writes, one permission policy, reading back."""
 
 import json
 import os
@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from deeplab_dpc import artefacts
+from deeplab_dpc.core import artefacts
 
 
 def _mode(path):

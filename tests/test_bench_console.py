@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((REPO / "bench").glob("*.py"))
 TF_LINES = re.compile(r"cpu_feature_guard|absl::InitializeLog|^[IWEF]\d{4} ", re.MULTILINE)
 LOADS_TF = ("tensorflow", "keras", "optuna", "deeplab_dpc")
-QUIET_MODULE = "deeplab_dpc.console"  # TensorFlow-free
+QUIET_MODULE = "deeplab_dpc.core.console"  # TensorFlow-free
 
 
 def _quiet_call_and_first_tf_import(path):

@@ -20,8 +20,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from deeplab_dpc import common
-from deeplab_dpc.model import build_model, model_config
+from deeplab_dpc.core import common
+from deeplab_dpc.modeling.model import build_model, model_config
 from deeplab_dpc.tools import import_weights as iw
 from deeplab_dpc.tools import weight_sources
 
@@ -124,7 +124,7 @@ def test_wrong_depth_multiplier_names_the_tflite_tensor(reference):
 
 def test_command_line_import_gives_a_checkpoint_that_reproduces_it(reference, tmp_path):
     """What a user does: import on the command line, then restore the checkpoint."""
-    from deeplab_dpc.checkpoints import restore_model
+    from deeplab_dpc.modeling.checkpoints import restore_model
 
     images, expected = reference
     output = str(tmp_path / "deeplabv3_mnv2_dm05_voc")

@@ -8,7 +8,7 @@ import pytest
 from absl import flags
 from absl import logging as absl_logging  # noqa: F401 (--showprefixforinfo)
 
-from deeplab_dpc import console
+from deeplab_dpc.core import console
 
 
 @pytest.fixture
@@ -133,7 +133,7 @@ def test_library_info_lines_are_dropped_warnings_and_our_lines_kept():
 
 
 def test_eta_is_right_from_the_first_line_after_a_resume():
-    from deeplab_dpc import summaries
+    from deeplab_dpc.reporting import summaries
 
     # Resumed at step 100 of 200; the first 2 steps (tracing) take 10 s each,
     # then 0.5 s per step. Skipped steps and warm-up must not count.

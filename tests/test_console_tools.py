@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = textwrap.dedent(
     """
     import sys
-    from deeplab_dpc import console
+    from deeplab_dpc.core import console
     console.quiet_tensorflow([])  # before absl.logging, as tools/__init__.py
     from absl import flags, logging
     import tensorflow as tf
@@ -57,7 +57,7 @@ def test_tool_console_has_no_library_info_and_plain_own_lines(tmp_path):
 
 STARTUP_SCRIPT = textwrap.dedent(
     """
-    from deeplab_dpc import console
+    from deeplab_dpc.core import console
     console.quiet_tensorflow([])  # as flags.run and tools/__init__.py do
     from absl import flags, logging
     import tensorflow as tf

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_dpc import common
+from deeplab_dpc.core import common
 from deeplab_dpc.data import pipeline, record_reader, registry
 from deeplab_dpc.tools import check_records
 

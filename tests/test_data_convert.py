@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from deeplab_dpc import common
+from deeplab_dpc.core import common
 from deeplab_dpc.data import convert, pipeline, preprocess, records, registry, sources
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_dpc import common
+from deeplab_dpc.core import common
 from deeplab_dpc.data import pipeline, records, registry
 
 INFO = registry.custom_dataset_info("tiny", num_classes=4, default_crop_size=(33, 33))

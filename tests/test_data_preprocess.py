@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_dpc import common
+from deeplab_dpc.core import common
 from deeplab_dpc.data import preprocess, records
 
 IGNORE = 255

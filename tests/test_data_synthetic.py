@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from deeplab_dpc import common
+from deeplab_dpc.core import common
 from deeplab_dpc.data import pipeline, records, registry, synthetic
 
 

@@ -16,7 +16,7 @@ loaded CPU cores: run with `pytest -m slow`).
 import numpy as np
 import pytest
 
-from deeplab_dpc import common
+from deeplab_dpc.core import common
 from deeplab_dpc.data import pipeline, registry, synthetic
 
 keras = pytest.importorskip("keras")

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from deeplab_dpc import common  # noqa: E402
+from deeplab_dpc.core import common  # noqa: E402
 from deeplab_dpc.data import pipeline, registry, tfds_source  # noqa: E402
 
 LABEL_IDS = np.array([[7, 8, 26, 0], [33, 23, 1, 24]], np.uint8)  # Cityscapes labelIds

@@ -6,8 +6,8 @@ import sys
 
 from absl import flags
 
-from deeplab_dpc import devices
 from deeplab_dpc import flags as dpc_flags
+from deeplab_dpc.core import devices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -33,7 +33,7 @@ import keras
 from absl import logging
 logging.set_verbosity(logging.INFO)
 from deeplab_dpc.data import registry
-from deeplab_dpc.model import model_config
+from deeplab_dpc.modeling.model import model_config
 from deeplab_dpc.training import options, trainer
 
 data, logdir = sys.argv[1], sys.argv[2]

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from deeplab_dpc import errors
-from deeplab_dpc.model import ModelConfigError, model_config
+from deeplab_dpc.core import errors
+from deeplab_dpc.modeling.model import ModelConfigError, model_config
 from deeplab_dpc.training import options
 
 

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_dpc import checkpoints, common, inference
+from deeplab_dpc.core import common
 from deeplab_dpc.data import pipeline, registry, synthetic
 from deeplab_dpc.evaluation import evaluator
-from deeplab_dpc.model import build_model, model_config
+from deeplab_dpc.modeling import checkpoints, inference
+from deeplab_dpc.modeling.model import build_model, model_config
 
 SCALES = (0.5, 1.0, 1.5)
 

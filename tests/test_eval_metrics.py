@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from deeplab_dpc import metrics
+from deeplab_dpc.reporting import metrics
 
 
 def test_confusion_matrix_known_answer_rows_truth_columns_prediction():

@@ -22,16 +22,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from deeplab_dpc import (
-    checkpoints,
-    common,
-    inference,
-    naming,
-    spec,
-)
+from deeplab_dpc.core import common
 from deeplab_dpc.export import saved_model as export
 from deeplab_dpc.export import tflite as export_tflite
-from deeplab_dpc.model import build_model, model_config, save_config
+from deeplab_dpc.formats import dpc_spec as spec
+from deeplab_dpc.modeling import checkpoints, inference, naming
+from deeplab_dpc.modeling.model import build_model, model_config, save_config
 from deeplab_dpc.tools import predict
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_dpc import checkpoints
 from deeplab_dpc.export import saved_model as export
 from deeplab_dpc.export import tflite as export_tflite
-from deeplab_dpc.model import model_config
+from deeplab_dpc.modeling import checkpoints
+from deeplab_dpc.modeling.model import model_config
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -30,7 +30,7 @@ import pytest
 from absl import flags
 
 from deeplab_dpc import flags as dpc_flags
-from deeplab_dpc import interrupts
+from deeplab_dpc.core import interrupts
 from deeplab_dpc.data import synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -317,7 +317,7 @@ def paths(tmp_path_factory):
     )
     ckpt = root / "ckpt"
     ckpt.mkdir()
-    from deeplab_dpc.model import model_config
+    from deeplab_dpc.modeling.model import model_config
 
     cfg = model_config("mobilenet_v2", 5, head="aspp", depth_multiplier=0.25)
     (ckpt / "model_config.json").write_text(json.dumps(cfg))
@@ -362,7 +362,7 @@ ENTRIES = [
                              [("deeplab_dpc.search.auto_deeplab.search",
                                "AutoDeepLabSearcher")]),
      ["--dataset_dir={data}"], "--workdir={out}", AUTO_DEEPLAB),
-    ("model_stats", _tool("model_stats", ["deeplab_dpc.model.build_model"]),
+    ("model_stats", _tool("model_stats", ["deeplab_dpc.modeling.model.build_model"]),
      [], "--fuzz_out={out}", MODEL_STATS),
     ("import_weights", _tool("import_weights", ["import_weights"]),
      ["--source={tflite}"], "--output={out}", IMPORT_WEIGHTS),

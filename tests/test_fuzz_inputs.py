@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_dpc import checkpoints, model
 from deeplab_dpc.data import pipeline, registry
+from deeplab_dpc.modeling import checkpoints, model
 
 INFO = registry.custom_dataset_info("tiny", num_classes=4, default_crop_size=(9, 9))
 ENTRY_KINDS = ("good", "good", "empty", "garbage", "truncated", "folder", "link", "junk", "hidden")  # fmt: skip

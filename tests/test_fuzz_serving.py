@@ -14,7 +14,7 @@ import tensorflow as tf
 from PIL import Image
 
 from deeplab_dpc.export import saved_model
-from deeplab_dpc.model import build_model, model_config
+from deeplab_dpc.modeling.model import build_model, model_config
 
 MAX_PIXELS = 48 * 48
 CASES = 200  # per input kind (about 40 s each on 2 loaded cores)

@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_dpc import common, naming
-from deeplab_dpc.checkpoints import restore_model
-from deeplab_dpc.model import build_model, model_config
+from deeplab_dpc.core import common
+from deeplab_dpc.modeling import naming
+from deeplab_dpc.modeling.checkpoints import restore_model
+from deeplab_dpc.modeling.model import build_model, model_config
 from deeplab_dpc.tools import import_weights as iw
 from deeplab_dpc.tools import weight_sources
 from deeplab_dpc.tools.weight_sources import BATCH_NORM_LEAVES

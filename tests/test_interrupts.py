@@ -1,4 +1,4 @@
-"""deeplab_dpc.interrupts in real processes (no TensorFlow): exit codes, one line, watchdog.
+"""deeplab_dpc.core.interrupts in real processes (no TensorFlow): exit codes, one line, watchdog.
 
 Each case is a small Python process running `interrupts.guard`; the test
 sends it a real signal. The stuck case holds the main thread inside one C
@@ -20,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = textwrap.dedent(
     """
     import ctypes, os, sys, time
-    from deeplab_dpc import interrupts
+    from deeplab_dpc.core import interrupts
 
     mode, marker = sys.argv[1], sys.argv[2]
 

@@ -10,7 +10,9 @@ count like any other.
 """
 
 import ast
+import glob
 import os
+import re
 
 import pytest
 
@@ -20,16 +22,13 @@ PACKAGE = "deeplab_dpc"
 # Lowest first. Each entry is one layer: a tuple of units (a module or a
 # package, with everything inside it).
 LAYERS = (
-    # vocabulary, files, exit-2 contract, consoles, signals; no TF
-    ("common", "artefacts", "errors", "console", "interrupts", "devices"),
-    ("spec", "nas_spec"),  # DPC spec, Auto-DeepLab architecture formats; no TF
-    ("layers", "naming"),  # Keras layers; layer paths and DeepLab scopes
+    ("core",),  # vocabulary, files, exit-2 contract, consoles, signals; no TF
+    # DPC spec and Auto-DeepLab architecture formats (no TF); datasets
+    ("formats", "data"),
+    ("layers",),  # Keras layers
     ("backbones",),
-    ("model", "inference", "model_stats"),
-    ("checkpoints",),
-    ("data",),
-    ("metrics", "colormaps"),
-    ("summaries",),
+    ("modeling",),  # model, inference, complexity, naming, checkpoints
+    ("reporting",),  # metrics, colour maps, TensorBoard summaries
     ("training", "evaluation"),
     ("search",),
     ("export",),
@@ -146,10 +145,7 @@ def test_no_import_cycle():
 
 
 def test_the_layer_order_is_the_one_in_architecture_md():
-    path = os.path.join(ROOT, "g3doc", "architecture.md")
-    if not os.path.exists(path):
-        pytest.fail("g3doc/architecture.md is missing")
-    text = open(path, encoding="utf-8").read()
+    text = _architecture_md()
     start = text.index("<!-- layers -->")
     rows = [line for line in text[start:].splitlines()[1:] if line.startswith("| ")][
         2:
@@ -161,12 +157,55 @@ def test_the_layer_order_is_the_one_in_architecture_md():
     assert tuple(documented) == LAYERS
 
 
+def _architecture_md():
+    path = os.path.join(ROOT, "g3doc", "architecture.md")
+    if not os.path.exists(path):
+        pytest.fail("g3doc/architecture.md is missing")
+    return open(path, encoding="utf-8").read()
+
+
+def test_architecture_md_names_every_module_and_only_modules_that_exist():
+    """Each module file is named as `sub/module.py` (below deeplab_dpc/)."""
+    text = _architecture_md()
+    named = set(re.findall(r"`([\w./*-]+\.py)`", text))
+    modules = {
+        os.path.relpath(path, os.path.join(ROOT, PACKAGE)).replace(os.sep, "/")
+        for path in _module_names().values()
+        if os.path.basename(path) != "__init__.py"
+    }
+    missing = sorted(
+        m for m in modules if m not in named and f"{PACKAGE}/{m}" not in named
+    )
+    assert not missing, f"g3doc/architecture.md does not name: {missing}"
+    stale = sorted(
+        name
+        for name in named
+        if not glob.glob(os.path.join(ROOT, PACKAGE, name))
+        and not glob.glob(os.path.join(ROOT, name))
+    )
+    assert not stale, f"g3doc/architecture.md names files that do not exist: {stale}"
+
+
+def test_every_unit_of_the_table_exists():
+    base = os.path.join(ROOT, PACKAGE)
+    absent = [
+        unit
+        for layer in LAYERS
+        for unit in layer
+        if not os.path.isdir(os.path.join(base, *unit.split(".")))
+        and not os.path.isfile(os.path.join(base, *unit.split(".")) + ".py")
+    ]
+    assert not absent, f"units of LAYERS with no module or package: {absent}"
+
+
 @pytest.mark.parametrize(
     "module, target, allowed",
     [
         ("deeplab_dpc.search.proxy", "deeplab_dpc.training.losses", True),
         ("deeplab_dpc.training.trainer", "deeplab_dpc.evaluation.evaluator", False),
-        ("deeplab_dpc.naming", "deeplab_dpc.backbones.xception", False),
+        ("deeplab_dpc.modeling.naming", "deeplab_dpc.search.proxy", False),
+        ("deeplab_dpc.data.records", "deeplab_dpc.formats.dpc_spec", False),
+        ("deeplab_dpc.modeling.checkpoints", "deeplab_dpc.modeling.model", True),
         ("deeplab_dpc.layers.aspp", "deeplab_dpc.layers.conv", True),
     ],
 )

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_dpc import spec
 from deeplab_dpc.backbones.mobilenet_v2 import InvertedResidual
 from deeplab_dpc.backbones.xception import XceptionModule
+from deeplab_dpc.formats import dpc_spec as spec
 from deeplab_dpc.layers import (
     ASPP,
     ConvBN,

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_dpc import model_stats
-from deeplab_dpc import spec as spec_lib
+from deeplab_dpc.formats import dpc_spec as spec_lib
 from deeplab_dpc.layers import DensePredictionCell
 from deeplab_dpc.layers import conv as conv_lib
+from deeplab_dpc.modeling import complexity as model_stats
 
 
 def test_live_taps_known_answers():

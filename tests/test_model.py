@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_dpc import common, spec
-from deeplab_dpc.model import (
+from deeplab_dpc.core import common
+from deeplab_dpc.formats import dpc_spec as spec
+from deeplab_dpc.modeling.model import (
     ModelConfigError,
     build_deeplab,
     build_model,
@@ -217,7 +218,7 @@ def test_nas_flags_translate_into_the_recorded_config(tmp_path):
     from absl import flags
 
     from deeplab_dpc import flags as dpc_flags
-    from deeplab_dpc import nas_spec
+    from deeplab_dpc.formats import auto_deeplab_spec as nas_spec
 
     def parsed(*argv):
         values = flags.FlagValues()

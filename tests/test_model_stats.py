@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from deeplab_dpc import spec
-from deeplab_dpc.model import build_deeplab
-from deeplab_dpc.model_stats import compute_stats, summarize
+from deeplab_dpc.formats import dpc_spec as spec
+from deeplab_dpc.modeling.complexity import compute_stats, summarize
+from deeplab_dpc.modeling.model import build_deeplab
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,13 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from deeplab_dpc import artefacts, checkpoints, colormaps
+from deeplab_dpc.core import artefacts
 from deeplab_dpc.data import registry, synthetic
 from deeplab_dpc.evaluation import evaluator, visualizer
 from deeplab_dpc.export import saved_model, tflite
-from deeplab_dpc.model import build_model, model_config
+from deeplab_dpc.modeling import checkpoints
+from deeplab_dpc.modeling.model import build_model, model_config
+from deeplab_dpc.reporting import colormaps
 from deeplab_dpc.tools import predict
 from deeplab_dpc.training import options as options_lib
 from deeplab_dpc.training import trainer

@@ -18,9 +18,12 @@ import os
 
 import pytest
 
-from deeplab_dpc import naming
-from deeplab_dpc.checkpoints import read_checkpoint_config, write_model_checkpoint
-from deeplab_dpc.model import build_model, load_config
+from deeplab_dpc.modeling import naming
+from deeplab_dpc.modeling.checkpoints import (
+    read_checkpoint_config,
+    write_model_checkpoint,
+)
+from deeplab_dpc.modeling.model import build_model, load_config
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "pre_issue29")
 SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -61,10 +64,10 @@ def test_the_keras_registered_names_of_every_layer_are_kept():
     import keras
 
     for module in (
-        "deeplab_dpc.model",
+        "deeplab_dpc.modeling.model",
         "deeplab_dpc.backbones.xception",
         "deeplab_dpc.backbones.mobilenet_v2",
-        "deeplab_dpc.backbones.nas_network",
+        "deeplab_dpc.backbones.auto_deeplab_network",
         "deeplab_dpc.training.schedules",
         "deeplab_dpc.search.auto_deeplab.relaxed_cell",
         "deeplab_dpc.search.auto_deeplab.supernet",

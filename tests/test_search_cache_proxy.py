@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_dpc import common
-from deeplab_dpc import spec as spec_lib
-from deeplab_dpc.checkpoints import write_model_checkpoint
+from deeplab_dpc.core import common
 from deeplab_dpc.data import registry, synthetic
 from deeplab_dpc.data.pipeline import build_dataset
-from deeplab_dpc.model import build_model, model_config
+from deeplab_dpc.formats import dpc_spec as spec_lib
+from deeplab_dpc.modeling.checkpoints import write_model_checkpoint
+from deeplab_dpc.modeling.model import build_model, model_config
 from deeplab_dpc.search import cache as cache_lib
 from deeplab_dpc.search import proxy
 

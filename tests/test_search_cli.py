@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from deeplab_dpc import spec as spec_lib
+from deeplab_dpc.formats import dpc_spec as spec_lib
 from deeplab_dpc.search import report, rerank, samplers, spaces
 from deeplab_dpc.search import study as study_lib
 from deeplab_dpc.search.cache import write_cache_from_arrays

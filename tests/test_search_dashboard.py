@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from deeplab_dpc import spec as spec_lib
+from deeplab_dpc.formats import dpc_spec as spec_lib
 from deeplab_dpc.search import samplers, spaces
 from deeplab_dpc.search import study as study_lib
 

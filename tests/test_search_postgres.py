@@ -12,7 +12,7 @@ import pytest
 from search_checks import assert_each_slot_once_and_killed_trial_retried
 from test_search_study import _tiny_cache, _wait_for_running_trial_of
 
-from deeplab_dpc import spec as spec_lib
+from deeplab_dpc.formats import dpc_spec as spec_lib
 from deeplab_dpc.search import rerank, samplers, spaces, stages
 from deeplab_dpc.search import study as study_lib
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from deeplab_dpc import spec as spec_lib
+from deeplab_dpc.formats import dpc_spec as spec_lib
 from deeplab_dpc.search import SearchError, samplers, spaces
 from deeplab_dpc.search.samplers import Scored
 

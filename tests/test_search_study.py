@@ -12,7 +12,7 @@ import pytest
 from optuna.trial import TrialState
 from search_checks import assert_each_slot_once_and_killed_trial_retried
 
-from deeplab_dpc import spec as spec_lib
+from deeplab_dpc.formats import dpc_spec as spec_lib
 from deeplab_dpc.search import samplers, spaces, stages
 from deeplab_dpc.search import study as study_lib
 from deeplab_dpc.search.cache import write_cache_from_arrays

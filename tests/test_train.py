@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_dpc import checkpoints
 from deeplab_dpc.data import synthetic
-from deeplab_dpc.model import build_model, model_config
+from deeplab_dpc.modeling import checkpoints
+from deeplab_dpc.modeling.model import build_model, model_config
 from deeplab_dpc.training import schedules
 
 REPO = Path(__file__).resolve().parents[1]

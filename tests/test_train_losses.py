@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_dpc.model import build_deeplab
+from deeplab_dpc.modeling.model import build_deeplab
 from deeplab_dpc.training import losses, schedules
 
 
@@ -105,7 +105,7 @@ def test_schedule_rejects_bad_values(kwargs):
 
 def test_trainer_seed_fixes_the_initial_weights(tmp_path):
     from deeplab_dpc.data import registry
-    from deeplab_dpc.model import model_config
+    from deeplab_dpc.modeling.model import model_config
     from deeplab_dpc.training import options as options_lib
     from deeplab_dpc.training.trainer import Trainer
 
@@ -123,9 +123,9 @@ def test_trainer_seed_fixes_the_initial_weights(tmp_path):
 
 
 def test_frozen_backbone_batch_norm_keeps_its_statistics_and_the_head_learns(tmp_path):
-    from deeplab_dpc import common
+    from deeplab_dpc.core import common
     from deeplab_dpc.data import registry
-    from deeplab_dpc.model import model_config
+    from deeplab_dpc.modeling.model import model_config
     from deeplab_dpc.training import options as options_lib
     from deeplab_dpc.training.trainer import Trainer
 
@@ -155,9 +155,9 @@ def test_frozen_backbone_batch_norm_keeps_its_statistics_and_the_head_learns(tmp
 
 
 def test_last_layer_gradient_multiplier_scales_the_head_and_logits_only(tmp_path):
-    from deeplab_dpc import common
+    from deeplab_dpc.core import common
     from deeplab_dpc.data import registry
-    from deeplab_dpc.model import model_config
+    from deeplab_dpc.modeling.model import model_config
     from deeplab_dpc.training import options as options_lib
     from deeplab_dpc.training.trainer import Trainer
 
@@ -202,8 +202,8 @@ def test_hnasnet_decays_the_official_kernel_set_counted_per_op_type():
     # and a pointwise each), 3 atrous convs, the cell's 1x1 and its prev_1x1
     # (H^{l-2} has 5 x filters channels, never the cell's filters), plus the 3
     # stem convs: 3 + 12 * (1 + 1 + 3 + 14 + 14) = 399, of which 168 depthwise.
-    from deeplab_dpc import naming
-    from deeplab_dpc.backbones.nas_network import nas_network
+    from deeplab_dpc.backbones.auto_deeplab_network import nas_network
+    from deeplab_dpc.modeling import naming
 
     model = nas_network(num_conv_filters=8)
     decayed = {id(k) for k in losses.decayed_kernels(model)}

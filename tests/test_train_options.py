@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from deeplab_dpc import artefacts
 from deeplab_dpc import flags as dpc_flags
+from deeplab_dpc.core import artefacts
 from deeplab_dpc.training import options
 
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_dpc import common
+from deeplab_dpc.core import common
 from deeplab_dpc.data import records, registry
-from deeplab_dpc.model import model_config
+from deeplab_dpc.modeling.model import model_config
 from deeplab_dpc.training import options as options_lib
 from deeplab_dpc.training import trainer as trainer_lib
 

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplab_dpc import checkpoints, colormaps
 from deeplab_dpc.data import registry, synthetic
 from deeplab_dpc.evaluation import visualizer
-from deeplab_dpc.model import build_model, model_config
+from deeplab_dpc.modeling import checkpoints
+from deeplab_dpc.modeling.model import build_model, model_config
+from deeplab_dpc.reporting import colormaps
 
 
 def test_palettes_have_the_datasets_colours():

@@ -21,7 +21,7 @@ _BUILDERS = {
     "mobilenet_v2": ("deeplab_dpc.backbones.mobilenet_v2", "build"),
     "xception_65": ("deeplab_dpc.backbones.xception", "build"),
     "xception_71": ("deeplab_dpc.backbones.xception", "build"),
-    "nas_hnasnet": ("deeplab_dpc.backbones.nas_hnasnet", "build"),
+    "nas_hnasnet": ("deeplab_dpc.backbones.auto_deeplab", "build"),
 }
 # Variants taking the NAS options (`nas_stem_output_num_conv_filters`,
 # `nas_architecture`) as the builder's `num_conv_filters`, `architecture`.

@@ -14,8 +14,8 @@ SAME padding, as slim's MobileNetV2 training scope.
 
 import keras
 
-from deeplab_dpc import common
 from deeplab_dpc.backbones.stride import StrideTracker
+from deeplab_dpc.core import common
 from deeplab_dpc.layers.conv import ConvBN
 
 BN_MOMENTUM = 0.997

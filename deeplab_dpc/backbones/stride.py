@@ -7,7 +7,7 @@ multiplied by the stride it skipped (slim's `mobilenet_base` and
 current rate.
 """
 
-from deeplab_dpc import common
+from deeplab_dpc.core import common
 
 
 class StrideTracker:

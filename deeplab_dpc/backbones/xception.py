@@ -18,8 +18,8 @@ its `deeplab_scope` attribute for the weight importer.
 import keras
 import tensorflow as tf
 
-from deeplab_dpc import common
 from deeplab_dpc.backbones.stride import StrideTracker
+from deeplab_dpc.core import common
 from deeplab_dpc.layers.conv import ConvBN, SeparableConvBN
 
 BN_MOMENTUM = 0.9997

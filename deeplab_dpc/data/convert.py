@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from deeplab_dpc import artefacts
+from deeplab_dpc.core import artefacts
 from deeplab_dpc.data import records
 
 

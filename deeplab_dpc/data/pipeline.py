@@ -30,7 +30,7 @@ import sys
 import tensorflow as tf
 from absl import logging
 
-from deeplab_dpc import common
+from deeplab_dpc.core import common
 from deeplab_dpc.data import preprocess, record_reader, records, registry
 
 AUTOTUNE = tf.data.AUTOTUNE

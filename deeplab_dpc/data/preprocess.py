@@ -22,7 +22,7 @@ Deviations from DeepLab:
 
 import tensorflow as tf
 
-from deeplab_dpc import common
+from deeplab_dpc.core import common
 
 _FEATURES = {
     common.KEY_IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string),

@@ -1,6 +1,6 @@
 """The TFRecord format: one `tf.train.Example` per image, DeepLab's keys unchanged.
 
-Keys (see `deeplab_dpc.common`): `image/encoded` (JPEG or PNG bytes),
+Keys (see `deeplab_dpc.core.common`): `image/encoded` (JPEG or PNG bytes),
 `image/filename`, `image/format` (`jpeg`/`png`), `image/height`,
 `image/width`, `image/channels` (3), `image/segmentation/class/encoded`
 (single-channel PNG, one class id per pixel) and
@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from deeplab_dpc import artefacts, common
+from deeplab_dpc.core import artefacts, common
 
 SHARD_TEMPLATE = "{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
 IMAGE_FORMATS = ("jpeg", "png")

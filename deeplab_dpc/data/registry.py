@@ -20,7 +20,7 @@ import json
 import os
 from typing import NamedTuple
 
-from deeplab_dpc import common
+from deeplab_dpc.core import common
 
 
 class DatasetInfo(NamedTuple):

@@ -48,7 +48,7 @@ import time
 import numpy as np
 from absl import logging
 
-from deeplab_dpc import artefacts
+from deeplab_dpc.core import artefacts
 from deeplab_dpc.data import records, registry
 
 INFO = registry.DATASETS["synthetic"]

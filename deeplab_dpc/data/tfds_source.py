@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from deeplab_dpc import common
+from deeplab_dpc.core import common
 from deeplab_dpc.data import registry
 
 

@@ -5,7 +5,7 @@ rebuilds the model from the `model_config.json` stored beside it (no model
 flags), and for each checkpoint streams a confusion matrix over whole
 validation images at their original size: each image is padded to k*32+1 by
 the input pipeline, predicted with multi-scale / flipped inference
-(`deeplab_dpc.inference`, softmax averaged over `scales` and flips), then
+(`deeplab_dpc.modeling.inference`, softmax averaged over `scales` and flips), then
 prediction and label are cropped back to the original height and width.
 Ignore-label pixels are excluded. Results go to the log as a table, to
 `eval_logdir/results.json` and to TensorBoard (`miou`, `pixel_accuracy`,
@@ -34,20 +34,10 @@ import time
 import tensorflow as tf
 from absl import logging
 
-from deeplab_dpc import (
-    artefacts,
-    checkpoints,
-    common,
-    errors,
-    inference,
-    metrics,
-    summaries,
-)
-from deeplab_dpc.model import (
-    build_model,
-    check_output_stride,
-    load_config,
-)
+from deeplab_dpc.core import artefacts, common, errors
+from deeplab_dpc.modeling import checkpoints, inference
+from deeplab_dpc.modeling.model import build_model, check_output_stride, load_config
+from deeplab_dpc.reporting import metrics, summaries
 
 
 def checkpoint_step(prefix):
@@ -189,7 +179,7 @@ def make_predict_fn(model, scales, add_flipped_images):
 
 def iterate_predictions(dataset, predict):
     """Yields (name, image, label, prediction) cropped to the original size."""
-    from deeplab_dpc import interrupts
+    from deeplab_dpc.core import interrupts
 
     for batch in dataset:
         interrupts.check()  # a safe point (the handler's raise can be swallowed)

@@ -21,9 +21,10 @@ import os
 import numpy as np
 from absl import logging
 
-from deeplab_dpc import artefacts, colormaps
+from deeplab_dpc.core import artefacts
 from deeplab_dpc.data import registry
 from deeplab_dpc.evaluation import evaluator
+from deeplab_dpc.reporting import colormaps
 
 SEGMENTATION_DIR = "segmentation_results"
 RAW_DIR = "raw_segmentation_results"
@@ -45,7 +46,7 @@ def raw_id_map(info):
 
 def visualize_checkpoint(model, config, prefix, dataset, colormap, options):
     """Writes the PNGs of one checkpoint; returns the number of images."""
-    from deeplab_dpc import checkpoints
+    from deeplab_dpc.modeling import checkpoints
 
     checkpoints.restore_model(prefix, model=model, config=config)
     predict = evaluator.make_predict_fn(

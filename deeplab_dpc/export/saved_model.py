@@ -43,10 +43,11 @@ import tempfile
 
 import tensorflow as tf
 
-from deeplab_dpc import artefacts, checkpoints, common, errors, inference
+from deeplab_dpc.core import artefacts, common, errors
 from deeplab_dpc.data import preprocess, registry
 from deeplab_dpc.export import tflite
-from deeplab_dpc.model import ModelConfigError, model_config
+from deeplab_dpc.modeling import checkpoints, inference
+from deeplab_dpc.modeling.model import ModelConfigError, model_config
 
 # --- Serving vocabulary (the original DeepLab tensor names) -----------------
 INPUT_IMAGES = "ImageTensor"

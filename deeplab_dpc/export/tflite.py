@@ -35,8 +35,9 @@ from tensorflow.python.framework.convert_to_constants import (
     convert_variables_to_constants_v2,
 )
 
-from deeplab_dpc import artefacts, common, inference
+from deeplab_dpc.core import artefacts, common
 from deeplab_dpc.data import preprocess
+from deeplab_dpc.modeling import inference
 
 TFLITE_INPUT = "normalized_image"
 QUANTIZE_MODES = ("none", "float16", "int8")

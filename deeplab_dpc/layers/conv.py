@@ -6,7 +6,7 @@ Each unit is one "row" of `model_stats` and one scope of the original DeepLab:
 `SeparableConvBN(name="branch0")` owns `depthwise` and `pointwise` units, which
 the original DeepLab called `branch0_depthwise` and `branch0_pointwise`
 (`split_separable_conv2d`); Keras 3 forbids "/" in layer names, so the scope
-is spelled by nesting and `deeplab_dpc.naming` maps between the two.
+is spelled by nesting and `deeplab_dpc.modeling.naming` maps between the two.
 
 Weight decay is not attached to layers (no kernel regularizers): the trainer
 adds L2 over conv kernels, as DeepLab's slim arg_scope did, so layer configs
@@ -31,7 +31,7 @@ import contextlib
 import keras
 import tensorflow as tf
 
-from deeplab_dpc import common
+from deeplab_dpc.core import common
 
 # DeepLab's head batch norm (the paper's cell): decay 0.9997, epsilon 1e-5.
 HEAD_BN_MOMENTUM = 0.9997

@@ -14,7 +14,7 @@ the output stride that scales its rates (`scale_rate`, x2 at output stride 8).
 import keras
 import tensorflow as tf
 
-from deeplab_dpc import spec as dpc_spec
+from deeplab_dpc.formats import dpc_spec
 from deeplab_dpc.layers.conv import (
     HEAD_BN_EPSILON,
     HEAD_BN_MOMENTUM,
@@ -42,7 +42,7 @@ class DensePredictionCell(keras.layers.Layer):
 
     Args:
       spec: list of branch dicts in the DeepLab JSON format (validated here:
-        a bad spec raises `deeplab_dpc.spec.SpecError` naming branch and field).
+        a bad spec raises `deeplab_dpc.formats.dpc_spec.SpecError` naming branch and field).
       output_stride: the backbone's output stride; spec rates are written for 16.
       filters: channels of every op and of the projection (256 in the paper).
       dropout_rate: dropout on the concatenated features (1 - keep_prob 0.9).

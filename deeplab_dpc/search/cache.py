@@ -44,7 +44,7 @@ import shutil
 import numpy as np
 from absl import logging
 
-from deeplab_dpc import artefacts, common, interrupts
+from deeplab_dpc.core import artefacts, common, interrupts
 
 CACHE_INFO_FILENAME = artefacts.CACHE_INFO
 CACHE_VERSION = 1
@@ -176,8 +176,8 @@ def write_feature_cache(
     with another fingerprint is an error (pick another `cache_dir`).
     Returns the opened `FeatureCache`.
     """
-    from deeplab_dpc.checkpoints import restore_model
     from deeplab_dpc.data.pipeline import build_dataset
+    from deeplab_dpc.modeling.checkpoints import restore_model
 
     if dtype not in DTYPES:
         raise CacheError(

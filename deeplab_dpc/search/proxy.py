@@ -34,11 +34,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from deeplab_dpc import common, interrupts
+from deeplab_dpc.core import common, interrupts
 from deeplab_dpc.layers import DensePredictionCell
 from deeplab_dpc.layers.conv import Logits
 from deeplab_dpc.layers.resize import resize_bilinear
-from deeplab_dpc.metrics import mean_iou
+from deeplab_dpc.reporting.metrics import mean_iou
 from deeplab_dpc.training import losses
 
 DEFAULT_MEMORY_LIMIT_BYTES = 4 << 30
@@ -280,11 +280,12 @@ def train_proxy(
 def cell_cost(spec, feature_channels, output_stride, crop_size):
     """(params, multiply-adds) of the cell's convs for one `crop_size` image.
 
-    Counted by `deeplab_dpc.model_stats` on a stand-in model whose
+    Counted by `deeplab_dpc.modeling.complexity` on a stand-in model whose
     "backbone" (average pooling + a dense layer, no convs) gives features of
     the real shape, so only the cell's own units (`head/...`) are counted.
     """
-    from deeplab_dpc import model_stats, naming
+    from deeplab_dpc.modeling import complexity as model_stats
+    from deeplab_dpc.modeling import naming
 
     image = keras.Input((None, None, 3))
     x = keras.layers.AveragePooling2D(output_stride, output_stride, padding="same")(

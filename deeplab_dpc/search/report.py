@@ -29,8 +29,8 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from deeplab_dpc import artefacts  # noqa: E402
-from deeplab_dpc import spec as spec_lib  # noqa: E402
+from deeplab_dpc.core import artefacts  # noqa: E402
+from deeplab_dpc.formats import dpc_spec as spec_lib  # noqa: E402
 from deeplab_dpc.search import SearchError, rerank  # noqa: E402
 from deeplab_dpc.search import study as study_lib  # noqa: E402
 

@@ -26,7 +26,7 @@ import os
 from absl import logging
 from optuna.trial import TrialState
 
-from deeplab_dpc import spec as spec_lib
+from deeplab_dpc.formats import dpc_spec as spec_lib
 from deeplab_dpc.search import study as study_lib
 
 RERANK_SUFFIX = ".rerank"
@@ -115,9 +115,9 @@ def make_rerank_objective(
     `last_layer_gradient_multiplier` (DeepLab's flag) giving the fresh cell
     and logits a larger learning rate than the pretrained backbone.
     """
-    from deeplab_dpc import artefacts
+    from deeplab_dpc.core import artefacts
     from deeplab_dpc.evaluation import evaluator
-    from deeplab_dpc.model import model_config
+    from deeplab_dpc.modeling.model import model_config
     from deeplab_dpc.search import proxy
     from deeplab_dpc.training import options as options_lib
     from deeplab_dpc.training import trainer

@@ -26,7 +26,7 @@ can (exhaustively in a finite space, by rejection otherwise).
 
 import collections
 
-from deeplab_dpc import spec as spec_lib
+from deeplab_dpc.formats import dpc_spec as spec_lib
 from deeplab_dpc.search import SearchError
 
 SAMPLERS = ("random", "paper", "evolution")

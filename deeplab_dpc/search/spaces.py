@@ -12,7 +12,7 @@ non-empty subset of the five parallel ASPP branches (1x1, separable rates 6,
 neighbours add or remove one branch.
 """
 
-from deeplab_dpc import spec as spec_lib
+from deeplab_dpc.formats import dpc_spec as spec_lib
 from deeplab_dpc.search import SearchError
 
 SPACES = ("full", "aspp_subsets")

@@ -24,7 +24,7 @@ import time
 import optuna
 from absl import logging
 
-from deeplab_dpc import artefacts
+from deeplab_dpc.core import artefacts
 from deeplab_dpc.search import SearchError, rerank, samplers, spaces
 from deeplab_dpc.search import cache as cache_lib
 from deeplab_dpc.search import study as study_lib
@@ -46,7 +46,7 @@ def pretrain_backbone(
     Rerunning resumes, or returns at once when the run is already complete.
     BN decay 0.99: DeepLab's 0.9997 cannot settle in a few hundred steps.
     """
-    from deeplab_dpc.model import model_config
+    from deeplab_dpc.modeling.model import model_config
     from deeplab_dpc.training import options as options_lib
     from deeplab_dpc.training import trainer
 
@@ -80,7 +80,7 @@ def expected_backbone(
         "depth_multiplier": depth_multiplier,
     }
     if checkpoint is not None:
-        from deeplab_dpc.checkpoints import resolve_checkpoint
+        from deeplab_dpc.modeling.checkpoints import resolve_checkpoint
 
         want["checkpoint_sha1"] = cache_lib.checkpoint_sha1(
             resolve_checkpoint(checkpoint)
@@ -234,7 +234,7 @@ def run_with_progress(study, storage, evaluate, sampler, seed, desc, poll_second
     `source_trials` ({key: search trial number}) names, on each re-rank line,
     the search trial the cell comes from.
     """
-    from deeplab_dpc import console
+    from deeplab_dpc.core import console
 
     done, total = study_lib.progress_counts(study)
     bar = console.progress_bar(total=total, initial=done, desc=desc, unit="trial")

@@ -19,7 +19,7 @@ How a study runs:
   preempted) goes stale after `grace_period`, is marked FAIL, and Optuna's
   `RetryHeartbeatStaleTrialCallback` re-queues a copy (same user attrs, so
   the same slot and the same spec) as WAITING. Nothing is lost or run twice.
-* **Signals.** SIGINT or SIGTERM during a trial (`deeplab_dpc.interrupts`)
+* **Signals.** SIGINT or SIGTERM during a trial (`deeplab_dpc.core.interrupts`)
   marks it FAIL (user attr `interrupted`) and requeues its copy at once, as a
   stale one would be, and stops the worker: an interrupted trial is never
   scored. When the main thread is stuck in a long TensorFlow call, the
@@ -52,8 +52,8 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from deeplab_dpc import artefacts, interrupts
-from deeplab_dpc import spec as spec_lib
+from deeplab_dpc.core import artefacts, interrupts
+from deeplab_dpc.formats import dpc_spec as spec_lib
 from deeplab_dpc.search import SearchError
 from deeplab_dpc.search.samplers import Scored
 

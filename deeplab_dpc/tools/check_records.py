@@ -35,8 +35,8 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from deeplab_dpc import common, errors
 from deeplab_dpc import flags as cli
+from deeplab_dpc.core import common, errors
 from deeplab_dpc.data import record_reader, registry
 
 UNPARSABLE = "unparsable_example"

@@ -115,7 +115,7 @@ def _copy_one(name, source, destination):
 def main(argv):
     from absl import flags
 
-    from deeplab_dpc import console
+    from deeplab_dpc.core import console
 
     f = flags.FLAGS
     console.quiet_optuna(argv)  # no "A new study created in RDB" per study

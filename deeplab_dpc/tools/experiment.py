@@ -47,7 +47,7 @@ import sys
 import threading
 import time
 
-from deeplab_dpc import artefacts, errors, interrupts
+from deeplab_dpc.core import artefacts, errors, interrupts
 
 PLAN_VERSION = 1
 RUNNING = "running.json"  # in the workdir: the run in progress (pid, start)

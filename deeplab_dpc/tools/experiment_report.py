@@ -23,7 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from deeplab_dpc import artefacts  # noqa: E402
+from deeplab_dpc.core import artefacts  # noqa: E402
 
 ALPHA = 0.05
 REPORT = "report.md"

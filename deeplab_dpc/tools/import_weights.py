@@ -40,7 +40,8 @@ import os
 
 import numpy as np
 
-from deeplab_dpc import artefacts, common, errors, naming
+from deeplab_dpc.core import artefacts, common, errors
+from deeplab_dpc.modeling import naming
 from deeplab_dpc.tools import weight_sources
 from deeplab_dpc.tools.weight_sources import BATCH_NORM_LEAVES, WeightSourceError
 
@@ -346,8 +347,8 @@ def import_weights(
     Returns (report, checkpoint prefix). Nothing is written when the source
     does not fit (`WeightSourceError`, `WeightImportError`).
     """
-    from deeplab_dpc.checkpoints import write_model_checkpoint
-    from deeplab_dpc.model import build_model
+    from deeplab_dpc.modeling.checkpoints import write_model_checkpoint
+    from deeplab_dpc.modeling.model import build_model
 
     _check_output(output)
     source = weight_sources.read_source(source_path)
@@ -392,9 +393,9 @@ def config_from_flags(f):
 
 
 def _user_errors():
-    from deeplab_dpc.checkpoints import CheckpointError
-    from deeplab_dpc.model import ModelConfigError
-    from deeplab_dpc.spec import SpecError
+    from deeplab_dpc.formats.dpc_spec import SpecError
+    from deeplab_dpc.modeling.checkpoints import CheckpointError
+    from deeplab_dpc.modeling.model import ModelConfigError
 
     return (
         WeightImportError,

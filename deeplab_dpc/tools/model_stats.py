@@ -5,7 +5,7 @@ r"""Command line: per-layer parameters and multiply-adds of a DeepLab / DPC mode
 
     python -m deeplab_dpc.tools.model_stats --model_config=runs/train --crop_size=361,481
 
-The rows and their accounting are those of the library `deeplab_dpc.model_stats`.
+The rows and their accounting are those of the library `deeplab_dpc.modeling.complexity`.
 `--model_config` (a `model_config.json`, or the checkpoint directory or prefix
 it sits beside) takes the architecture of a trained model; the model flags are
 then ignored.
@@ -14,8 +14,8 @@ then ignored.
 import json
 import os
 
-from deeplab_dpc import errors
 from deeplab_dpc import flags as dpc_flags
+from deeplab_dpc.core import errors
 
 
 def main(argv):
@@ -31,7 +31,7 @@ def main(argv):
                 f"--crop_size: expected H,W with positive sizes, got {','.join(f.crop_size)}"
             )
         if f.model_config:
-            from deeplab_dpc import checkpoints  # TensorFlow loads here
+            from deeplab_dpc.modeling import checkpoints  # TensorFlow loads here
 
             path = f.model_config
             if os.path.isfile(path) and path.endswith(".json"):
@@ -39,8 +39,8 @@ def main(argv):
             config = checkpoints.read_checkpoint_config(path)
         else:
             config = dpc_flags.model_config_from_flags(f, f.num_classes)
-    from deeplab_dpc.model import build_model  # TensorFlow loads here
-    from deeplab_dpc.model_stats import compute_stats, format_table, summarize
+    from deeplab_dpc.modeling.complexity import compute_stats, format_table, summarize
+    from deeplab_dpc.modeling.model import build_model  # TensorFlow loads here
 
     rows = compute_stats(build_model(config), crop)
     if f.json:

@@ -27,7 +27,7 @@ import tensorflow as tf
 from absl import flags
 from PIL import Image
 
-from deeplab_dpc import artefacts, errors
+from deeplab_dpc.core import artefacts, errors
 from deeplab_dpc.data import registry
 from deeplab_dpc.export import saved_model, tflite
 

@@ -30,8 +30,8 @@ import keras
 import tensorflow as tf
 from tensorflow.python.util import deprecation
 
-from deeplab_dpc import naming
 from deeplab_dpc.layers.resize import resize_bilinear
+from deeplab_dpc.modeling import naming
 
 
 def _resize_labels_nearest(labels, size):

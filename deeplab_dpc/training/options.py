@@ -15,7 +15,7 @@ import json
 
 from absl import logging
 
-from deeplab_dpc import artefacts, common, errors
+from deeplab_dpc.core import artefacts, common, errors
 
 LEARNING_POLICIES = ("poly", "step", "cosine")
 STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")
@@ -296,8 +296,8 @@ def check_resume_options(train_logdir, model_cfg, options):
     """Refuses to resume a logdir of another model; warns about changed options."""
     import tensorflow as tf
 
-    from deeplab_dpc.checkpoints import CheckpointError
-    from deeplab_dpc.model import load_config
+    from deeplab_dpc.modeling.checkpoints import CheckpointError
+    from deeplab_dpc.modeling.model import load_config
 
     if not tf.train.latest_checkpoint(train_logdir):
         return

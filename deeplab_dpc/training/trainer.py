@@ -57,7 +57,7 @@ Deviations from DeepLab, all deliberate:
   mode) or leaves the fresh head unnormalised (frozen).
 - `seed` seeds the weight initialisation too (`keras.utils.set_random_seed`),
   not only the input pipeline.
-- SIGINT and SIGTERM (`deeplab_dpc.interrupts`) finish the step in flight,
+- SIGINT and SIGTERM (`deeplab_dpc.core.interrupts`) finish the step in flight,
   save a checkpoint at that step and raise `interrupts.Interrupted`, so a
   caller (the search's pretraining and re-ranking) never goes on with a model
   that did not finish its schedule. Under MultiWorkerMirroredStrategy the
@@ -76,8 +76,10 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from deeplab_dpc import artefacts, checkpoints, common, errors, interrupts, summaries
-from deeplab_dpc import model as model_lib
+from deeplab_dpc.core import artefacts, common, errors, interrupts
+from deeplab_dpc.modeling import checkpoints
+from deeplab_dpc.modeling import model as model_lib
+from deeplab_dpc.reporting import summaries
 from deeplab_dpc.training import distribute, losses, schedules
 from deeplab_dpc.training.options import (
     TrainOptionsError,

@@ -10,7 +10,7 @@ step in flight, one line, exit code 130 / 0 (`interrupts`).
 from absl import flags
 
 from deeplab_dpc import flags as dpc_flags
-from deeplab_dpc import nas_spec
+from deeplab_dpc.formats import auto_deeplab_spec as nas_spec
 
 PROG = "auto_deeplab"
 FLAGS = flags.FLAGS

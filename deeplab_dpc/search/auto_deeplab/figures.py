@@ -18,7 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from deeplab_dpc import artefacts, nas_spec  # noqa: E402
+from deeplab_dpc.core import artefacts  # noqa: E402
+from deeplab_dpc.formats import auto_deeplab_spec as nas_spec  # noqa: E402
 
 
 def _save(fig, path):

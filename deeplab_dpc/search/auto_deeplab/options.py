@@ -5,7 +5,7 @@
 the option, which the command lines turn into one line and exit code 2.
 
 Paper settings and small budgets (Sec. 5.1; measurements in
-g3doc/autodeeplab.md, "Convergence"):
+g3doc/auto_deeplab.md, "Convergence"):
 
 * The paper's architecture step is Adam at a constant 3e-3 on one trainB
   batch per weight step, about 14,900 of them (40 epochs from epoch 20).
@@ -20,8 +20,9 @@ g3doc/autodeeplab.md, "Convergence"):
   Deviation from the paper, for budgets far below its own.
 """
 
-from deeplab_dpc import errors, nas_spec
+from deeplab_dpc.core import errors
 from deeplab_dpc.data import registry
+from deeplab_dpc.formats import auto_deeplab_spec as nas_spec
 
 PAPER_ARCH_LEARNING_RATE = 3e-3
 PAPER_SCALE_ARCH_STEPS = 10000

@@ -1,7 +1,7 @@
 """The search's relaxed cell (Sec. 4.1.1, as DARTS), next to the supernet.
 
 `RelaxedCell` is the continuous relaxation (Sec. 4.1.1, as DARTS): the same
-cell base (`layers.nas_cell.CellBase`), then every block sums a mixed
+cell base (`layers.auto_deeplab_cell.CellBase`), then every block sums a mixed
 operator over every one of its inputs,
 each a softmax(alpha)-weighted sum of all operators. Alpha is not a weight of
 the cell: the caller passes the [num_edges, num_ops] softmax weights as the
@@ -13,9 +13,9 @@ supernet changes resolution before the cell, Sec. 5.1).
 import keras
 import tensorflow as tf
 
-from deeplab_dpc import nas_spec
-from deeplab_dpc.layers.nas_cell import CellBase
-from deeplab_dpc.layers.nas_ops import NASAtrous, NASSeparable, nas_initializer
+from deeplab_dpc.formats import auto_deeplab_spec as nas_spec
+from deeplab_dpc.layers.auto_deeplab_cell import CellBase
+from deeplab_dpc.layers.auto_deeplab_ops import NASAtrous, NASSeparable, nas_initializer
 
 
 def _raw(variable):
@@ -68,12 +68,12 @@ class RelaxedCell(CellBase):
     convs, one conv with E' x C outputs for the atrous ones, one pooling for
     all, one fused batch norm over E' x C channels. The result is the sum of
     the cell's `MixedOp`s (the test-only per-edge reference,
-    tests/nas_reference.py) with the same weights (tests/test_nas_layers.py),
+    tests/auto_deeplab_reference.py) with the same weights (tests/test_auto_deeplab_layers.py),
     with B + 1 operator groups per cell instead of one `MixedOp` per edge
     (14 for B = 5) and 34 variables instead of 476: the supernet of the
     default search has ~700 variables instead of ~6800, whose creation,
     optimizer slots and graph construction were most of the search's
-    start-up (issue 13; g3doc/autodeeplab.md). `load_op` copies a
+    start-up (issue 13; g3doc/auto_deeplab.md). `load_op` copies a
     `nas_ops` layer's weights into one edge.
     """
 

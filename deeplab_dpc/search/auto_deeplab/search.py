@@ -53,7 +53,7 @@ Deviations, with reasons:
   non-finite loss is noticed at the next log or checkpoint step.
 * TF's graph optimizer (Grappler) is off on CPU by default (on the
   supernet's graph it doubled the first call; steps within 5%;
-  g3doc/autodeeplab.md) and on where a GPU or TPU runs the search
+  g3doc/auto_deeplab.md) and on where a GPU or TPU runs the search
   (`graph_optimizer`: auto, on, off).
 """
 
@@ -66,9 +66,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from deeplab_dpc import artefacts, common, interrupts, metrics, nas_spec, summaries
+from deeplab_dpc.core import artefacts, common, interrupts
 from deeplab_dpc.data import registry
 from deeplab_dpc.data.pipeline import build_dataset
+from deeplab_dpc.formats import auto_deeplab_spec as nas_spec
+from deeplab_dpc.reporting import metrics, summaries
 from deeplab_dpc.search.auto_deeplab.options import MIXED_PRECISION, search_options
 from deeplab_dpc.search.auto_deeplab.supernet import AutoDeepLabSupernet
 from deeplab_dpc.training import losses, schedules

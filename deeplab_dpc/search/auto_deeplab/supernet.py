@@ -43,10 +43,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from deeplab_dpc import nas_spec
+from deeplab_dpc.formats import auto_deeplab_spec as nas_spec
 from deeplab_dpc.layers import ASPP
+from deeplab_dpc.layers.auto_deeplab_ops import (
+    NAS_BN_EPSILON,
+    NAS_BN_MOMENTUM,
+    NASConvBN,
+)
 from deeplab_dpc.layers.conv import Logits
-from deeplab_dpc.layers.nas_ops import NAS_BN_EPSILON, NAS_BN_MOMENTUM, NASConvBN
 from deeplab_dpc.layers.resize import resize_bilinear
 from deeplab_dpc.search.auto_deeplab.relaxed_cell import RelaxedCell
 

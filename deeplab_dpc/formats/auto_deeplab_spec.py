@@ -26,7 +26,7 @@ official NASBaseCell (as in NASNet) ``"none"`` is the *skip connection*
 (identity); the paper's "no connection" is called ``"zero"`` here, exists only
 in the search and never appears in a decoded architecture.
 
-Pure Python + numpy (no TensorFlow), like `deeplab_dpc.spec`.
+Pure Python + numpy (no TensorFlow), like `deeplab_dpc.formats.dpc_spec`.
 
 Deviations, all deliberate:
 
@@ -48,7 +48,7 @@ import os
 
 import numpy as np
 
-from deeplab_dpc import artefacts
+from deeplab_dpc.core import artefacts
 
 # --- Format vocabulary ------------------------------------------------------
 CELL = "cell"

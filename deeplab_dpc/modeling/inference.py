@@ -12,7 +12,7 @@ int((n - 1) * s + 1)`, so that align_corners sizes stay aligned.
 
 import tensorflow as tf
 
-from deeplab_dpc import common
+from deeplab_dpc.core import common
 from deeplab_dpc.layers.resize import resize_bilinear
 
 

@@ -23,8 +23,8 @@ depth-scaled probability in training only. The default keep probability 1.0
 import keras
 import tensorflow as tf
 
-from deeplab_dpc import nas_spec
-from deeplab_dpc.layers.nas_ops import (
+from deeplab_dpc.formats import auto_deeplab_spec as nas_spec
+from deeplab_dpc.layers.auto_deeplab_ops import (
     NAS_BN_EPSILON,
     NAS_BN_MOMENTUM,
     NASConvBN,

@@ -44,7 +44,7 @@ bias when it has no batch norm, and Keras's default initializer).
 import keras
 import tensorflow as tf
 
-from deeplab_dpc import nas_spec
+from deeplab_dpc.formats import auto_deeplab_spec as nas_spec
 from deeplab_dpc.layers.resize import resize_bilinear
 
 NAS_BN_MOMENTUM = 0.9997

@@ -1,4 +1,4 @@
-"""Tests for the Auto-DeepLab network (backbones/nas_network.py) against Table 2.
+"""Tests for the Auto-DeepLab network (backbones/auto_deeplab_network.py) against Table 2.
 
 Table 2 of the paper (Cityscapes, 19 classes, 1024 x 2048, with ASPP and
 the DeepLabv3+ decoder): Auto-DeepLab-S (F = 20) 10.15M parameters and
@@ -14,7 +14,7 @@ evaluation crop) with dilated convs counted as TensorFlow 1 ran them:
 VALID conv, whose padded blocks hold a few more output positions than the
 image (up to +25% for ASPP's rate 36 on a 129 x 257 map). Counted so, the
 network is within 1.9% of Table 2; the plain count (output positions only,
-`model_stats`) is 3.8-4.7% low (g3doc/autodeeplab.md, "Table 2").
+`model_stats`) is 3.8-4.7% low (g3doc/auto_deeplab.md, "Table 2").
 """
 
 import functools
@@ -24,18 +24,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_dpc import model_stats, naming
-from deeplab_dpc import nas_spec as N
-from deeplab_dpc.backbones.nas_network import (
+from deeplab_dpc.backbones.auto_deeplab_network import (
     FEATURES,
     LOW_LEVEL,
     low_level_cell,
     nas_network,
     network_output_stride,
 )
+from deeplab_dpc.formats import auto_deeplab_spec as N
 from deeplab_dpc.layers import ASPP
 from deeplab_dpc.layers.conv import ConvBN, Logits
 from deeplab_dpc.layers.resize import resize_bilinear
+from deeplab_dpc.modeling import complexity as model_stats
+from deeplab_dpc.modeling import naming
 
 TABLE_2 = {20: (10.15e6, 333.25e9), 32: (21.62e6, 460.93e9), 48: (44.42e6, 695.03e9)}
 

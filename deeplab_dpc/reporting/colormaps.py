@@ -16,7 +16,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from deeplab_dpc import artefacts
+from deeplab_dpc.core import artefacts
 from deeplab_dpc.data import registry
 
 COLORMAP_TYPES = ("pascal", "cityscapes", "ade20k", "camvid", "dataset")

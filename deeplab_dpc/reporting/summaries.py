@@ -28,8 +28,9 @@ import tensorflow as tf
 from absl import logging
 from tensorflow.core.framework import summary_pb2
 
-from deeplab_dpc import colormaps, common, console, metrics
+from deeplab_dpc.core import common, console
 from deeplab_dpc.layers.resize import resize_bilinear
+from deeplab_dpc.reporting import colormaps, metrics
 
 MAX_SAMPLE_IMAGES = 3
 

@@ -7,7 +7,7 @@ As the official `_build_nas_base` (`research/deeplab/core/nas_network.py`):
   -> BN; the paper's Sec. 5.2 stem); its ``conv1`` and ``conv2`` outputs are
   H^{-1} and H^{0} of the first cell. The strided ``conv0`` and ``conv2``
   pad explicitly (1 pixel each side) and run VALID, as the last official
-  revision's `resnet_utils.conv2d_same` (see `layers.nas_ops`; SAME would
+  revision's `resnet_utils.conv2d_same` (see `layers.auto_deeplab_ops`; SAME would
   shift the windows by one pixel on even sizes);
 * then one `NASCell` per entry of the path: filter scaling starts at 1 and
   doubles when the path goes one level coarser (the cell strides by 2) and
@@ -29,9 +29,9 @@ its own).
 
 import keras
 
-from deeplab_dpc import nas_spec
-from deeplab_dpc.layers.nas_cell import NASCell
-from deeplab_dpc.layers.nas_ops import (
+from deeplab_dpc.formats import auto_deeplab_spec as nas_spec
+from deeplab_dpc.layers.auto_deeplab_cell import NASCell
+from deeplab_dpc.layers.auto_deeplab_ops import (
     NAS_BN_EPSILON,
     NAS_BN_MOMENTUM,
     NASConvBN,

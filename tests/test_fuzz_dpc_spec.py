@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 
-from deeplab_dpc import spec as S
+from deeplab_dpc.formats import dpc_spec as S
 
 FIELDS = {"conv": ("op", "kernel", "rate", "input"), "pyramid_pooling": ("op", "grid_size", "input")}  # fmt: skip
 

@@ -13,9 +13,10 @@ ASPP), optional `decoder`, `logits` (`logits/semantic`), and `upsample`.
 
 import keras
 
-from deeplab_dpc import artefacts, common, errors, nas_spec
-from deeplab_dpc import spec as spec_lib
 from deeplab_dpc.backbones import MODEL_VARIANTS, NAS_VARIANTS, build_backbone
+from deeplab_dpc.core import artefacts, common, errors
+from deeplab_dpc.formats import auto_deeplab_spec as nas_spec
+from deeplab_dpc.formats import dpc_spec as spec_lib
 from deeplab_dpc.layers import ASPP, DEFAULT_ATROUS_RATES, Decoder, DensePredictionCell
 from deeplab_dpc.layers.conv import Logits
 from deeplab_dpc.layers.resize import ResizeLike

@@ -1,15 +1,15 @@
-"""Tests for the Auto-DeepLab operators and cells (layers/nas_ops.py, nas_cell.py,
+"""Tests for the Auto-DeepLab operators and cells (layers/auto_deeplab_ops.py, auto_deeplab_cell.py,
 search/auto_deeplab/relaxed_cell.py)."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from nas_reference import MixedOp
+from auto_deeplab_reference import MixedOp
 
-from deeplab_dpc import nas_spec as N
-from deeplab_dpc.layers.nas_cell import NASCell
-from deeplab_dpc.layers.nas_ops import build_op
+from deeplab_dpc.formats import auto_deeplab_spec as N
+from deeplab_dpc.layers.auto_deeplab_cell import NASCell
+from deeplab_dpc.layers.auto_deeplab_ops import build_op
 from deeplab_dpc.search.auto_deeplab.relaxed_cell import RelaxedCell
 
 
@@ -199,7 +199,7 @@ def test_strided_3x3_conv_pads_one_pixel_each_side_on_even_sizes():
     #   [[0+1+4+5, 1+2+3+5+6+7], [4+5+8+9+12+13, 5+6+7+9+10+11+13+14+15]].
     # (SAME would pad 0 before and 1 after: windows {0, 1, 2} and {2, 3},
     # first value 0+1+2+4+5+6+8+9+10 = 45.)
-    from deeplab_dpc.layers.nas_ops import NASConvBN
+    from deeplab_dpc.layers.auto_deeplab_ops import NASConvBN
 
     unit = NASConvBN(1, 3, strides=2, pre_activation=False, use_bn=False)
     x = np.arange(16, dtype="float32").reshape(1, 4, 4, 1)

@@ -1,4 +1,4 @@
-"""Tests for deeplab_dpc.nas_spec: format, space sizes, Viterbi and cell decoding."""
+"""Tests for deeplab_dpc.formats.auto_deeplab_spec: format, space sizes, Viterbi and cell decoding."""
 
 import itertools
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deeplab_dpc import nas_spec as N
+from deeplab_dpc.formats import auto_deeplab_spec as N
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -47,7 +47,7 @@ import os
 
 import numpy as np
 
-from deeplab_dpc import artefacts
+from deeplab_dpc.core import artefacts
 
 # --- Spec vocabulary (the original DeepLab key strings) ---------------------
 OP = "op"

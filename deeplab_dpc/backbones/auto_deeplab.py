@@ -1,6 +1,6 @@
 """`--model_variant=nas_hnasnet`: the Auto-DeepLab network as a DeepLab backbone.
 
-`build` wraps `nas_network.nas_network` as the other backbones: named
+`build` wraps `auto_deeplab_network.nas_network` as the other backbones: named
 `common.BACKBONE`, with DeepLab's variable scope (`hnasnet`, the official
 `feature_extractor` name of `nas_hnasnet`). `num_conv_filters` is F
 (`--nas_stem_output_num_conv_filters`) and `architecture` a found
@@ -11,8 +11,11 @@ the paper's path), whatever `output_stride` says: the path fixes it, and
 the rates as given).
 """
 
-from deeplab_dpc import common
-from deeplab_dpc.backbones.nas_network import DEFAULT_NUM_CONV_FILTERS, nas_network
+from deeplab_dpc.backbones.auto_deeplab_network import (
+    DEFAULT_NUM_CONV_FILTERS,
+    nas_network,
+)
+from deeplab_dpc.core import common
 
 DEEPLAB_SCOPE = "hnasnet"
 

@@ -1,4 +1,4 @@
-"""Tests for deeplab_dpc.spec: validation, files, search space, identity."""
+"""Tests for deeplab_dpc.formats.dpc_spec: validation, files, search space, identity."""
 
 import collections
 import hashlib
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deeplab_dpc import spec as S
+from deeplab_dpc.formats import dpc_spec as S
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ def test_constants():
 
 def test_module_does_not_import_tensorflow():
     code = (
-        "import sys, deeplab_dpc.spec; "
+        "import sys, deeplab_dpc.formats.dpc_spec; "
         "sys.exit(1 if 'tensorflow' in sys.modules or 'keras' in sys.modules else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=False)
@@ -660,8 +660,8 @@ def test_describe_spec():
 
 def test_describe_example_from_docs_runs():
     code = (
-        "from deeplab_dpc import spec; "
-        "print(spec.describe_spec(spec.load_spec('specs/top1.json')))"
+        "from deeplab_dpc.formats import dpc_spec; "
+        "print(dpc_spec.describe_spec(dpc_spec.load_spec('specs/top1.json')))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],

@@ -1,7 +1,7 @@
 """Per-layer parameters and multiply-adds of a DeepLab / DPC model (library).
 
 Used by the command line `deeplab_dpc.tools.model_stats` and by the search
-(`search.proxy.cell_cost`). One row per conv unit (`deeplab_dpc.naming`): `name` (path whose first part is
+(`search.proxy.cell_cost`). One row per conv unit (`deeplab_dpc.modeling.naming`): `name` (path whose first part is
 backbone, head, decoder or logits), `params` (conv kernel + bias weights),
 `bn_params` (the unit's batch-norm weights: gamma, beta, moving mean and
 moving variance, 4 per channel) and `madds` (multiply-adds of the conv for one
@@ -13,7 +13,7 @@ multiply-adds, as in the paper's and MobileNet's accounting.
 import keras
 import tensorflow as tf
 
-from deeplab_dpc import naming
+from deeplab_dpc.modeling import naming
 
 _SUMMARY_KEYS = ("params", "bn_params", "madds")
 

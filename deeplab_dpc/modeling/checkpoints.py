@@ -17,8 +17,14 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from deeplab_dpc import artefacts, common, naming
-from deeplab_dpc.model import ModelConfigError, build_model, load_config, save_config
+from deeplab_dpc.core import artefacts, common
+from deeplab_dpc.modeling import naming
+from deeplab_dpc.modeling.model import (
+    ModelConfigError,
+    build_model,
+    load_config,
+    save_config,
+)
 
 
 class CheckpointError(ValueError):

@@ -77,7 +77,7 @@ def deeplab_scope(model, path, model_variant, head):
         if prefix is None:  # e.g. a model deserialised from JSON
             raise ValueError(
                 "the backbone carries no deeplab_scope: build the model with "
-                "deeplab_dpc.model.build_model"
+                "deeplab_dpc.modeling.model.build_model"
             )
     elif module == "head":
         prefix = "dense_prediction_cell" if head == "dpc" else ""

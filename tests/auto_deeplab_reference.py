@@ -3,15 +3,15 @@
 `MixedOp` applies the stride-1 operators of `nas_ops` (Keras layers) with raw
 TF ops on their variables (`_fast_*`); `RelaxedCell` (the batched cell the
 search uses) must compute the sum of the cell's `MixedOp`s with the same
-weights (tests/test_nas_layers.py). Moved here from `layers/nas_cell.py`:
+weights (tests/test_auto_deeplab_layers.py). Moved here from `layers/auto_deeplab_cell.py`:
 the package itself never used it.
 """
 
 import keras
 import tensorflow as tf
 
-from deeplab_dpc import nas_spec
-from deeplab_dpc.layers.nas_ops import (
+from deeplab_dpc.formats import auto_deeplab_spec as nas_spec
+from deeplab_dpc.layers.auto_deeplab_ops import (
     NAS_BN_EPSILON,
     NAS_BN_MOMENTUM,
     NASAtrous,
@@ -94,7 +94,7 @@ class MixedOp(keras.layers.Layer):
     a supernet has thousands of operators, and tracing each through Keras's
     layer machinery made the search's graph construction take most of its
     time (issue 13: a 2-cell supernet took 100 s to trace; see
-    g3doc/autodeeplab.md).
+    g3doc/auto_deeplab.md).
     """
 
     def __init__(

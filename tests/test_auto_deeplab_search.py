@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_dpc import nas_spec as N
+from deeplab_dpc.formats import auto_deeplab_spec as N
 from deeplab_dpc.search.auto_deeplab.supernet import AutoDeepLabSupernet, trellis
 
 REPO = Path(__file__).resolve().parents[1]
@@ -208,7 +208,7 @@ def _changed(before, variables):
 
 @pytest.mark.slow  # two traces and a checkpoint every other step: 81 s at load 11
 def test_warm_up_resume_optimizer_sets_and_non_finite_stop(tmp_path, monkeypatch):
-    from deeplab_dpc import common
+    from deeplab_dpc.core import common
     from deeplab_dpc.search.auto_deeplab import search as S
 
     workdir = str(tmp_path / "search")
@@ -276,7 +276,7 @@ def test_warm_up_resume_optimizer_sets_and_non_finite_stop(tmp_path, monkeypatch
 def _planted_data(half, start, batch=2, size=33, seed=0):
     """Images whose label is a pixel's own sign in channel 0 (the stem and
     heads see it), so any cell that passes its input on beats "zero"."""
-    from deeplab_dpc import common
+    from deeplab_dpc.core import common
 
     rng = np.random.default_rng(seed * 1000 + 2 * start + half)
     while True:
@@ -298,7 +298,7 @@ def test_search_ranks_the_planted_operator_first(tmp_path, monkeypatch):
     # (measured: above 0.85 on both edges from step 20 of 80, lr 0.1).
     import keras
 
-    from deeplab_dpc import common
+    from deeplab_dpc.core import common
     from deeplab_dpc.search.auto_deeplab import search as S
 
     # PLANTED_SEED: other initialisations (seeds 0-3 pass, measured at load 10)
