@@ -45,7 +45,7 @@ from tensorflow.python.framework.convert_to_constants import (  # noqa: E402
 
 from deeplab_dpc.export import saved_model as export  # noqa: E402
 from deeplab_dpc.export import tflite as export_tflite  # noqa: E402
-from deeplab_dpc.formats import dpc_spec as spec  # noqa: E402
+from deeplab_dpc.formats import dpc_spec as spec_lib  # noqa: E402
 from deeplab_dpc.modeling import checkpoints  # noqa: E402
 from deeplab_dpc.modeling.model import build_model, model_config  # noqa: E402
 
@@ -192,7 +192,7 @@ def main(argv):
     if FLAGS.checkpoint_path:
         model, config, _ = checkpoints.restore_model(FLAGS.checkpoint_path)
     else:
-        config = model_config("mobilenet_v2", 21, head="dpc", dpc_spec=spec.TOP1)
+        config = model_config("mobilenet_v2", 21, head="dpc", dpc_spec=spec_lib.TOP1)
         model = build_model(config)
     with tempfile.TemporaryDirectory() as tmp:
         results = {

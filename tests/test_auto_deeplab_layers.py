@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from auto_deeplab_reference import MixedOp
 
-from deeplab_dpc.formats import auto_deeplab_spec as N
+from deeplab_dpc.formats import auto_deeplab_spec as nas_spec
 from deeplab_dpc.layers.auto_deeplab_cell import NASCell
 from deeplab_dpc.layers.auto_deeplab_ops import build_op
 from deeplab_dpc.search.auto_deeplab.relaxed_cell import RelaxedCell
@@ -66,9 +66,9 @@ def _round_trip(layer, inputs):
 
 def test_config_round_trips():
     x = tf.random.normal((1, 9, 9, 6))
-    _round_trip(NASCell(4, N.HNASNET["cell"], strides=2, name="c"), [x, x])
+    _round_trip(NASCell(4, nas_spec.HNASNET["cell"], strides=2, name="c"), [x, x])
     _round_trip(build_op("separable_5x5_2", 6, 2), x)
-    w = tf.nn.softmax(tf.random.normal((N.num_cell_edges(2), 3)))
+    w = tf.nn.softmax(tf.random.normal((nas_spec.num_cell_edges(2), 3)))
     _round_trip(
         RelaxedCell(3, 2, ops=("none", "atrous_3x3", "zero"), name="r"), [x, x, w]
     )
@@ -76,7 +76,7 @@ def test_config_round_trips():
 
 
 def test_discrete_cell_output_and_resizing():
-    cell = NASCell(4, N.HNASNET["cell"], strides=2)
+    cell = NASCell(4, nas_spec.HNASNET["cell"], strides=2)
     net, prev = tf.random.normal((2, 17, 17, 8)), tf.random.normal((2, 33, 33, 3))
     y = cell([net, prev])  # prev is resized to net's size, then projected
     assert tuple(y.shape) == (2, 9, 9, 20)
@@ -84,18 +84,18 @@ def test_discrete_cell_output_and_resizing():
 
 
 def _one_hot_alpha(cell_spec, ops):
-    weights = np.zeros((N.num_cell_edges(len(cell_spec)), len(ops)), np.float32)
+    weights = np.zeros((nas_spec.num_cell_edges(len(cell_spec)), len(ops)), np.float32)
     weights[:, ops.index("zero")] = 1.0
     for b, block in enumerate(cell_spec):
         for branch in block:
-            row = N.edge_index(b, branch["input"])
+            row = nas_spec.edge_index(b, branch["input"])
             weights[row] = 0.0
             weights[row, ops.index(branch["op"])] = 1.0
     return weights
 
 
 def test_relaxed_cell_with_one_hot_alpha_is_the_discrete_cell():
-    spec = N.HNASNET["cell"][:3]  # 3 of its blocks keep the test cheap
+    spec = nas_spec.HNASNET["cell"][:3]  # 3 of its blocks keep the test cheap
     # The operators of the hnasnet cell and "zero" (the full set only adds
     # layers that get weight 0, and time).
     ops = ["separable_3x3_2", "separable_5x5_2", "atrous_3x3", "atrous_5x5", "zero"]
@@ -122,10 +122,10 @@ def test_relaxed_cell_with_one_hot_alpha_is_the_discrete_cell():
 
 def test_relaxed_cell_is_the_sum_of_mixed_ops():
     """The batched cell (stacked weights) against one MixedOp per edge, same weights."""
-    ops = list(N.SEARCH_OPS)
+    ops = list(nas_spec.SEARCH_OPS)
     num_blocks, c = 3, 3
     net, prev = tf.random.normal((2, 9, 9, 5)), tf.random.normal((2, 9, 9, 4))
-    alpha = tf.nn.softmax(tf.random.normal((N.num_cell_edges(num_blocks), len(ops))))
+    alpha = tf.nn.softmax(tf.random.normal((nas_spec.num_cell_edges(num_blocks), len(ops))))
     cell = RelaxedCell(c, num_blocks, ops, bn_momentum=0.5)
     cell([net, prev, alpha])
     mixed = {}
@@ -146,7 +146,7 @@ def test_relaxed_cell_is_the_sum_of_mixed_ops():
                 tf.add_n(
                     [
                         mixed[b, s](
-                            [states[s], alpha[N.edge_index(b, s)]], training=training
+                            [states[s], alpha[nas_spec.edge_index(b, s)]], training=training
                         )
                         for s in range(b + 2)
                     ]
@@ -163,7 +163,7 @@ def test_relaxed_cell_is_the_sum_of_mixed_ops():
     assert cell._op_weights["atrous_3x3"]["moving_mean"].numpy().std() > 0
     for b in range(num_blocks):
         for s in range(b + 2):
-            row = cell._row[N.edge_index(b, s)]
+            row = cell._row[nas_spec.edge_index(b, s)]
             layer = mixed[b, s].ops["separable_5x5_2"].units[3].bn
             np.testing.assert_allclose(
                 cell._op_weights["separable_5x5_2"][1]["moving_variance"][row],

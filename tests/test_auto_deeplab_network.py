@@ -31,12 +31,11 @@ from deeplab_dpc.backbones.auto_deeplab_network import (
     nas_network,
     network_output_stride,
 )
-from deeplab_dpc.formats import auto_deeplab_spec as N
+from deeplab_dpc.formats import auto_deeplab_spec as nas_spec
 from deeplab_dpc.layers import ASPP
 from deeplab_dpc.layers.conv import ConvBN, Logits
 from deeplab_dpc.layers.resize import resize_bilinear
-from deeplab_dpc.modeling import complexity as model_stats
-from deeplab_dpc.modeling import naming
+from deeplab_dpc.modeling import complexity, naming
 
 TABLE_2 = {20: (10.15e6, 333.25e9), 32: (21.62e6, 460.93e9), 48: (44.42e6, 695.03e9)}
 
@@ -82,8 +81,8 @@ def test_auto_deeplab_s_params_match_table_2_and_endpoints():
     out = backbone(tf.zeros((1, 65, 65, 3)))
     assert tuple(out[FEATURES].shape) == (1, 9, 9, 200)  # stride 8, 10 F channels
     assert tuple(out[LOW_LEVEL].shape) == (1, 17, 17, 100)  # Cell_2, stride 4
-    assert network_output_stride(N.HNASNET["network"]) == 8
-    assert low_level_cell(N.HNASNET["network"]) == 2  # the official Cell_2
+    assert network_output_stride(nas_spec.HNASNET["network"]) == 8
+    assert low_level_cell(nas_spec.HNASNET["network"]) == 2  # the official Cell_2
     assert low_level_cell([1, 2, 1]) is None  # the stem (official pnasnet)
     assert backbone.get_layer("cell_8").strides == 2
     assert backbone.get_layer("cell_8").filters == 20 * 8  # filters double per level
@@ -97,7 +96,7 @@ def test_a_found_architecture_from_a_file(tmp_path):
         "network": [1, 2, 3, 2],
     }  # fmt: skip
     path = tmp_path / "arch.json"
-    N.save_architecture(arch, path)
+    nas_spec.save_architecture(arch, path)
     backbone = nas_network(str(path), num_conv_filters=3)
     out = backbone(tf.zeros((1, 65, 65, 3)))
     assert tuple(out[FEATURES].shape) == (1, 5, 5, 2 * 3 * 4)  # stride 16, 2 blocks
@@ -140,11 +139,11 @@ def tf1_conv_positions(height, width, kernel, rate):
 
 def table2_madds(model, crop_size):
     """(model_stats' conv Multi-Adds, the same with TF1's dilated-conv positions)."""
-    shapes = model_stats._record_conv_shapes(model, crop_size)
+    shapes = complexity._record_conv_shapes(model, crop_size)
     plain = tf1 = 0
     for unit in naming.iter_units(model):
         out = shapes[unit.path][1]
-        madds = int(model_stats._conv_madds(unit.conv, out))
+        madds = int(complexity._conv_madds(unit.conv, out))
         plain += madds
         rate, kernel = unit.conv.dilation_rate[0], unit.conv.kernel_size[0]
         if rate > 1 and unit.conv.strides[0] == 1:

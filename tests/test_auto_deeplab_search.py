@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_dpc.formats import auto_deeplab_spec as N
+from deeplab_dpc.formats import auto_deeplab_spec as nas_spec
 from deeplab_dpc.search.auto_deeplab.supernet import AutoDeepLabSupernet, trellis
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ def test_trellis_reachability_rules():
         assert sorted({t for _, t in edges[layer]}) == nodes[layer]
         assert max(nodes[layer]) <= 2
     # Every legal path is a chain of trellis edges and vice versa.
-    paths = list(N.enumerate_paths(6, 3))
+    paths = list(nas_spec.enumerate_paths(6, 3))
     chains = [
         p for p in paths if all((([0] + p)[i], p[i]) in edges[i + 1] for i in range(6))
     ]
@@ -177,7 +177,7 @@ def test_search_killed_and_resumed(tmp_path):
     assert "step 1/8" not in log  # nothing before the checkpoint was redone
     history = json.loads((workdir / "history.json").read_text())
     assert [h["step"] for h in history] == list(range(1, 9))
-    arch = N.load_architecture(workdir / "architecture.json")
+    arch = nas_spec.load_architecture(workdir / "architecture.json")
     assert len(arch["network"]) == 2 and len(arch["cell"]) == 1
     for name in ("trellis.png", "cell.png", "alpha.png", "search_config.json"):
         assert (workdir / name).exists()
@@ -381,7 +381,7 @@ def test_decode_from_averaged_logs_and_parameter_free_count():
     cell, _ = decode_averaged(logs[-1:], ops, 2)
     assert cell == [[{"input": 1, "op": "none"}, {"input": 0, "op": "none"}]]
     assert parameter_free_count(cell) == 2
-    assert parameter_free_count(N.HNASNET["cell"]) == 0
+    assert parameter_free_count(nas_spec.HNASNET["cell"]) == 0
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deeplab_dpc.formats import dpc_spec as S
+from deeplab_dpc.formats import dpc_spec as spec_lib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,8 +36,8 @@ def raw_sep(source, rate=(1, 6)):
 
 def raises(obj, *fragments, **kwargs):
     """parse_spec(obj) must fail with a one-line message holding `fragments`."""
-    with pytest.raises(S.SpecError) as info:
-        S.parse_spec(obj, **kwargs)
+    with pytest.raises(spec_lib.SpecError) as info:
+        spec_lib.parse_spec(obj, **kwargs)
     message = str(info.value)
     assert "\n" not in message
     for fragment in fragments:
@@ -49,18 +49,18 @@ def raises(obj, *fragments, **kwargs):
 
 
 def test_constants():
-    assert (S.OP, S.CONV, S.PYRAMID_POOLING) == ("op", "conv", "pyramid_pooling")
-    assert (S.KERNEL, S.RATE, S.GRID_SIZE, S.INPUT) == (
+    assert (spec_lib.OP, spec_lib.CONV, spec_lib.PYRAMID_POOLING) == ("op", "conv", "pyramid_pooling")
+    assert (spec_lib.KERNEL, spec_lib.RATE, spec_lib.GRID_SIZE, spec_lib.INPUT) == (
         "kernel",
         "rate",
         "grid_size",
         "input",
     )
-    assert S.RATES == (1, 3, 6, 9, 12, 15, 18, 21)
-    assert S.GRIDS == (1, 2, 4, 8)
-    assert S.NUM_OPS == 81
-    assert S.DEFAULT_NUM_BRANCHES == 5
-    assert issubclass(S.SpecError, ValueError)
+    assert spec_lib.RATES == (1, 3, 6, 9, 12, 15, 18, 21)
+    assert spec_lib.GRIDS == (1, 2, 4, 8)
+    assert spec_lib.NUM_OPS == 81
+    assert spec_lib.DEFAULT_NUM_BRANCHES == 5
+    assert issubclass(spec_lib.SpecError, ValueError)
 
 
 def test_module_does_not_import_tensorflow():
@@ -86,7 +86,7 @@ def test_parse_normalises_all_forms():
         {"op": "pyramid_pooling", "grid_size": 8, "input": -1},
         {"input": 3, "rate": [1, 21], "kernel": 3, "op": "conv"},
     ]
-    assert S.parse_spec(raw) == [
+    assert spec_lib.parse_spec(raw) == [
         sep(6, 6, -1),
         sep(18, 15, 0),
         conv1(1),
@@ -97,12 +97,12 @@ def test_parse_normalises_all_forms():
         sep(1, 21, 3),
     ]
     # Key order of normalised branches is the original's.
-    assert list(S.parse_spec(raw)[7]) == ["op", "kernel", "rate", "input"]
+    assert list(spec_lib.parse_spec(raw)[7]) == ["op", "kernel", "rate", "input"]
 
 
 def test_parse_accepts_numpy_ints_and_returns_fresh_python_objects():
     raw = [{"op": "conv", "kernel": 3, "rate": [np.int64(1), 6], "input": -1}]
-    parsed = S.parse_spec(raw)
+    parsed = spec_lib.parse_spec(raw)
     assert parsed == [sep(1, 6, -1)]
     assert all(type(v) is int for v in parsed[0]["rate"])
     parsed[0]["rate"][0] = 21
@@ -110,7 +110,7 @@ def test_parse_accepts_numpy_ints_and_returns_fresh_python_objects():
 
 
 def test_parse_top1_is_normalised_fixed_point():
-    assert S.parse_spec(S.TOP1) == S.TOP1
+    assert spec_lib.parse_spec(spec_lib.TOP1) == spec_lib.TOP1
 
 
 # === Parsing: errors =======================================================
@@ -250,7 +250,7 @@ def test_outside_space_is_allowed_on_request():
         {"op": "conv", "kernel": [1, 3], "rate": 24, "input": 0},
         {"op": "pyramid_pooling", "grid_size": [3, 16], "input": 1},
     ]
-    assert S.parse_spec(raw, allow_outside_space=True) == [
+    assert spec_lib.parse_spec(raw, allow_outside_space=True) == [
         {"op": "conv", "kernel": [5, 5], "rate": [2, 7], "input": -1},
         {"op": "conv", "kernel": [1, 3], "rate": [24, 24], "input": 0},
         pool(3, 16, 1),
@@ -277,12 +277,12 @@ def test_outside_space_still_rejects_nonsense(branch, fragment):
 
 def test_top1_file_equals_top1(monkeypatch):
     monkeypatch.chdir(REPO)
-    assert S.load_spec("specs/top1.json") == S.TOP1
-    assert (REPO / "specs/top1.json").read_text() == S.dump_spec(S.TOP1)
+    assert spec_lib.load_spec("specs/top1.json") == spec_lib.TOP1
+    assert (REPO / "specs/top1.json").read_text() == spec_lib.dump_spec(spec_lib.TOP1)
 
 
 def test_top1_is_the_papers_cell():
-    assert S.TOP1 == [
+    assert spec_lib.TOP1 == [
         sep(1, 6, -1),
         sep(18, 15, 0),
         sep(6, 3, 1),
@@ -293,8 +293,8 @@ def test_top1_is_the_papers_cell():
 
 def test_load_missing_file(tmp_path):
     path = tmp_path / "nope.json"
-    with pytest.raises(S.SpecError, match="nope.json: no such spec file"):
-        S.load_spec(path)
+    with pytest.raises(spec_lib.SpecError, match="nope.json: no such spec file"):
+        spec_lib.load_spec(path)
 
 
 def test_load_invalid_json_names_file_line_and_column(tmp_path):
@@ -302,8 +302,8 @@ def test_load_invalid_json_names_file_line_and_column(tmp_path):
     path.write_text(
         '[\n  {"op": "conv", "kernel": 1, "input": -1},\n  {"op" "conv"}\n]\n'
     )
-    with pytest.raises(S.SpecError) as info:
-        S.load_spec(path)
+    with pytest.raises(spec_lib.SpecError) as info:
+        spec_lib.load_spec(path)
     message = str(info.value)
     assert message.startswith(f"{path}:3:9: invalid JSON: ")
     assert "\n" not in message
@@ -312,28 +312,28 @@ def test_load_invalid_json_names_file_line_and_column(tmp_path):
 def test_load_non_utf8_file(tmp_path):
     path = tmp_path / "binary.json"
     path.write_bytes(b"\xff\xfe[\x00")
-    with pytest.raises(S.SpecError, match="binary.json: cannot read spec file"):
-        S.load_spec(path)
+    with pytest.raises(spec_lib.SpecError, match="binary.json: cannot read spec file"):
+        spec_lib.load_spec(path)
 
 
 def test_load_bad_branch_names_file_branch_and_field(tmp_path):
     path = tmp_path / "x.json"
     path.write_text(json.dumps([raw_sep(-1), raw_sep(0), raw_sep(3)]))
-    with pytest.raises(S.SpecError) as info:
-        S.load_spec(path)
+    with pytest.raises(spec_lib.SpecError) as info:
+        spec_lib.load_spec(path)
     assert str(info.value).startswith(f"{path}: branch 2: field 'input': 3 refers")
 
 
 def test_load_outside_space_flag(tmp_path):
     path = tmp_path / "wide.json"
     path.write_text('[{"op": "conv", "kernel": 3, "rate": 2, "input": -1}]')
-    with pytest.raises(S.SpecError, match="wide.json: branch 0: field 'rate'"):
-        S.load_spec(path)
-    assert S.load_spec(path, allow_outside_space=True)[0]["rate"] == [2, 2]
+    with pytest.raises(spec_lib.SpecError, match="wide.json: branch 0: field 'rate'"):
+        spec_lib.load_spec(path)
+    assert spec_lib.load_spec(path, allow_outside_space=True)[0]["rate"] == [2, 2]
 
 
 def test_dump_writes_the_original_format_one_branch_per_line():
-    text = S.dump_spec([sep(1, 6, -1), pool(2, 4, 0), conv1(0)])
+    text = spec_lib.dump_spec([sep(1, 6, -1), pool(2, 4, 0), conv1(0)])
     assert text == (
         "[\n"
         '  {"op": "conv", "kernel": 3, "rate": [1, 6], "input": -1},\n'
@@ -344,29 +344,29 @@ def test_dump_writes_the_original_format_one_branch_per_line():
 
 
 def test_dump_validates():
-    with pytest.raises(S.SpecError, match="branch 0: field 'input'"):
-        S.dump_spec([raw_sep(0)])
+    with pytest.raises(spec_lib.SpecError, match="branch 0: field 'input'"):
+        spec_lib.dump_spec([raw_sep(0)])
 
 
 def test_dump_parse_round_trip_is_exact():
     rng = np.random.default_rng(0)
-    specs = [S.TOP1, *S.aspp_subsets()]
-    specs += [S.sample_spec(rng, b) for b in (1, 2, 5, 8) for _ in range(50)]
+    specs = [spec_lib.TOP1, *spec_lib.aspp_subsets()]
+    specs += [spec_lib.sample_spec(rng, b) for b in (1, 2, 5, 8) for _ in range(50)]
     for spec in specs:
-        assert S.parse_spec(json.loads(S.dump_spec(spec))) == spec
+        assert spec_lib.parse_spec(json.loads(spec_lib.dump_spec(spec))) == spec
 
 
 def test_save_then_load_round_trip_and_atomic_overwrite(tmp_path):
     path = tmp_path / "sub" / "cell.json"
-    S.save_spec(S.TOP1, path)
-    assert S.load_spec(path) == S.TOP1
+    spec_lib.save_spec(spec_lib.TOP1, path)
+    assert spec_lib.load_spec(path) == spec_lib.TOP1
     other = [conv1(-1), pool(1, 1, 0)]
-    S.save_spec(other, str(path))
-    assert S.load_spec(path) == other
+    spec_lib.save_spec(other, str(path))
+    assert spec_lib.load_spec(path) == other
     assert sorted(os.listdir(path.parent)) == ["cell.json"]  # no temp files left
-    with pytest.raises(S.SpecError):
-        S.save_spec([raw_sep(2)], path)
-    assert S.load_spec(path) == other  # a failed save leaves the file intact
+    with pytest.raises(spec_lib.SpecError):
+        spec_lib.save_spec([raw_sep(2)], path)
+    assert spec_lib.load_spec(path) == other  # a failed save leaves the file intact
     assert sorted(os.listdir(path.parent)) == ["cell.json"]
 
 
@@ -374,19 +374,19 @@ def test_save_then_load_round_trip_and_atomic_overwrite(tmp_path):
 
 
 def test_all_ops():
-    ops = S.all_ops()
-    assert len(ops) == S.NUM_OPS == 81
+    ops = spec_lib.all_ops()
+    assert len(ops) == spec_lib.NUM_OPS == 81
     assert len({json.dumps(op) for op in ops}) == 81
     assert ops[0] == {"op": "conv", "kernel": [1, 1], "rate": [1, 1]}
     assert ops[1] == {"op": "conv", "kernel": [3, 3], "rate": [1, 1]}
     assert ops[-1] == {"op": "pyramid_pooling", "grid_size": [8, 8]}
-    families = collections.Counter(S.op_name(op)[:4] for op in ops)
+    families = collections.Counter(spec_lib.op_name(op)[:4] for op in ops)
     assert families == {"conv": 1, "sep3": 64, "pool": 16}
     for op in ops:
         assert "input" not in op
-        assert S.parse_spec([{**op, "input": -1}]) == [{**op, "input": -1}]
+        assert spec_lib.parse_spec([{**op, "input": -1}]) == [{**op, "input": -1}]
     ops[0]["kernel"][0] = 99  # callers get fresh copies
-    assert S.all_ops()[0]["kernel"] == [1, 1]
+    assert spec_lib.all_ops()[0]["kernel"] == [1, 1]
 
 
 @pytest.mark.parametrize(
@@ -400,11 +400,11 @@ def test_all_ops():
     ],
 )
 def test_search_space_size(num_branches, expected):
-    assert S.search_space_size(num_branches) == expected
+    assert spec_lib.search_space_size(num_branches) == expected
 
 
 def test_search_space_size_for_five_branches_is_about_4_2e11():
-    size = S.search_space_size(5)
+    size = spec_lib.search_space_size(5)
     assert isinstance(size, int)
     assert size == 418_414_128_120
     assert 4.15e11 < size < 4.25e11
@@ -413,23 +413,23 @@ def test_search_space_size_for_five_branches_is_about_4_2e11():
 def test_search_space_size_rejects_bad_counts():
     for bad in (0, -1, 2.0, True):
         with pytest.raises(ValueError):
-            S.search_space_size(bad)
+            spec_lib.search_space_size(bad)
 
 
 @pytest.mark.parametrize("num_branches", [1, 2, 3])
 def test_search_space_size_matches_brute_force_enumeration(num_branches):
-    ops = [S.all_ops()[i] for i in (0, 1, 80)]  # 1x1, 3x3 rate 1, pool 8x8
-    specs = list(S.enumerate_specs(num_branches, ops))
-    assert len(specs) == S.search_space_size(num_branches, num_ops=len(ops))
+    ops = [spec_lib.all_ops()[i] for i in (0, 1, 80)]  # 1x1, 3x3 rate 1, pool 8x8
+    specs = list(spec_lib.enumerate_specs(num_branches, ops))
+    assert len(specs) == spec_lib.search_space_size(num_branches, num_ops=len(ops))
     assert len(specs) == math.factorial(num_branches) * len(ops) ** num_branches
-    assert len({S.dump_spec(s) for s in specs}) == len(specs)
+    assert len({spec_lib.dump_spec(s) for s in specs}) == len(specs)
     for spec in specs:
-        assert S.parse_spec(spec) == spec
+        assert spec_lib.parse_spec(spec) == spec
 
 
 def test_enumerate_full_ops_for_one_branch():
-    specs = list(S.enumerate_specs(1))
-    assert len(specs) == S.search_space_size(1) == 81
+    specs = list(spec_lib.enumerate_specs(1))
+    assert len(specs) == spec_lib.search_space_size(1) == 81
 
 
 # === Sampling ==============================================================
@@ -439,15 +439,15 @@ def test_sample_spec_stays_in_the_space():
     rng = np.random.default_rng(1)
     for num_branches in (1, 3, 5, 9):
         for _ in range(100):
-            spec = S.sample_spec(rng, num_branches)
+            spec = spec_lib.sample_spec(rng, num_branches)
             assert len(spec) == num_branches
-            assert S.parse_spec(spec) == spec
-    assert len(S.sample_spec(rng)) == S.DEFAULT_NUM_BRANCHES
+            assert spec_lib.parse_spec(spec) == spec
+    assert len(spec_lib.sample_spec(rng)) == spec_lib.DEFAULT_NUM_BRANCHES
 
 
 def test_sample_spec_is_deterministic_given_the_seed():
-    a = [S.sample_spec(np.random.default_rng(7)) for _ in range(3)]
-    b = [S.sample_spec(np.random.default_rng(7)) for _ in range(3)]
+    a = [spec_lib.sample_spec(np.random.default_rng(7)) for _ in range(3)]
+    b = [spec_lib.sample_spec(np.random.default_rng(7)) for _ in range(3)]
     assert a == b
 
 
@@ -461,13 +461,13 @@ def test_sample_spec_is_uniform():
     # three op families, or input always -1) fails by tens of sigma.
     n = 4000
     rng = np.random.default_rng(12345)
-    specs = [S.sample_spec(rng) for _ in range(n)]
+    specs = [spec_lib.sample_spec(rng) for _ in range(n)]
     for b in range(5):
         counts = collections.Counter(spec[b]["input"] for spec in specs)
         assert set(counts) == set(range(-1, b))
         for source in range(-1, b):
             assert within_sigmas(counts[source], n, 1 / (b + 1)), (b, counts)
-    names = [S.op_name(branch) for spec in specs for branch in spec]
+    names = [spec_lib.op_name(branch) for spec in specs for branch in spec]
     families = collections.Counter(name[:4] for name in names)
     total = len(names)
     assert within_sigmas(families["conv"], total, 1 / 81), families
@@ -502,11 +502,11 @@ def test_mutate_spec_changes_exactly_one_field():
     kinds = collections.Counter()
     branches = collections.Counter()
     for _ in range(2000):
-        spec = S.sample_spec(rng)
+        spec = spec_lib.sample_spec(rng)
         before = json.dumps(spec)
-        child = S.mutate_spec(spec, rng)
+        child = spec_lib.mutate_spec(spec, rng)
         assert json.dumps(spec) == before  # the parent is left untouched
-        assert S.parse_spec(child) == child
+        assert spec_lib.parse_spec(child) == child
         changes = diff(spec, child)
         assert len(changes) == 1, changes
         (branch, kind) = changes[0]
@@ -523,13 +523,13 @@ def test_mutate_spec_changes_exactly_one_field():
 def test_mutate_single_branch_spec_changes_its_op():
     rng = np.random.default_rng(4)
     for _ in range(50):
-        child = S.mutate_spec([conv1(-1)], rng)
+        child = spec_lib.mutate_spec([conv1(-1)], rng)
         assert child != [conv1(-1)] and child[0]["input"] == -1
 
 
 def test_mutate_rejects_invalid_spec():
-    with pytest.raises(S.SpecError):
-        S.mutate_spec([raw_sep(0)], np.random.default_rng(0))
+    with pytest.raises(spec_lib.SpecError):
+        spec_lib.mutate_spec([raw_sep(0)], np.random.default_rng(0))
 
 
 # === Identity ==============================================================
@@ -560,32 +560,32 @@ def brute_force_class(spec):
     for order in itertools.permutations(range(len(spec))):
         candidate = relabel(spec, order)
         if all(b["input"] < i for i, b in enumerate(candidate)):
-            forms.append(S.dump_spec(candidate))
+            forms.append(spec_lib.dump_spec(candidate))
     return min(forms)
 
 
 def test_canonical_key_of_top1_is_pinned():
     key = "sep3x3r1x6[sep3x3r18x15[sep3x3r6x3],sep3x3r1x1,sep3x3r6x21]"
-    assert S.canonical_key(S.TOP1) == key
-    assert S.spec_hash(S.TOP1) == hashlib.sha1(key.encode()).hexdigest()[:12]
-    assert S.spec_hash(S.TOP1) == "5689e9d6f5dc"
+    assert spec_lib.canonical_key(spec_lib.TOP1) == key
+    assert spec_lib.spec_hash(spec_lib.TOP1) == hashlib.sha1(key.encode()).hexdigest()[:12]
+    assert spec_lib.spec_hash(spec_lib.TOP1) == "5689e9d6f5dc"
 
 
 def test_canonical_key_ignores_raw_vs_normalised_form():
-    raw = json.loads(S.dump_spec(S.TOP1))
-    assert S.canonical_key(raw) == S.canonical_key(S.TOP1)
+    raw = json.loads(spec_lib.dump_spec(spec_lib.TOP1))
+    assert spec_lib.canonical_key(raw) == spec_lib.canonical_key(spec_lib.TOP1)
 
 
 def test_canonical_key_is_invariant_under_relabelling():
     rng = np.random.default_rng(5)
     for _ in range(300):
-        spec = S.sample_spec(rng, int(rng.integers(1, 8)))
+        spec = spec_lib.sample_spec(rng, int(rng.integers(1, 8)))
         other = relabel(spec, random_topological_order(spec, rng))
-        assert S.canonical_key(other) == S.canonical_key(spec)
-        assert S.spec_hash(other) == S.spec_hash(spec)
+        assert spec_lib.canonical_key(other) == spec_lib.canonical_key(spec)
+        assert spec_lib.spec_hash(other) == spec_lib.spec_hash(spec)
     # A hand-written relabelling of TOP1: the chain b1 -> b2 moved to the end.
     moved = [sep(1, 6, -1), sep(1, 1, 0), sep(6, 21, 0), sep(18, 15, 0), sep(6, 3, 3)]
-    assert S.canonical_key(moved) == S.canonical_key(S.TOP1)
+    assert spec_lib.canonical_key(moved) == spec_lib.canonical_key(spec_lib.TOP1)
 
 
 def test_canonical_key_tells_apart_cells_with_equal_branch_paths():
@@ -593,7 +593,7 @@ def test_canonical_key_tells_apart_cells_with_equal_branch_paths():
     # the first c and p read the same a, in the second two different ones.
     shared = [sep(1, 1, -1), sep(1, 1, -1), conv1(0), pool(1, 1, 0)]
     split = [sep(1, 1, -1), sep(1, 1, -1), conv1(0), pool(1, 1, 1)]
-    assert S.canonical_key(shared) != S.canonical_key(split)
+    assert spec_lib.canonical_key(shared) != spec_lib.canonical_key(split)
 
 
 def test_canonical_key_distinguishes_different_cells():
@@ -601,38 +601,38 @@ def test_canonical_key_distinguishes_different_cells():
     star = [sep(1, 6, -1), sep(1, 6, 0), sep(1, 6, 0)]
     parallel = [sep(1, 6, -1), sep(1, 6, -1), sep(1, 6, -1)]
     transposed = [sep(6, 1, -1), sep(1, 6, 0), sep(1, 6, 1)]
-    keys = {S.canonical_key(s) for s in (chain, star, parallel, transposed)}
+    keys = {spec_lib.canonical_key(s) for s in (chain, star, parallel, transposed)}
     assert len(keys) == 4
 
 
 @pytest.mark.parametrize("num_branches,op_ids", [(3, (0, 1, 80)), (4, (0, 80))])
 def test_canonical_key_equals_brute_force_isomorphism(num_branches, op_ids):
-    ops = [S.all_ops()[i] for i in op_ids]
-    specs = list(S.enumerate_specs(num_branches, ops))
+    ops = [spec_lib.all_ops()[i] for i in op_ids]
+    specs = list(spec_lib.enumerate_specs(num_branches, ops))
     by_key = collections.defaultdict(set)
     by_class = collections.defaultdict(set)
     for spec in specs:
-        by_key[S.canonical_key(spec)].add(S.dump_spec(spec))
-        by_class[brute_force_class(spec)].add(S.dump_spec(spec))
+        by_key[spec_lib.canonical_key(spec)].add(spec_lib.dump_spec(spec))
+        by_class[brute_force_class(spec)].add(spec_lib.dump_spec(spec))
     assert sorted(map(sorted, by_key.values())) == sorted(
         map(sorted, by_class.values())
     )
-    assert len({S.spec_hash(s) for s in specs}) == len(by_key)
+    assert len({spec_lib.spec_hash(s) for s in specs}) == len(by_key)
 
 
 # === Reference cells and description =======================================
 
 
 def test_aspp_subsets():
-    subsets = S.aspp_subsets()
+    subsets = spec_lib.aspp_subsets()
     assert len(subsets) == 31
-    assert len({S.canonical_key(s) for s in subsets}) == 31
-    assert len({S.spec_hash(s) for s in subsets}) == 31
+    assert len({spec_lib.canonical_key(s) for s in subsets}) == 31
+    assert len({spec_lib.spec_hash(s) for s in subsets}) == 31
     sizes = collections.Counter(len(s) for s in subsets)
     assert sizes == {k: math.comb(5, k) for k in range(1, 6)}
     assert subsets[0] == [conv1(-1)]
-    assert subsets[-1] == S.ASPP_BRANCHES
-    assert S.ASPP_BRANCHES == [
+    assert subsets[-1] == spec_lib.ASPP_BRANCHES
+    assert spec_lib.ASPP_BRANCHES == [
         conv1(-1),
         sep(6, 6, -1),
         sep(12, 12, -1),
@@ -640,15 +640,15 @@ def test_aspp_subsets():
         pool(1, 1, -1),
     ]
     for spec in subsets:
-        assert S.parse_spec(spec) == spec
+        assert spec_lib.parse_spec(spec) == spec
         assert all(b["input"] == -1 for b in spec)
-    assert S.aspp_subsets() == subsets  # stable order
+    assert spec_lib.aspp_subsets() == subsets  # stable order
     subsets[0][0]["input"] = 7  # callers get fresh copies
-    assert S.aspp_subsets()[0] == [conv1(-1)]
+    assert spec_lib.aspp_subsets()[0] == [conv1(-1)]
 
 
 def test_describe_spec():
-    text = S.describe_spec([sep(1, 6, -1), pool(2, 4, 0), conv1(1)])
+    text = spec_lib.describe_spec([sep(1, 6, -1), pool(2, 4, 0), conv1(1)])
     lines = text.splitlines()
     assert len(lines) == 4
     assert "3 branches" in lines[0]
@@ -660,8 +660,8 @@ def test_describe_spec():
 
 def test_describe_example_from_docs_runs():
     code = (
-        "from deeplab_dpc.formats import dpc_spec; "
-        "print(dpc_spec.describe_spec(dpc_spec.load_spec('specs/top1.json')))"
+        "from deeplab_dpc.formats import dpc_spec as spec_lib; "
+        "print(spec_lib.describe_spec(spec_lib.load_spec('specs/top1.json')))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],

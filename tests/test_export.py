@@ -25,7 +25,7 @@ from PIL import Image
 from deeplab_dpc.core import common
 from deeplab_dpc.export import saved_model as export
 from deeplab_dpc.export import tflite as export_tflite
-from deeplab_dpc.formats import dpc_spec as spec
+from deeplab_dpc.formats import dpc_spec as spec_lib
 from deeplab_dpc.modeling import checkpoints, inference, naming
 from deeplab_dpc.modeling.model import build_model, model_config, save_config
 from deeplab_dpc.tools import predict
@@ -111,7 +111,7 @@ def model_checkpoint(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
     keras.utils.set_random_seed(0)
     config = model_config(
-        "mobilenet_v2", NUM_CLASSES, head="dpc", dpc_spec=spec.TOP1,
+        "mobilenet_v2", NUM_CLASSES, head="dpc", dpc_spec=spec_lib.TOP1,
         depth_multiplier=0.5, dataset="synthetic",
     )  # fmt: skip
     model = build_model(config)

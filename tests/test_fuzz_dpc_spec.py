@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 
-from deeplab_dpc.formats import dpc_spec as S
+from deeplab_dpc.formats import dpc_spec as spec_lib
 
 FIELDS = {"conv": ("op", "kernel", "rate", "input"), "pyramid_pooling": ("op", "grid_size", "input")}  # fmt: skip
 
@@ -38,7 +38,7 @@ SENTINEL = "@@TOKEN@@"
 
 
 def _base_spec(rng):
-    spec = S.sample_spec(rng, int(rng.integers(1, 6)))
+    spec = spec_lib.sample_spec(rng, int(rng.integers(1, 6)))
     for branch in spec:  # raw forms as users write them, sometimes
         if branch["op"] == "conv" and branch["kernel"] == [1, 1] and rng.random() < 0.5:
             branch["kernel"] = 1
@@ -124,7 +124,7 @@ def spec_file_cases(seed=0, n=300):
                 + data[at + 1 :]
             )
         elif kind == "huge":
-            data = data + b" " * (S.MAX_SPEC_BYTES + 1 - len(data))
+            data = data + b" " * (spec_lib.MAX_SPEC_BYTES + 1 - len(data))
             expect = ["larger than"]
         elif kind == "empty":
             data = b" \n" * int(rng.integers(3))
@@ -173,7 +173,7 @@ def check_spec_file(module, directory, case):
 
 def test_spec_files_fuzzed(tmp_path):
     cases = list(spec_file_cases(seed=14, n=300))
-    problems = [p for p in (check_spec_file(S, tmp_path, c) for c in cases) if p]
+    problems = [p for p in (check_spec_file(spec_lib, tmp_path, c) for c in cases) if p]
     assert not problems, f"{len(problems)} of {len(cases)}: " + "; ".join(problems[:5])
     assert os.listdir(tmp_path) == []
 
@@ -231,7 +231,7 @@ def check_spec_object(module, obj, fragments):
 
 def test_spec_objects_fuzzed():
     cases = list(spec_object_cases())
-    problems = [p for p in (check_spec_object(S, *c) for c in cases) if p]
+    problems = [p for p in (check_spec_object(spec_lib, *c) for c in cases) if p]
     assert not problems, f"{len(problems)} of {len(cases)}: " + "; ".join(problems[:5])
 
 
@@ -239,7 +239,7 @@ def test_strict_json_rules_and_bom(tmp_path):
     path = tmp_path / "s.json"
     good = json.dumps([{"op": "conv", "kernel": 1, "input": -1}])
     path.write_bytes(b"\xef\xbb\xbf" + good.encode())
-    assert S.load_spec(path)[0]["kernel"] == [1, 1]
+    assert spec_lib.load_spec(path)[0]["kernel"] == [1, 1]
     for text, fragment in [
         ('[{"op": "conv", "kernel": NaN, "input": -1}]', "NaN is not valid JSON"),
         ('[{"op": "conv", "op": "conv", "kernel": 1, "input": -1}]', "duplicate field"),
@@ -247,8 +247,8 @@ def test_strict_json_rules_and_bom(tmp_path):
         ("[" + "9" * 5000 + "]", "invalid JSON"),
     ]:
         path.write_text(text)
-        with pytest.raises(S.SpecError, match=fragment):
-            S.load_spec(path)
+        with pytest.raises(spec_lib.SpecError, match=fragment):
+            spec_lib.load_spec(path)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -256,11 +256,11 @@ def test_save_spec_of_a_bad_spec_leaves_nothing(tmp_path, seed):
     target = tmp_path / "out" / "cell.json"
     for obj, _ in spec_object_cases(seed=seed, n=30):
         try:
-            S.save_spec(obj, target)
-        except S.SpecError:
+            spec_lib.save_spec(obj, target)
+        except spec_lib.SpecError:
             assert not target.exists()
         else:
-            assert S.load_spec(target) == S.parse_spec(obj)
+            assert spec_lib.load_spec(target) == spec_lib.parse_spec(obj)
             target.unlink()
         leftovers = os.listdir(target.parent) if target.parent.exists() else []
         assert leftovers == []

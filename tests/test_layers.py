@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from deeplab_dpc.backbones.mobilenet_v2 import InvertedResidual
 from deeplab_dpc.backbones.xception import XceptionModule
-from deeplab_dpc.formats import dpc_spec as spec
+from deeplab_dpc.formats import dpc_spec as spec_lib
 from deeplab_dpc.layers import (
     ASPP,
     ConvBN,
@@ -36,7 +36,7 @@ LAYERS = [
     (lambda: SeparableConvBN(8, 3, rate=(1, 6), name="s"), (1, 9, 9, 4)),
     (lambda: Logits(5, name="logits"), (1, 9, 9, 4)),
     (lambda: PyramidPooling(8, (2, 4), name="p"), (1, 9, 11, 4)),
-    (lambda: DensePredictionCell(spec.TOP1, filters=8, name="head"), (1, 9, 9, 4)),
+    (lambda: DensePredictionCell(spec_lib.TOP1, filters=8, name="head"), (1, 9, 9, 4)),
     (
         lambda: DensePredictionCell(POOL_SPEC, output_stride=8, filters=8, name="head"),
         (1, 9, 9, 4),
@@ -198,7 +198,7 @@ def test_single_branch_cell_weight_count(branch, expected):
 
 
 def test_cell_rates_follow_output_stride():
-    cell = DensePredictionCell(spec.TOP1, output_stride=8, filters=8, name="head")
+    cell = DensePredictionCell(spec_lib.TOP1, output_stride=8, filters=8, name="head")
     cell(np.zeros((1, 9, 9, 4), "float32"))
     rates = [tuple(op.depthwise.conv.dilation_rate) for op in cell.ops]
     assert rates == [(2, 12), (36, 30), (12, 6), (2, 2), (12, 42)]
@@ -206,7 +206,7 @@ def test_cell_rates_follow_output_stride():
 
 def test_cell_rejects_bad_spec_with_branch_and_field():
     bad = [{"op": "conv", "kernel": 3, "rate": [1, 6], "input": 0}]
-    with pytest.raises(spec.SpecError, match=r"branch 0.*input"):
+    with pytest.raises(spec_lib.SpecError, match=r"branch 0.*input"):
         DensePredictionCell(bad)
 
 

@@ -9,7 +9,7 @@ import tensorflow as tf
 from deeplab_dpc.formats import dpc_spec as spec_lib
 from deeplab_dpc.layers import DensePredictionCell
 from deeplab_dpc.layers import conv as conv_lib
-from deeplab_dpc.modeling import complexity as model_stats
+from deeplab_dpc.modeling import complexity
 
 
 def test_live_taps_known_answers():
@@ -84,6 +84,6 @@ def test_top1_cell_on_camvid_cache_shapes_is_unchanged():
     stats_model = keras.Model(
         image, DensePredictionCell(spec_lib.TOP1, 16, filters=16)(y)
     )
-    rows = model_stats.compute_stats(stats_model, (161, 241))
+    rows = complexity.compute_stats(stats_model, (161, 241))
     with conv_lib.no_shortcuts():
-        assert model_stats.compute_stats(stats_model, (161, 241)) == rows
+        assert complexity.compute_stats(stats_model, (161, 241)) == rows

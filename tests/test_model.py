@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from deeplab_dpc.core import common
-from deeplab_dpc.formats import dpc_spec as spec
+from deeplab_dpc.formats import dpc_spec as spec_lib
 from deeplab_dpc.modeling.model import (
     ModelConfigError,
     build_deeplab,
@@ -82,7 +82,7 @@ def test_small_model_runs_and_upsamples_with_align_corners():
         "mobilenet_v2",
         4,
         head="dpc",
-        dpc_spec=spec.TOP1,
+        dpc_spec=spec_lib.TOP1,
         depth_multiplier=0.5,
         upsample_logits=False,
     )
@@ -110,7 +110,7 @@ def test_config_round_trips_through_json(tmp_path):
     save_config(config, tmp_path / "model_config.json")
     again = load_config(tmp_path / "model_config.json")
     assert again == config
-    assert again["dpc_spec"] == spec.TOP1
+    assert again["dpc_spec"] == spec_lib.TOP1
 
 
 def test_model_json_round_trip():
@@ -118,7 +118,7 @@ def test_model_json_round_trip():
         "mobilenet_v2",
         5,
         head="dpc",
-        dpc_spec=spec.TOP1,
+        dpc_spec=spec_lib.TOP1,
         depth_multiplier=0.5,
         decoder_output_stride=4,
     )
@@ -137,7 +137,7 @@ def test_model_json_round_trip():
         (dict(model_variant="resnet_50"), "model_variant: unknown 'resnet_50'"),
         (dict(head="psp"), "head: unknown 'psp'"),
         (dict(head="dpc"), "dpc_spec: head 'dpc' needs a spec"),
-        (dict(head="aspp", dpc_spec=spec.TOP1), "dpc_spec: given, but head is 'aspp'"),
+        (dict(head="aspp", dpc_spec=spec_lib.TOP1), "dpc_spec: given, but head is 'aspp'"),
         (dict(head="aspp", output_stride=4), "output_stride: must be 8, 16 or 32"),
         (
             dict(head="aspp", decoder_output_stride=8),
@@ -170,7 +170,7 @@ def test_bad_config_names_the_field(kwargs, message):
 def test_bad_spec_file_names_file_and_branch(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text('[{"op": "conv", "kernel": 3, "rate": [1, 5], "input": -1}]')
-    with pytest.raises(spec.SpecError, match=r"bad.json.*branch 0.*rate"):
+    with pytest.raises(spec_lib.SpecError, match=r"bad.json.*branch 0.*rate"):
         model_config(head="dpc", dpc_spec=str(path))
 
 
@@ -187,7 +187,7 @@ def test_load_config_reports_bad_json(tmp_path):
     "variant, kwargs",
     [
         ("mobilenet_v2", dict(head="aspp")),
-        ("mobilenet_v2", dict(head="dpc", dpc_spec=spec.TOP1, decoder_output_stride=4)),
+        ("mobilenet_v2", dict(head="dpc", dpc_spec=spec_lib.TOP1, decoder_output_stride=4)),
         ("xception_65", dict(head="aspp", atrous_rates=[])),
     ],
 )

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from deeplab_dpc.formats import dpc_spec as spec
+from deeplab_dpc.formats import dpc_spec as spec_lib
 from deeplab_dpc.modeling.complexity import compute_stats, summarize
 from deeplab_dpc.modeling.model import build_deeplab
 
@@ -68,7 +68,7 @@ def test_rows_cover_every_weight(aspp_lite_rows):
 
 def test_dpc_branch_by_hand_at_1025x2049():
     model = build_deeplab(
-        "mobilenet_v2", 19, head="dpc", dpc_spec=spec.TOP1, depth_multiplier=0.5
+        "mobilenet_v2", 19, head="dpc", dpc_spec=spec_lib.TOP1, depth_multiplier=0.5
     )
     rows = {r["name"]: r for r in compute_stats(model, (1025, 2049))}
     fmap = 65 * 129  # output stride 16

@@ -14,7 +14,7 @@ the output stride that scales its rates (`scale_rate`, x2 at output stride 8).
 import keras
 import tensorflow as tf
 
-from deeplab_dpc.formats import dpc_spec
+from deeplab_dpc.formats import dpc_spec as spec_lib
 from deeplab_dpc.layers.conv import (
     HEAD_BN_EPSILON,
     HEAD_BN_MOMENTUM,
@@ -27,12 +27,12 @@ from deeplab_dpc.layers.pooling import PyramidPooling
 
 def build_branch_op(branch, name, filters, output_stride, bn):
     """The Keras layer for one normalised spec branch."""
-    if branch[dpc_spec.OP] == dpc_spec.PYRAMID_POOLING:
-        return PyramidPooling(filters, branch[dpc_spec.GRID_SIZE], name=name, **bn)
-    kernel = branch[dpc_spec.KERNEL]
+    if branch[spec_lib.OP] == spec_lib.PYRAMID_POOLING:
+        return PyramidPooling(filters, branch[spec_lib.GRID_SIZE], name=name, **bn)
+    kernel = branch[spec_lib.KERNEL]
     if list(kernel) == [1, 1]:
         return ConvBN(filters, 1, name=name, **bn)
-    rate = [scale_rate(r, output_stride) for r in branch[dpc_spec.RATE]]
+    rate = [scale_rate(r, output_stride) for r in branch[spec_lib.RATE]]
     return SeparableConvBN(filters, kernel, rate=rate, name=name, **bn)
 
 
@@ -61,7 +61,7 @@ class DensePredictionCell(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.branches = dpc_spec.parse_spec(
+        self.branches = spec_lib.parse_spec(
             spec, allow_outside_space=allow_outside_space
         )
         self.spec = [dict(b) for b in self.branches]
@@ -86,7 +86,7 @@ class DensePredictionCell(keras.layers.Layer):
     def build(self, input_shape):
         branch_shape = (None, None, None, self.filters)
         for op, b in zip(self.ops, self.branches):
-            op.build(input_shape if b[dpc_spec.INPUT] < 0 else branch_shape)
+            op.build(input_shape if b[spec_lib.INPUT] < 0 else branch_shape)
         self.concat_projection.build(
             (None, None, None, self.filters * len(self.branches))
         )
@@ -94,7 +94,7 @@ class DensePredictionCell(keras.layers.Layer):
     def call(self, inputs, training=None):
         outputs = []
         for op, b in zip(self.ops, self.branches):
-            source = inputs if b[dpc_spec.INPUT] < 0 else outputs[b[dpc_spec.INPUT]]
+            source = inputs if b[spec_lib.INPUT] < 0 else outputs[b[spec_lib.INPUT]]
             outputs.append(op(source, training=training))
         x = tf.concat(outputs, axis=-1)
         x = self.dropout(x, training=training)

@@ -284,8 +284,7 @@ def cell_cost(spec, feature_channels, output_stride, crop_size):
     "backbone" (average pooling + a dense layer, no convs) gives features of
     the real shape, so only the cell's own units (`head/...`) are counted.
     """
-    from deeplab_dpc.modeling import complexity as model_stats
-    from deeplab_dpc.modeling import naming
+    from deeplab_dpc.modeling import complexity, naming
 
     image = keras.Input((None, None, 3))
     x = keras.layers.AveragePooling2D(output_stride, output_stride, padding="same")(
@@ -293,6 +292,6 @@ def cell_cost(spec, feature_channels, output_stride, crop_size):
     )
     x = keras.layers.Dense(feature_channels)(x)
     x = DensePredictionCell(spec, output_stride=output_stride, name=common.HEAD)(x)
-    rows = model_stats.compute_stats(keras.Model(image, x), tuple(crop_size))
+    rows = complexity.compute_stats(keras.Model(image, x), tuple(crop_size))
     rows = [r for r in rows if naming.top_level(r["name"]) == common.HEAD]
     return sum(r["params"] for r in rows), sum(r["madds"] for r in rows)
