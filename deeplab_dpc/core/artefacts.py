@@ -1,15 +1,21 @@
 """Files the project writes beside its outputs: names, atomic writes, reading back.
 
-TensorFlow-free for local paths, and importable from every layer. Every file
-the package writes itself (specs, model and training configs, results, TFLite
-files and their configs, PNGs, search reports and figures, TFRecord shards,
-conversion summaries, the synthetic dataset, feature caches) goes through this
-module, and so do the directories it stages (exports, written checkpoints,
-caches) and the folders it makes for logdirs and workdirs. TensorFlow writes
-checkpoint data, SavedModel contents and event files itself (through
-tf.io.gfile). So there is one permission policy, one way of never leaving a
-half-written file under its final name, and one place that knows remote file
-systems:
+TensorFlow-free for local paths, and importable from every layer. Every
+output file the package writes itself (specs, model and training configs,
+results, TFLite files and their configs, PNGs, search reports and figures,
+TFRecord shards, conversion summaries, the synthetic dataset, feature caches)
+goes through this module, either whole (`write_*`) or under `temporary_path`
+and then `commit`, or into a directory staged here (`make_staging_dir`, then
+`install_dir` or `move_files`); every local rename of the package is `rename`
+here. TensorFlow writes checkpoint data, SavedModel contents and event files
+itself (through tf.io.gfile), Optuna its study database; the run logs of
+`tools/experiment.py` are appended to in place (a child's output, line by
+line), not written whole. Some folders for
+local-only outputs are still made with `os.makedirs` (the feature cache's
+and TFRecord converters' output folders, the SQLite study's folder, the
+experiment tool's run folders). So there is one permission policy, one way of
+never leaving a half-written file under its final name, and one place that
+knows remote file systems:
 
 - a file is written under a hidden temporary name in its target's folder
   (so the rename is atomic), then renamed into place;
@@ -201,7 +207,27 @@ def commit(tmp, path):
         _gfile().rename(os.fspath(tmp), os.fspath(path), overwrite=True)
         return
     os.chmod(tmp, file_mode())
-    os.replace(tmp, path)
+    rename(tmp, path)
+
+
+def rename(src, dst):
+    """Renames local `src` to `dst` in one step: the package's one `os.replace`.
+
+    Atomic on POSIX file systems. Replaces a file, or an empty directory with a
+    directory; onto a directory that holds files it raises OSError.
+    """
+    os.replace(src, dst)
+
+
+def move_files(staged, path, last=()):
+    """Moves each entry of the local directory `staged` into the directory `path`.
+
+    Same-named entries of `path` are replaced, the others kept; the names in
+    `last` move at the end (the marker readers wait for). For a target that
+    may hold other files, where `install_dir` would replace them.
+    """
+    for name in sorted(os.listdir(staged), key=lambda n: (n in last, n)):
+        rename(os.path.join(staged, name), os.path.join(path, name))
 
 
 def remove_quietly(path):
@@ -319,11 +345,11 @@ def install_dir(staged, path, last=()):
         return
     path = os.path.abspath(path)
     if not os.path.lexists(path):
-        os.replace(staged, path)
+        rename(staged, path)
         return
     old = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=".old_")
-    os.replace(path, old)  # rename onto an empty directory replaces it
-    os.replace(staged, path)
+    rename(path, old)  # rename onto an empty directory replaces it
+    rename(staged, path)
     shutil.rmtree(old, ignore_errors=True)
 
 

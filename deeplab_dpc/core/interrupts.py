@@ -12,10 +12,12 @@ How a signal is handled:
   `finally` blocks runs; staged outputs are removed, never renamed in place.
 - Such a raise can land where Python cannot raise (a garbage-collector
   callback, `__del__`) and is lost; the signal stays recorded, and the loops
-  of the search, the cache and the evaluator call `check()` at each step,
-  which raises it again.
-- Inside `deferred()` (the training loop) the handler only records the signal;
-  the loop calls `requested()` between steps, saves, and raises `Interrupted`.
+  that run outside `deferred()` call `check()` at each step, which raises it
+  again: the DPC search's proxy training (each step) and study (between
+  trials), the feature cache and the evaluator.
+- Inside `deferred()` (the training loop, and the Auto-DeepLab search loop)
+  the handler only records the signal; the loop calls `requested()` between
+  steps, saves, and raises `Interrupted`.
 - Python runs signal handlers only in the main thread between bytecodes, so
   while the main thread is inside one long TensorFlow call (a training step,
   a TFLite conversion) nothing above can run until the call returns. This is

@@ -258,12 +258,11 @@ def ensure_synthetic_dataset(dataset_dir, **kwargs):
     try:
         generate_synthetic_dataset(tmp, **kwargs)
         try:
-            os.rename(tmp, dataset_dir)  # atomic; works onto a missing or empty dir
+            artefacts.rename(tmp, dataset_dir)  # atomic onto a missing or empty dir
         except OSError:
             if not _is_complete(dataset_dir):  # a non-empty dir: move file by file
-                names = sorted(os.listdir(tmp), key=lambda n: n == META_FILENAME)
-                for name in names:  # the meta file last: it marks completion
-                    os.replace(os.path.join(tmp, name), os.path.join(dataset_dir, name))
+                # the meta file last: it marks completion
+                artefacts.move_files(tmp, dataset_dir, last=(META_FILENAME,))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     logging.info(

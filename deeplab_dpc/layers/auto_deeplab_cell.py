@@ -15,9 +15,11 @@ the others stride 1. The output concatenates all blocks. The search's relaxed ce
 Drop path (official `_apply_drop_path`, the paper's Scheduled Drop Path): the
 keep probability is scaled by the cell's depth, ``1 - (cell_num + 1) / total
 * (1 - keep)``. Deviation: the official code also ramps it with the training
-step; here the ramp is left to the trainer (phase 2), the layer applies the
-depth-scaled probability in training only. The default keep probability 1.0
-(the official default) disables it.
+step; here nothing ramps it (neither the trainer nor the search has a drop-path
+schedule), the layer applies the depth-scaled probability in training only.
+The default keep probability 1.0 (the official default) disables it, and
+`model_config` does not expose it, so every model the package builds runs
+without drop path.
 """
 
 import keras
