@@ -4,7 +4,7 @@
 `common.BACKBONE`, with DeepLab's variable scope (`hnasnet`, the official
 `feature_extractor` name of `nas_hnasnet`). `num_conv_filters` is F
 (`--nas_stem_output_num_conv_filters`) and `architecture` a found
-architecture (`--nas_architecture`, a `nas_spec` JSON file; None: the
+architecture (`--nas_architecture`, an `auto_deeplab_spec` JSON file; None: the
 paper's). The features come at the stride of the path's last level (8 for
 the paper's path), whatever `output_stride` says: the path fixes it, and
 `output_stride` only scales the ASPP rates (pass the network's stride to get

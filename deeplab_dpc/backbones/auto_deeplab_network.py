@@ -99,7 +99,7 @@ def nas_network(
     """The found network as a Keras model: image -> {"features", "low_level"}.
 
     Args:
-      architecture: a `nas_spec` architecture (dict or JSON file path);
+      architecture: an `auto_deeplab_spec` architecture (dict or JSON file path);
         None is the paper's `nas_spec.HNASNET`.
       num_conv_filters: F, DeepLab's `nas_stem_output_num_conv_filters`.
       drop_path_keep_prob: official drop path (1.0: off), see `NASCell`.

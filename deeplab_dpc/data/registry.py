@@ -12,7 +12,7 @@ Deviations from DeepLab:
 - `ade20k` keeps DeepLab's convention (151 classes, class 0 = "other" is the
   ignore label). Its registry colours (`--colormap_type=dataset`) are the
   PASCAL bit-interleaved palette; DeepLab's own ADE20K palette is
-  `--colormap_type=ade20k` (`colormaps.py`). Colours serve visualisation only.
+  `--colormap_type=ade20k` (`reporting/colormaps.py`). Colours serve visualisation only.
 - `synthetic` is our own generated default dataset (see `synthetic.py`).
 """
 

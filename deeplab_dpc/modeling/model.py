@@ -76,7 +76,7 @@ def model_config(
       dataset: name of the dataset the weights are trained on; recorded so a
         checkpoint explains itself, not used to build the model.
       nas_stem_output_num_conv_filters: F of the NAS variants (DeepLab's flag).
-      nas_architecture: a NAS variant's architecture, a `nas_spec` dict or
+      nas_architecture: a NAS variant's architecture, an `auto_deeplab_spec` dict or
         JSON file (recorded as the dict); None is the paper's hnasnet.
       aspp_with_separable_conv: the ASPP's 3x3 atrous convs separable
         (DeepLab's flag and default); False: full convs (Auto-DeepLab's Table 2).

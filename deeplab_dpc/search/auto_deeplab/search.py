@@ -16,7 +16,7 @@ Under `workdir` (names in `artefacts`):
   checkpoints/     tf.train.CheckpointManager (model, both optimizers, the
                    gradient accumulators, step); a killed run resumes from
                    the latest one;
-  architecture.json  the decoded architecture (`nas_spec` format) of alpha
+  architecture.json  the decoded architecture (`auto_deeplab_spec` format) of alpha
                    and beta averaged over the last `average_logs` log steps,
                    rewritten atomically at every log step;
   history.json     per log step: losses, alpha / beta, their entropies, the

@@ -327,7 +327,7 @@ class AutoDeepLabSupernet(keras.Model):
         return total
 
     def decoded_architecture(self):
-        """The current architecture in the `nas_spec` format (cell and Viterbi path)."""
+        """The current architecture in the `auto_deeplab_spec` format (cell and Viterbi path)."""
         cell = nas_spec.decode_cell(self.alpha.numpy(), self.op_names)
         path = nas_spec.decode_network(self._full_beta())
         return {nas_spec.CELL: cell, nas_spec.NETWORK: path}
