@@ -24,6 +24,7 @@ import keras
 import tensorflow as tf
 
 from deeplab_dpc import nas_spec
+from deeplab_dpc.layers.base import ConfigLayer
 from deeplab_dpc.layers.nas_ops import (
     NAS_BN_EPSILON,
     NAS_BN_MOMENTUM,
@@ -44,7 +45,7 @@ def resize_to(x, reference):
     return resize_bilinear(x, tf.shape(reference)[1:3])
 
 
-class CellBase(keras.layers.Layer):
+class CellBase(ConfigLayer):
     """The beginning of a cell: ``1x1`` on H^{l-1}, ``prev_1x1`` on H^{l-2} if needed."""
 
     def __init__(
@@ -70,14 +71,6 @@ class CellBase(keras.layers.Layer):
             prev = self.prev_1x1(prev, training=training)
         return [self.conv_1x1(net, training=training), prev]
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            bn_momentum=self.bn_momentum,
-            bn_epsilon=self.bn_epsilon,
-        )
-        return config
 
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
@@ -99,9 +92,11 @@ class NASCell(CellBase):
         drop_path_keep_prob=1.0,
         cell_num=0,
         total_num_cells=1,
+        bn_momentum=NAS_BN_MOMENTUM,
+        bn_epsilon=NAS_BN_EPSILON,
         **kwargs,
     ):
-        super().__init__(filters, **kwargs)
+        super().__init__(filters, bn_momentum, bn_epsilon, **kwargs)
         self.cell = nas_spec.parse_cell(
             nas_spec.HNASNET[nas_spec.CELL] if cell is None else cell, source=self.name
         )
@@ -167,14 +162,3 @@ class NASCell(CellBase):
             size(net_shape[2]),
             self.filters * len(self.cell),
         )
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            cell=self.cell,
-            strides=self.strides,
-            drop_path_keep_prob=self.drop_path_keep_prob,
-            cell_num=self.cell_num,
-            total_num_cells=self.total_num_cells,
-        )
-        return config

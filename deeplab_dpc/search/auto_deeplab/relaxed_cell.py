@@ -15,7 +15,13 @@ import tensorflow as tf
 
 from deeplab_dpc import nas_spec
 from deeplab_dpc.layers.nas_cell import CellBase
-from deeplab_dpc.layers.nas_ops import NASAtrous, NASSeparable, nas_initializer
+from deeplab_dpc.layers.nas_ops import (
+    NAS_BN_EPSILON,
+    NAS_BN_MOMENTUM,
+    NASAtrous,
+    NASSeparable,
+    nas_initializer,
+)
 
 
 def _raw(variable):
@@ -77,8 +83,16 @@ class RelaxedCell(CellBase):
     `nas_ops` layer's weights into one edge.
     """
 
-    def __init__(self, filters, num_blocks=5, ops=nas_spec.SEARCH_OPS, **kwargs):
-        super().__init__(filters, **kwargs)
+    def __init__(
+        self,
+        filters,
+        num_blocks=5,
+        ops=nas_spec.SEARCH_OPS,
+        bn_momentum=NAS_BN_MOMENTUM,
+        bn_epsilon=NAS_BN_EPSILON,
+        **kwargs,
+    ):
+        super().__init__(filters, bn_momentum, bn_epsilon, **kwargs)
         self.num_blocks = int(num_blocks)
         self.op_names = [str(op) for op in ops]
         unknown = [op for op in self.op_names if op not in nas_spec.SEARCH_OPS]
@@ -323,10 +337,10 @@ class RelaxedCell(CellBase):
         net_shape = input_shape[0]
         return tuple(net_shape[:-1]) + (self.filters * self.num_blocks,)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(num_blocks=self.num_blocks, ops=self.op_names)
-        return config
+    @property
+    def ops(self):
+        """The operators' names (the `ops` argument)."""
+        return self.op_names
 
 
 def _dims(x):

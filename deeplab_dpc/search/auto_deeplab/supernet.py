@@ -45,6 +45,7 @@ import tensorflow as tf
 
 from deeplab_dpc import nas_spec
 from deeplab_dpc.layers import ASPP
+from deeplab_dpc.layers.base import ConfigLayer
 from deeplab_dpc.layers.conv import Logits
 from deeplab_dpc.layers.nas_ops import NAS_BN_EPSILON, NAS_BN_MOMENTUM, NASConvBN
 from deeplab_dpc.layers.resize import resize_bilinear
@@ -83,7 +84,7 @@ def _level_sizes(stem_size, num_levels):
 
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
-class EdgeAdapter(keras.layers.Layer):
+class EdgeAdapter(ConfigLayer):
     """Brings H^{l-1} from `source` to `target` level (a trellis edge, Sec. 5.1)."""
 
     def __init__(self, filters, direction, bn_momentum=NAS_BN_MOMENTUM, **kwargs):
@@ -110,13 +111,6 @@ class EdgeAdapter(keras.layers.Layer):
         if self.unit is not None:
             x = self.unit(x, training=training)
         return x
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters, direction=self.direction, bn_momentum=self.bn_momentum
-        )
-        return config
 
 
 class AutoDeepLabSupernet(keras.Model):
