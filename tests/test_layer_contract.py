@@ -20,7 +20,6 @@ Xception's are slow (~10 s a build; `pytest -m slow`), their modules run
 here as layers.
 """
 
-import contextlib
 import functools
 import importlib
 import json
@@ -46,6 +45,7 @@ from deeplab_dpc.layers import (
     ResizeLike,
     SeparableConvBN,
 )
+from deeplab_dpc.layers.base import dtype_policy
 from deeplab_dpc.layers.nas_cell import NASCell
 from deeplab_dpc.layers.nas_ops import (
     NASAtrous,
@@ -204,16 +204,6 @@ def _single(inputs):
     return inputs[0] if len(inputs) == 1 else inputs
 
 
-@contextlib.contextmanager
-def policy(name):
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
 def _overrides_output_shape(layer):
     return type(layer).compute_output_shape is not keras.layers.Layer.compute_output_shape
 
@@ -265,7 +255,7 @@ def test_layer_contract(name, make, shapes, call_kwargs):
             assert all(a is None or a == b for a, b in zip(g, s)), (got, want)
 
     # Mixed precision: bfloat16 compute, float32 variables.
-    with policy("mixed_bfloat16"):
+    with dtype_policy("mixed_bfloat16"):
         mixed = make()
         x = inputs[SIZES[1]]
         out = mixed(_single(x), training=False, **kwargs(*SIZES[1]))
@@ -320,7 +310,7 @@ def test_backbone_contract(variant):
         symbolic = model(keras.Input(batch_shape=(None, h, w, 3)))
         assert [s[1:] for s in _shapes(symbolic)] == [s[1:] for s in _shapes(out)]
 
-    with policy("mixed_bfloat16"):
+    with dtype_policy("mixed_bfloat16"):
         mixed = build_backbone(variant, 16, **kwargs)
     out = mixed(images[BACKBONE_SIZES[1]], training=False)
     for o in _flat(out):

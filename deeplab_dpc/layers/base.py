@@ -14,6 +14,7 @@ serialised form, as JSON would carry them, so that
 `from_config(get_config()).get_config() == get_config()`.
 """
 
+import contextlib
 import functools
 import inspect
 
@@ -48,3 +49,14 @@ class ConfigLayer(keras.layers.Layer):
         for name in config_arguments(type(self)):
             config[name] = _plain(getattr(self, name))
         return config
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Layers made inside run under the Keras dtype policy `name` (e.g. mixed_bfloat16)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)

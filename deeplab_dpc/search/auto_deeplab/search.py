@@ -57,7 +57,6 @@ Deviations, with reasons:
   (`graph_optimizer`: auto, on, off).
 """
 
-import contextlib
 import os
 import time
 
@@ -69,6 +68,7 @@ from absl import logging
 from deeplab_dpc import artefacts, common, interrupts, metrics, nas_spec, summaries
 from deeplab_dpc.data import registry
 from deeplab_dpc.data.pipeline import build_dataset
+from deeplab_dpc.layers.base import dtype_policy
 from deeplab_dpc.search.auto_deeplab.options import MIXED_PRECISION, search_options
 from deeplab_dpc.search.auto_deeplab.supernet import AutoDeepLabSupernet
 from deeplab_dpc.training import losses, schedules
@@ -129,16 +129,6 @@ def parameter_free_count(cell):
     return sum(b[nas_spec.OP] in PARAMETER_FREE_OPS for block in cell for b in block)
 
 
-@contextlib.contextmanager
-def _global_policy(name):
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
 class AutoDeepLabSearcher:
     """One search in `workdir` (see the module docstring); `run()` runs or resumes it.
 
@@ -156,7 +146,7 @@ class AutoDeepLabSearcher:
 
     def _precision(self):
         """The options' Keras dtype policy for the block, the previous one after it."""
-        return _global_policy(self.policy)
+        return dtype_policy(self.policy)
 
     def _build(self):
         o = self.opts
