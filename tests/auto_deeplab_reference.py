@@ -1,6 +1,6 @@
 """Test-only reference of the relaxed cell: one `MixedOp` per edge.
 
-`MixedOp` applies the stride-1 operators of `nas_ops` (Keras layers) with raw
+`MixedOp` applies the stride-1 operators of `auto_deeplab_ops` (Keras layers) with raw
 TF ops on their variables (`_fast_*`); `RelaxedCell` (the batched cell the
 search uses) must compute the sum of the cell's `MixedOp`s with the same
 weights (tests/test_auto_deeplab_layers.py). Moved here from `layers/auto_deeplab_cell.py`:
@@ -65,7 +65,7 @@ def _fast_conv_bn(unit, x, training, activated=None):
 
 
 def _fast_op(layer, x, relu_x, training):
-    """One stride-1 operator of `nas_ops` with raw TF ops (same weights)."""
+    """One stride-1 operator of `auto_deeplab_ops` with raw TF ops (same weights)."""
     if isinstance(layer, NASSeparable):
         h = x
         for i, unit in enumerate(layer.units):
@@ -89,7 +89,7 @@ class MixedOp(keras.layers.Layer):
     is zero. All operators run at stride 1 with `filters` in and out.
 
     The operators are Keras layers (their weights, names and checkpoints are
-    those of `nas_ops`), but `call` applies them with raw TF ops on their
+    those of `auto_deeplab_ops`), but `call` applies them with raw TF ops on their
     variables, one fused batch norm each and one ReLU shared by the convs:
     a supernet has thousands of operators, and tracing each through Keras's
     layer machinery made the search's graph construction take most of its

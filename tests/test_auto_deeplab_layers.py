@@ -1,7 +1,7 @@
 """Tests for the Auto-DeepLab operators and cells (layers/auto_deeplab_ops.py, auto_deeplab_cell.py,
-search/auto_deeplab/relaxed_cell.py)."""
+search/auto_deeplab/relaxed_cell.py); their layer contract is
+tests/test_layer_contract.py."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -53,26 +53,6 @@ def test_unknown_and_zero_ops_have_no_layer():
         build_op("zero", 4)
     with pytest.raises(ValueError, match="unknown NAS operator"):
         build_op("sep_conv_3x3", 4)
-
-
-def _round_trip(layer, inputs):
-    out = layer(inputs, training=False)
-    clone = keras.layers.deserialize(keras.saving.serialize_keras_object(layer))
-    clone(inputs, training=False)
-    clone.set_weights(layer.get_weights())
-    np.testing.assert_allclose(clone(inputs, training=False), out, atol=1e-6)
-    assert clone.get_config() == layer.get_config()
-
-
-def test_config_round_trips():
-    x = tf.random.normal((1, 9, 9, 6))
-    _round_trip(NASCell(4, nas_spec.HNASNET["cell"], strides=2, name="c"), [x, x])
-    _round_trip(build_op("separable_5x5_2", 6, 2), x)
-    w = tf.nn.softmax(tf.random.normal((nas_spec.num_cell_edges(2), 3)))
-    _round_trip(
-        RelaxedCell(3, 2, ops=("none", "atrous_3x3", "zero"), name="r"), [x, x, w]
-    )
-    _round_trip(MixedOp(6, ops=("max_pool_3x3", "zero")), [x, w[0]])
 
 
 def test_discrete_cell_output_and_resizing():

@@ -37,6 +37,7 @@ from deeplab_dpc.layers.auto_deeplab_ops import (
     NASConvBN,
     scale_resize,
 )
+from deeplab_dpc.layers.base import ConfigLayer
 
 FEATURES = "features"  # the keys of deeplab_dpc.backbones
 LOW_LEVEL = "low_level"
@@ -45,7 +46,7 @@ STEM_FILTERS = (64, 64, 128)
 
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
-class ScaleResize(keras.layers.Layer):
+class ScaleResize(ConfigLayer):
     """Bilinear resize by `scale` with DeepLab's `scale_dimension` sizes."""
 
     def __init__(self, scale=2.0, **kwargs):
@@ -65,11 +66,6 @@ class ScaleResize(keras.layers.Layer):
             size(input_shape[2]),
             input_shape[3],
         )
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(scale=self.scale)
-        return config
 
 
 def network_output_stride(path):

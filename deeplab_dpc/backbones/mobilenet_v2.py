@@ -16,6 +16,7 @@ import keras
 
 from deeplab_dpc.backbones.stride import StrideTracker
 from deeplab_dpc.core import common
+from deeplab_dpc.layers.base import ConfigLayer
 from deeplab_dpc.layers.conv import ConvBN
 
 BN_MOMENTUM = 0.997
@@ -43,7 +44,7 @@ def scaled_depth(channels, depth_multiplier, min_depth=8):
 
 # === Layers ===
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
-class InvertedResidual(keras.layers.Layer):
+class InvertedResidual(ConfigLayer):
     """expand 1x1 (if t > 1) -> depthwise 3x3 (stride, rate) -> project 1x1 (linear).
 
     Returns [output, depthwise_output]; the second is DeepLab's
@@ -109,19 +110,6 @@ class InvertedResidual(keras.layers.Layer):
         hidden = self.in_channels * self.expansion
         shape = self.depthwise.compute_output_shape(tuple(input_shape[:-1]) + (hidden,))
         return [tuple(shape[:-1]) + (self.out_channels,), tuple(shape)]
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            in_channels=self.in_channels,
-            out_channels=self.out_channels,
-            expansion=self.expansion,
-            strides=self.strides,
-            rate=self.rate,
-            bn_momentum=self.bn_momentum,
-            bn_epsilon=self.bn_epsilon,
-        )
-        return config
 
 
 # === Functional Model ===

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from deeplab_dpc.backbones.stride import StrideTracker
 from deeplab_dpc.core import common
+from deeplab_dpc.layers.base import ConfigLayer
 from deeplab_dpc.layers.conv import ConvBN, SeparableConvBN
 
 BN_MOMENTUM = 0.9997
@@ -58,7 +59,7 @@ VARIANTS = {
 
 # === Layers ===
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
-class XceptionModule(keras.layers.Layer):
+class XceptionModule(ConfigLayer):
     """Three separable convs (the last one strided) plus a shortcut.
 
     Returns [output, second separable conv's output] (the decoder endpoint).
@@ -144,20 +145,6 @@ class XceptionModule(keras.layers.Layer):
         mid = tuple(input_shape[:-1]) + (self.depth_list[1],)
         out = self.separable_convs[2].compute_output_shape(mid)
         return [tuple(out[:-1]) + (self.depth_list[2],), mid]
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            depth_list=self.depth_list,
-            skip_connection=self.skip_connection,
-            activation_in_separable=self.activation_in_separable,
-            strides=self.strides,
-            rate=self.rate,
-            deeplab_scope=self.deeplab_scope,
-            bn_momentum=self.bn_momentum,
-            bn_epsilon=self.bn_epsilon,
-        )
-        return config
 
 
 # === Functional Model ===

@@ -12,6 +12,7 @@ Rates are written for output stride 16 and scaled by `scale_rate`.
 import keras
 import tensorflow as tf
 
+from deeplab_dpc.layers.base import ConfigLayer
 from deeplab_dpc.layers.conv import (
     HEAD_BN_EPSILON,
     HEAD_BN_MOMENTUM,
@@ -25,7 +26,7 @@ DEFAULT_ATROUS_RATES = (6, 12, 18)
 
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
-class ASPP(keras.layers.Layer):
+class ASPP(ConfigLayer):
     """Atrous spatial pyramid pooling.
 
     Args:
@@ -97,16 +98,3 @@ class ASPP(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.filters,)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            atrous_rates=self.atrous_rates,
-            output_stride=self.output_stride,
-            filters=self.filters,
-            separable=self.separable,
-            add_image_level_feature=self.add_image_level_feature,
-            dropout_rate=self.dropout_rate,
-            bn_momentum=self.bn_momentum,
-            bn_epsilon=self.bn_epsilon,
-        )
-        return config

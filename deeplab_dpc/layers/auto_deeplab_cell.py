@@ -32,6 +32,7 @@ from deeplab_dpc.layers.auto_deeplab_ops import (
     NASConvBN,
     build_op,
 )
+from deeplab_dpc.layers.base import ConfigLayer
 from deeplab_dpc.layers.resize import resize_bilinear
 
 
@@ -46,7 +47,7 @@ def resize_to(x, reference):
     return resize_bilinear(x, tf.shape(reference)[1:3])
 
 
-class CellBase(keras.layers.Layer):
+class CellBase(ConfigLayer):
     """The beginning of a cell: ``1x1`` on H^{l-1}, ``prev_1x1`` on H^{l-2} if needed."""
 
     def __init__(
@@ -72,14 +73,6 @@ class CellBase(keras.layers.Layer):
             prev = self.prev_1x1(prev, training=training)
         return [self.conv_1x1(net, training=training), prev]
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            bn_momentum=self.bn_momentum,
-            bn_epsilon=self.bn_epsilon,
-        )
-        return config
 
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
@@ -101,9 +94,11 @@ class NASCell(CellBase):
         drop_path_keep_prob=1.0,
         cell_num=0,
         total_num_cells=1,
+        bn_momentum=NAS_BN_MOMENTUM,
+        bn_epsilon=NAS_BN_EPSILON,
         **kwargs,
     ):
-        super().__init__(filters, **kwargs)
+        super().__init__(filters, bn_momentum, bn_epsilon, **kwargs)
         self.cell = nas_spec.parse_cell(
             nas_spec.HNASNET[nas_spec.CELL] if cell is None else cell, source=self.name
         )
@@ -169,14 +164,3 @@ class NASCell(CellBase):
             size(net_shape[2]),
             self.filters * len(self.cell),
         )
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            cell=self.cell,
-            strides=self.strides,
-            drop_path_keep_prob=self.drop_path_keep_prob,
-            cell_num=self.cell_num,
-            total_num_cells=self.total_num_cells,
-        )
-        return config

@@ -37,14 +37,16 @@ depthwise kernels of these operators are decayed too
 
 Convs have no bias and the official initializer (variance scaling 1/3,
 fan-in, uniform); batch norm decay 0.9997 and epsilon 1e-3 (`nas_arg_scope`).
-That is why the unit is `NASConvBN` and not `layers.conv.ConvBN` (which has a
-bias when it has no batch norm, and Keras's default initializer).
+The unit is `layers.conv.ConvBN` with these options (`NASConvBN`), as the
+official code ran one slim conv under `nas_arg_scope`.
 """
 
 import keras
 import tensorflow as tf
 
 from deeplab_dpc.formats import auto_deeplab_spec as nas_spec
+from deeplab_dpc.layers.base import ConfigLayer
+from deeplab_dpc.layers.conv import ConvBN
 from deeplab_dpc.layers.resize import resize_bilinear
 
 NAS_BN_MOMENTUM = 0.9997
@@ -63,13 +65,6 @@ def scale_dimension(dim, scale):
     return tf.cast((tf.cast(dim, tf.float32) - 1.0) * scale + 1.0, tf.int32)
 
 
-def explicit_padding(kernel_size, rate=1):
-    """(before, after) zero padding of DeepLab's `conv2d_same` for a strided conv."""
-    effective = kernel_size + (kernel_size - 1) * (rate - 1)
-    total = effective - 1
-    return total // 2, total - total // 2
-
-
 def scale_resize(x, scale):
     """Bilinear resize (align_corners) of NHWC `x` by `scale`, as the official cell."""
     shape = tf.shape(x)
@@ -80,16 +75,22 @@ def scale_resize(x, scale):
 
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
-class NASConvBN(keras.layers.Layer):
+class NASConvBN(ConvBN):
     """[ReLU ->] conv (full or depthwise, no bias) [-> BN]: one conv unit of the NAS cell.
 
-    Strided with a kernel larger than 1: explicit symmetric padding, then
-    VALID (`explicit_padding`; DeepLab's `conv2d_same`). Otherwise SAME.
+    `layers.conv.ConvBN` with the NAS options: ReLU before the conv
+    (`pre_activation`), no bias, the official initializer, batch norm
+    epsilon 1e-3; strided with a kernel larger than 1: explicit symmetric
+    padding, then VALID (DeepLab's `conv2d_same`), otherwise SAME. The
+    variables are ConvBN's (`conv` or `depthwise_conv`, `BatchNorm`); the
+    config keeps this unit's own arguments (int kernel size and rate).
     """
 
     # The depthwise kernels of the NAS cell are weight-decayed (DeepLab's
     # `regularize_depthwise=True` for the NAS separable convs).
     decays_depthwise = True
+    # Plain convs, as the official NAS cell (no dead-tap shortcut).
+    shortcuts = False
 
     def __init__(
         self,
@@ -104,94 +105,33 @@ class NASConvBN(keras.layers.Layer):
         bn_epsilon=NAS_BN_EPSILON,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.filters = None if filters is None else int(filters)
-        self.kernel_size = int(kernel_size)
-        self.strides = int(strides)
-        self.rate = int(rate)
-        self.depthwise = bool(depthwise)
-        self.pre_activation = bool(pre_activation)
-        self.use_bn = bool(use_bn)
-        self.bn_momentum = bn_momentum
-        self.bn_epsilon = bn_epsilon
-        self.padding = None
-        if self.strides > 1 and self.kernel_size > 1:
-            self.padding = explicit_padding(self.kernel_size, self.rate)
-        common = dict(
-            kernel_size=self.kernel_size,
-            strides=self.strides,
-            dilation_rate=self.rate,
-            padding="same" if self.padding is None else "valid",
+        super().__init__(
+            filters,
+            kernel_size,
+            strides,
+            rate,
+            depthwise,
+            use_bn=use_bn,
+            activation="relu" if pre_activation else None,
+            bn_momentum=bn_momentum,
+            bn_epsilon=bn_epsilon,
+            explicit_padding=int(strides) > 1 and int(kernel_size) > 1,
             use_bias=False,
+            pre_activation=pre_activation,
+            kernel_initializer=nas_initializer(),
+            **kwargs,
         )
-        if self.depthwise:
-            self.conv = keras.layers.DepthwiseConv2D(
-                depthwise_initializer=nas_initializer(), name="depthwise_conv", **common
-            )
-        else:
-            if self.filters is None:
-                raise ValueError(f"{self.name}: a full conv needs `filters`")
-            self.conv = keras.layers.Conv2D(
-                self.filters,
-                kernel_initializer=nas_initializer(),
-                name="conv",
-                **common,
-            )
-        self.bn = None
-        if self.use_bn:
-            self.bn = keras.layers.BatchNormalization(
-                momentum=bn_momentum, epsilon=bn_epsilon, name="BatchNorm"
-            )
-
-    def build(self, input_shape):
-        self.conv.build(input_shape)
-        if self.bn is not None:
-            channels = input_shape[-1] if self.depthwise else self.filters
-            self.bn.build((None, None, None, channels))
-
-    def call(self, inputs, training=None):
-        x = tf.nn.relu(inputs) if self.pre_activation else inputs
-        if self.padding is not None:
-            before, after = self.padding
-            x = tf.pad(x, [[0, 0], [before, after], [before, after], [0, 0]])
-        x = self.conv(x)
-        return self.bn(x, training=training) if self.bn is not None else x
-
-    def compute_output_shape(self, input_shape):
-        shape = list(input_shape)
-        if self.padding is not None:
-            for axis in (1, 2):
-                if shape[axis] is not None:
-                    shape[axis] += sum(self.padding)
-        return tuple(self.conv.compute_output_shape(tuple(shape)))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            kernel_size=self.kernel_size,
-            strides=self.strides,
-            rate=self.rate,
-            depthwise=self.depthwise,
-            pre_activation=self.pre_activation,
-            use_bn=self.use_bn,
-            bn_momentum=self.bn_momentum,
-            bn_epsilon=self.bn_epsilon,
-        )
-        return config
+        self.kernel_size = int(kernel_size)
+        self.rate = int(rate)
 
 
-class _NASOp(keras.layers.Layer):
-    """Common arguments of the operators: output filters, stride, batch norm."""
+class _NASOp(ConfigLayer):
+    """Common arguments of the operators: output filters, stride, batch norm.
 
-    def __init__(
-        self,
-        filters,
-        strides=1,
-        bn_momentum=NAS_BN_MOMENTUM,
-        bn_epsilon=NAS_BN_EPSILON,
-        **kwargs,
-    ):
+    Each operator lists them in its own signature (they are its config).
+    """
+
+    def __init__(self, filters, strides, bn_momentum, bn_epsilon, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.strides = int(strides)
@@ -201,23 +141,25 @@ class _NASOp(keras.layers.Layer):
         self.bn_epsilon = bn_epsilon
         self._bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            strides=self.strides,
-            bn_momentum=self.bn_momentum,
-            bn_epsilon=self.bn_epsilon,
-        )
-        return config
+    def compute_output_shape(self, input_shape):
+        return _strided_shape(input_shape, self.strides, self.filters)
 
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
 class NASSeparable(_NASOp):
     """``separable_kxk_N``: N x (ReLU -> depthwise kxk -> pointwise 1x1 -> BN)."""
 
-    def __init__(self, filters, kernel_size=3, num_layers=2, strides=1, **kwargs):
-        super().__init__(filters, strides, **kwargs)
+    def __init__(
+        self,
+        filters,
+        kernel_size=3,
+        num_layers=2,
+        strides=1,
+        bn_momentum=NAS_BN_MOMENTUM,
+        bn_epsilon=NAS_BN_EPSILON,
+        **kwargs,
+    ):
+        super().__init__(filters, strides, bn_momentum, bn_epsilon, **kwargs)
         self.kernel_size = int(kernel_size)
         self.num_layers = int(num_layers)
         self.units = []
@@ -255,13 +197,6 @@ class NASSeparable(_NASOp):
             x = unit(x, training=training)
         return x
 
-    def compute_output_shape(self, input_shape):
-        return _strided_shape(input_shape, self.strides, self.filters)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(kernel_size=self.kernel_size, num_layers=self.num_layers)
-        return config
 
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
@@ -275,8 +210,16 @@ class NASAtrous(_NASOp):
     with other numbers on sizes other than 32k + 1).
     """
 
-    def __init__(self, filters, kernel_size=3, strides=1, **kwargs):
-        super().__init__(filters, strides, **kwargs)
+    def __init__(
+        self,
+        filters,
+        kernel_size=3,
+        strides=1,
+        bn_momentum=NAS_BN_MOMENTUM,
+        bn_epsilon=NAS_BN_EPSILON,
+        **kwargs,
+    ):
+        super().__init__(filters, strides, bn_momentum, bn_epsilon, **kwargs)
         self.kernel_size = int(kernel_size)
         k = self.kernel_size
         self.unit = NASConvBN(
@@ -297,21 +240,23 @@ class NASAtrous(_NASOp):
             x = scale_resize(tf.nn.relu(x), 0.5)
         return self.unit(x, training=training)
 
-    def compute_output_shape(self, input_shape):
-        return _strided_shape(input_shape, self.strides, self.filters)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(kernel_size=self.kernel_size)
-        return config
 
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
 class NASPool(_NASOp):
     """``avg_pool_3x3`` / ``max_pool_3x3``, then 1x1 conv + BN if the channels differ."""
 
-    def __init__(self, filters, pooling="avg", pool_size=3, strides=1, **kwargs):
-        super().__init__(filters, strides, **kwargs)
+    def __init__(
+        self,
+        filters,
+        pooling="avg",
+        pool_size=3,
+        strides=1,
+        bn_momentum=NAS_BN_MOMENTUM,
+        bn_epsilon=NAS_BN_EPSILON,
+        **kwargs,
+    ):
+        super().__init__(filters, strides, bn_momentum, bn_epsilon, **kwargs)
         if pooling not in ("avg", "max"):
             raise ValueError(
                 f"{self.name}: pooling must be 'avg' or 'max', got {pooling!r}"
@@ -341,21 +286,21 @@ class NASPool(_NASOp):
             x = self.projection(x, training=training)
         return x
 
-    def compute_output_shape(self, input_shape):
-        return _strided_shape(input_shape, self.strides, self.filters)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(pooling=self.pooling, pool_size=self.pool_size)
-        return config
 
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
 class NASSkip(_NASOp):
     """``none`` (skip connection): identity, or ReLU -> 1x1 (strided) -> BN if needed."""
 
-    def __init__(self, filters, strides=1, **kwargs):
-        super().__init__(filters, strides, **kwargs)
+    def __init__(
+        self,
+        filters,
+        strides=1,
+        bn_momentum=NAS_BN_MOMENTUM,
+        bn_epsilon=NAS_BN_EPSILON,
+        **kwargs,
+    ):
+        super().__init__(filters, strides, bn_momentum, bn_epsilon, **kwargs)
         self.projection = None
 
     def build(self, input_shape):
@@ -369,9 +314,6 @@ class NASSkip(_NASOp):
         if self.projection is None:
             return inputs
         return self.projection(inputs, training=training)
-
-    def compute_output_shape(self, input_shape):
-        return _strided_shape(input_shape, self.strides, self.filters)
 
 
 def _strided_shape(input_shape, strides, filters):

@@ -32,6 +32,7 @@ import keras
 import tensorflow as tf
 
 from deeplab_dpc.core import common
+from deeplab_dpc.layers.base import ConfigLayer
 
 # DeepLab's head batch norm (the paper's cell): decay 0.9997, epsilon 1e-5.
 HEAD_BN_MOMENTUM = 0.9997
@@ -157,8 +158,12 @@ class ShortcutDepthwiseConv2D(keras.layers.DepthwiseConv2D):
 
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
-class ConvBN(keras.layers.Layer):
-    """Conv2D (or DepthwiseConv2D) -> BatchNorm -> activation.
+class ConvBN(ConfigLayer):
+    """Conv2D (or DepthwiseConv2D) -> BatchNorm -> activation: the conv unit of the package.
+
+    One unit for the DeepLab heads and backbones and for the Auto-DeepLab
+    operators (`auto_deeplab_ops.NASConvBN` is this unit with the NAS options), as
+    the original DeepLab served both with one slim conv under an arg scope.
 
     Args:
       filters: output channels (ignored when `depthwise`).
@@ -166,12 +171,22 @@ class ConvBN(keras.layers.Layer):
       strides: int.
       rate: atrous rate, int or (r_h, r_w).
       depthwise: depthwise conv (depth multiplier 1) instead of a full conv.
-      use_bn: batch norm after the conv; without it the conv has a bias.
+      use_bn: batch norm after the conv.
       activation: None, "relu" or "relu6".
       bn_momentum, bn_epsilon: batch-norm decay and epsilon.
-      explicit_padding: pad like DeepLab's `fixed_padding` and use VALID (for
-        strided convs of Xception); otherwise SAME padding.
+      explicit_padding: pad like DeepLab's `fixed_padding` / `conv2d_same`
+        (symmetric, (k_eff - 1) // 2 before) and use VALID (for strided
+        convs of Xception and of the NAS network); otherwise SAME padding.
+      use_bias: a bias on the conv; None: exactly when there is no batch
+        norm (DeepLab's heads).
+      pre_activation: apply `activation` to the input, before the conv (the
+        NAS cell's ReLU -> conv -> BN), instead of after the batch norm.
+      kernel_initializer: the conv kernel's initializer (Keras's default;
+        the NAS ops take slim's variance scaling, `auto_deeplab_ops.nas_initializer`).
     """
+
+    # Degenerate atrous convs run on their live taps (module docstring).
+    shortcuts = True
 
     def __init__(
         self,
@@ -185,33 +200,47 @@ class ConvBN(keras.layers.Layer):
         bn_momentum=HEAD_BN_MOMENTUM,
         bn_epsilon=HEAD_BN_EPSILON,
         explicit_padding=False,
+        use_bias=None,
+        pre_activation=False,
+        kernel_initializer="glorot_uniform",
         **kwargs,
     ):
         super().__init__(**kwargs)
         if activation not in _ACTIVATIONS:
             raise ValueError(f"{self.name}: unknown activation {activation!r}")
-        self.filters = filters
-        self.kernel_size = _pair(kernel_size)
+        if not depthwise and filters is None:
+            raise ValueError(f"{self.name}: a full conv needs `filters`")
+        self.filters = None if filters is None else int(filters)
+        self._kernel_size = _pair(kernel_size)
+        self._rate = _pair(rate)
+        self.kernel_size = self._kernel_size
+        self.rate = self._rate
         self.strides = int(strides)
-        self.rate = _pair(rate)
         self.depthwise = bool(depthwise)
         self.use_bn = bool(use_bn)
         self.activation = activation
         self.bn_momentum = bn_momentum
         self.bn_epsilon = bn_epsilon
         self.explicit_padding = bool(explicit_padding)
-        padding = "valid" if self.explicit_padding else "same"
-        common = dict(
-            kernel_size=self.kernel_size,
+        self.use_bias = None if use_bias is None else bool(use_bias)
+        self.pre_activation = bool(pre_activation)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        conv_args = dict(
+            kernel_size=self._kernel_size,
             strides=self.strides,
-            dilation_rate=self.rate,
-            padding=padding,
-            use_bias=not self.use_bn,
+            dilation_rate=self._rate,
+            padding="valid" if self.explicit_padding else "same",
+            use_bias=not self.use_bn if self.use_bias is None else self.use_bias,
+            name="depthwise_conv" if self.depthwise else "conv",
         )
         if self.depthwise:
-            self.conv = ShortcutDepthwiseConv2D(name="depthwise_conv", **common)
+            conv = ShortcutDepthwiseConv2D if self.shortcuts else keras.layers.DepthwiseConv2D
+            self.conv = conv(depthwise_initializer=self.kernel_initializer, **conv_args)
         else:
-            self.conv = ShortcutConv2D(self.filters, name="conv", **common)
+            conv = ShortcutConv2D if self.shortcuts else keras.layers.Conv2D
+            self.conv = conv(
+                self.filters, kernel_initializer=self.kernel_initializer, **conv_args
+            )
         self.bn = None
         if self.use_bn:
             self.bn = keras.layers.BatchNormalization(
@@ -228,43 +257,31 @@ class ConvBN(keras.layers.Layer):
             self.bn.build((None, None, None, channels))
 
     def call(self, inputs, training=None):
+        fn = _ACTIVATIONS[self.activation]
         x = inputs
+        if self.pre_activation and fn is not None:
+            x = fn(x)
         if self.explicit_padding:
-            x = fixed_padding(x, self.kernel_size, self.rate)
+            x = fixed_padding(x, self._kernel_size, self._rate)
         x = self.conv(x)
         if self.bn is not None:
             x = self.bn(x, training=training)
-        fn = _ACTIVATIONS[self.activation]
-        return fn(x) if fn is not None else x
+        if not self.pre_activation and fn is not None:
+            x = fn(x)
+        return x
 
     def compute_output_shape(self, input_shape):
         if self.explicit_padding:
             padded = list(input_shape)
-            for i, (k, r) in enumerate(zip(self.kernel_size, self.rate), start=1):
+            for i, (k, r) in enumerate(zip(self._kernel_size, self._rate), start=1):
                 if padded[i] is not None:
                     padded[i] += (k - 1) * r
-            return self.conv.compute_output_shape(tuple(padded))
-        return self.conv.compute_output_shape(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            kernel_size=list(self.kernel_size),
-            strides=self.strides,
-            rate=list(self.rate),
-            depthwise=self.depthwise,
-            use_bn=self.use_bn,
-            activation=self.activation,
-            bn_momentum=self.bn_momentum,
-            bn_epsilon=self.bn_epsilon,
-            explicit_padding=self.explicit_padding,
-        )
-        return config
+            return tuple(self.conv.compute_output_shape(tuple(padded)))
+        return tuple(self.conv.compute_output_shape(input_shape))
 
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
-class SeparableConvBN(keras.layers.Layer):
+class SeparableConvBN(ConfigLayer):
     """DeepLab's split separable conv: depthwise -> BN -> act -> 1x1 -> BN -> act.
 
     The paper's cell operation "3x3 atrous separable conv with rate r_h x r_w"
@@ -321,23 +338,9 @@ class SeparableConvBN(keras.layers.Layer):
         shape = self.depthwise.compute_output_shape(input_shape)
         return tuple(shape[:-1]) + (self.filters,)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            kernel_size=list(self.kernel_size),
-            rate=list(self.rate),
-            strides=self.strides,
-            activation=self.activation,
-            bn_momentum=self.bn_momentum,
-            bn_epsilon=self.bn_epsilon,
-            explicit_padding=self.explicit_padding,
-        )
-        return config
-
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
-class Logits(keras.layers.Layer):
+class Logits(ConfigLayer):
     """DeepLab's `logits/semantic`: a 1x1 conv with bias, no BN, no activation.
 
     Initialised with a truncated normal of stddev 0.01 as DeepLab's
@@ -363,7 +366,3 @@ class Logits(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.num_classes,)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(num_classes=self.num_classes)
-        return config

@@ -11,6 +11,7 @@ Low-level backbone features (stride 4) -> 1x1 conv to 48 channels
 import keras
 import tensorflow as tf
 
+from deeplab_dpc.layers.base import ConfigLayer
 from deeplab_dpc.layers.conv import (
     HEAD_BN_EPSILON,
     HEAD_BN_MOMENTUM,
@@ -21,7 +22,7 @@ from deeplab_dpc.layers.resize import resize_bilinear
 
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
-class Decoder(keras.layers.Layer):
+class Decoder(ConfigLayer):
     """Refines head features with low-level features. Inputs: [head, low_level]."""
 
     def __init__(
@@ -66,13 +67,3 @@ class Decoder(keras.layers.Layer):
         _, low_shape = input_shapes
         return tuple(low_shape[:-1]) + (self.filters,)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            low_level_filters=self.low_level_filters,
-            separable=self.separable,
-            bn_momentum=self.bn_momentum,
-            bn_epsilon=self.bn_epsilon,
-        )
-        return config

@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from deeplab_dpc.formats import dpc_spec as spec_lib
+from deeplab_dpc.layers.base import ConfigLayer
 from deeplab_dpc.layers.conv import (
     HEAD_BN_EPSILON,
     HEAD_BN_MOMENTUM,
@@ -37,7 +38,7 @@ def build_branch_op(branch, name, filters, output_stride, bn):
 
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
-class DensePredictionCell(keras.layers.Layer):
+class DensePredictionCell(ConfigLayer):
     """Keras layer for a DPC spec.
 
     Args:
@@ -103,15 +104,3 @@ class DensePredictionCell(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.filters,)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            spec=self.spec,
-            output_stride=self.output_stride,
-            filters=self.filters,
-            dropout_rate=self.dropout_rate,
-            allow_outside_space=self.allow_outside_space,
-            bn_momentum=self.bn_momentum,
-            bn_epsilon=self.bn_epsilon,
-        )
-        return config

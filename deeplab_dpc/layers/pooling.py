@@ -30,6 +30,7 @@ the same window means).
 import keras
 import tensorflow as tf
 
+from deeplab_dpc.layers.base import ConfigLayer
 from deeplab_dpc.layers.conv import HEAD_BN_EPSILON, HEAD_BN_MOMENTUM
 from deeplab_dpc.layers.resize import resize_bilinear
 
@@ -74,7 +75,7 @@ def pyramid_average_pool(x, grid_size):
 
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
-class PyramidPooling(keras.layers.Layer):
+class PyramidPooling(ConfigLayer):
     """DeepLab's pyramid pooling -> 1x1 conv + BN + ReLU -> bilinear resize to the input size."""
 
     def __init__(
@@ -107,12 +108,3 @@ class PyramidPooling(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.filters,)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            grid_size=list(self.grid_size),
-            bn_momentum=self.bn_momentum,
-            bn_epsilon=self.bn_epsilon,
-        )
-        return config

@@ -9,6 +9,8 @@ the `ResizeBilinear` kernel directly (it also converts to TFLite as-is).
 import keras
 import tensorflow as tf
 
+from deeplab_dpc.layers.base import ConfigLayer
+
 
 def resize_bilinear(images, size, align_corners=True):
     """Resizes NHWC `images` to `size` (a 2-vector, static or dynamic)."""
@@ -23,7 +25,7 @@ def resize_bilinear(images, size, align_corners=True):
 
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
-class ResizeLike(keras.layers.Layer):
+class ResizeLike(ConfigLayer):
     """Resizes `inputs[0]` to the spatial size of `inputs[1]` (align_corners=True)."""
 
     def call(self, inputs):

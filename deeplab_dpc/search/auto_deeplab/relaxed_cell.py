@@ -15,7 +15,13 @@ import tensorflow as tf
 
 from deeplab_dpc.formats import auto_deeplab_spec as nas_spec
 from deeplab_dpc.layers.auto_deeplab_cell import CellBase
-from deeplab_dpc.layers.auto_deeplab_ops import NASAtrous, NASSeparable, nas_initializer
+from deeplab_dpc.layers.auto_deeplab_ops import (
+    NAS_BN_EPSILON,
+    NAS_BN_MOMENTUM,
+    NASAtrous,
+    NASSeparable,
+    nas_initializer,
+)
 
 
 def _raw(variable):
@@ -59,7 +65,7 @@ class RelaxedCell(CellBase):
     `nas_spec.edge_index` (block-major, then input 0, 1, blocks 0..i-1).
 
     Every edge has its own operator weights, exactly those of a `MixedOp`
-    (the operators of `nas_ops` at stride 1, `filters` in and out), but the
+    (the operators of `auto_deeplab_ops` at stride 1, `filters` in and out), but the
     weights of one operator are stacked over the cell's edges into one
     variable per role, [E, *the Keras shape] (e.g. ``separable_3x3_2_1_pointwise``
     [E, 1, 1, C, C], ``atrous_5x5_gamma`` [E, C]), rows ordered by input
@@ -74,11 +80,19 @@ class RelaxedCell(CellBase):
     default search has ~700 variables instead of ~6800, whose creation,
     optimizer slots and graph construction were most of the search's
     start-up (issue 13; g3doc/auto_deeplab.md). `load_op` copies a
-    `nas_ops` layer's weights into one edge.
+    `auto_deeplab_ops` layer's weights into one edge.
     """
 
-    def __init__(self, filters, num_blocks=5, ops=nas_spec.SEARCH_OPS, **kwargs):
-        super().__init__(filters, **kwargs)
+    def __init__(
+        self,
+        filters,
+        num_blocks=5,
+        ops=nas_spec.SEARCH_OPS,
+        bn_momentum=NAS_BN_MOMENTUM,
+        bn_epsilon=NAS_BN_EPSILON,
+        **kwargs,
+    ):
+        super().__init__(filters, bn_momentum, bn_epsilon, **kwargs)
         self.num_blocks = int(num_blocks)
         self.op_names = [str(op) for op in ops]
         unknown = [op for op in self.op_names if op not in nas_spec.SEARCH_OPS]
@@ -171,7 +185,7 @@ class RelaxedCell(CellBase):
         return kernels
 
     def load_op(self, block, source, layer):
-        """Copies the weights of `layer` (a stride-1 `nas_ops` operator) into an edge."""
+        """Copies the weights of `layer` (a stride-1 `auto_deeplab_ops` operator) into an edge."""
         row = self._row[nas_spec.edge_index(block, source)]
         if isinstance(layer, NASSeparable):
             op = f"separable_{layer.kernel_size}x{layer.kernel_size}_{layer.num_layers}"
@@ -323,10 +337,10 @@ class RelaxedCell(CellBase):
         net_shape = input_shape[0]
         return tuple(net_shape[:-1]) + (self.filters * self.num_blocks,)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(num_blocks=self.num_blocks, ops=self.op_names)
-        return config
+    @property
+    def ops(self):
+        """The operators' names (the `ops` argument)."""
+        return self.op_names
 
 
 def _dims(x):

@@ -57,7 +57,6 @@ Deviations, with reasons:
   (`graph_optimizer`: auto, on, off).
 """
 
-import contextlib
 import os
 import time
 
@@ -70,6 +69,7 @@ from deeplab_dpc.core import artefacts, common, interrupts
 from deeplab_dpc.data import registry
 from deeplab_dpc.data.pipeline import build_dataset
 from deeplab_dpc.formats import auto_deeplab_spec as nas_spec
+from deeplab_dpc.layers.base import dtype_policy
 from deeplab_dpc.reporting import metrics, summaries
 from deeplab_dpc.search.auto_deeplab.options import MIXED_PRECISION, search_options
 from deeplab_dpc.search.auto_deeplab.supernet import AutoDeepLabSupernet
@@ -131,16 +131,6 @@ def parameter_free_count(cell):
     return sum(b[nas_spec.OP] in PARAMETER_FREE_OPS for block in cell for b in block)
 
 
-@contextlib.contextmanager
-def _global_policy(name):
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
 class AutoDeepLabSearcher:
     """One search in `workdir` (see the module docstring); `run()` runs or resumes it.
 
@@ -158,7 +148,7 @@ class AutoDeepLabSearcher:
 
     def _precision(self):
         """The options' Keras dtype policy for the block, the previous one after it."""
-        return _global_policy(self.policy)
+        return dtype_policy(self.policy)
 
     def _build(self):
         o = self.opts

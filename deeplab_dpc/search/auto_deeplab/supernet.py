@@ -50,6 +50,7 @@ from deeplab_dpc.layers.auto_deeplab_ops import (
     NAS_BN_MOMENTUM,
     NASConvBN,
 )
+from deeplab_dpc.layers.base import ConfigLayer
 from deeplab_dpc.layers.conv import Logits
 from deeplab_dpc.layers.resize import resize_bilinear
 from deeplab_dpc.search.auto_deeplab.relaxed_cell import RelaxedCell
@@ -87,7 +88,7 @@ def _level_sizes(stem_size, num_levels):
 
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
-class EdgeAdapter(keras.layers.Layer):
+class EdgeAdapter(ConfigLayer):
     """Brings H^{l-1} from `source` to `target` level (a trellis edge, Sec. 5.1)."""
 
     def __init__(self, filters, direction, bn_momentum=NAS_BN_MOMENTUM, **kwargs):
@@ -114,13 +115,6 @@ class EdgeAdapter(keras.layers.Layer):
         if self.unit is not None:
             x = self.unit(x, training=training)
         return x
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters, direction=self.direction, bn_momentum=self.bn_momentum
-        )
-        return config
 
 
 class AutoDeepLabSupernet(keras.Model):
