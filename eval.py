@@ -12,10 +12,10 @@ See g3doc/evaluation.md.
 
 from absl import flags
 
-from deeplab_dpc import flags as dpc_flags
+from deeplab_dpc import command_line
 
 FLAGS = flags.FLAGS
-dpc_flags.define_model_flags()
+command_line.define_model_flags()
 
 flags.DEFINE_string("checkpoint_dir", "runs/train", "Checkpoint dir or ckpt-N prefix.")
 flags.DEFINE_string("eval_logdir", "runs/eval", "Where results are written.")
@@ -39,18 +39,18 @@ flags.DEFINE_multi_string(
 
 def main(argv):
     del argv
-    scales = dpc_flags.check_scales("eval_scales")
+    scales = command_line.check_scales("eval_scales")
     for name in ("eval_interval_secs", "max_wait_secs"):
-        dpc_flags.check_number(name, FLAGS[name].value)
-    dpc_flags.require_checkpoint(FLAGS.checkpoint_dir)
-    dpc_flags.note_ignored_model_flags(honoured=("output_stride",))
-    info, dataset_dir, source = dpc_flags.dataset_for_checkpoint(FLAGS.checkpoint_dir)
+        command_line.check_number(name, FLAGS[name].value)
+    command_line.require_checkpoint(FLAGS.checkpoint_dir)
+    command_line.note_ignored_model_flags(honoured=("output_stride",))
+    info, dataset_dir, source = command_line.dataset_for_checkpoint(FLAGS.checkpoint_dir)
     if FLAGS.max_number_of_evaluations < 0:
         raise ValueError("--max_number_of_evaluations must be >= 0")
     from deeplab_dpc.evaluation import evaluator
 
-    stride = FLAGS.output_stride if dpc_flags.is_set("output_stride") else None
-    dpc_flags.check_output_stride(stride)
+    stride = FLAGS.output_stride if command_line.is_set("output_stride") else None
+    command_line.check_output_stride(stride)
     from deeplab_dpc.data import registry
 
     try:
@@ -77,4 +77,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    dpc_flags.run(main)
+    command_line.run(main)

@@ -58,20 +58,20 @@ def _fail(message):
 def check_flags():
     """Every flag value, before the checkpoint is read; ValueError names the flag."""
     from deeplab_dpc import common
-    from deeplab_dpc import flags as dpc_flags
+    from deeplab_dpc import command_line
     from deeplab_dpc.data import registry
 
     if not FLAGS.checkpoint_path:
         raise ValueError("--checkpoint_path: required (a checkpoint directory or prefix)")
-    dpc_flags.require_checkpoint(FLAGS.checkpoint_path, "checkpoint_path")
+    command_line.require_checkpoint(FLAGS.checkpoint_path, "checkpoint_path")
     if not FLAGS.inference_scales:
         raise ValueError("--inference_scales: at least one scale is needed")
     for scale in FLAGS.inference_scales:
-        dpc_flags.check_number("inference_scales", scale, 0.0, low_open=True)
-    dpc_flags.check_output_stride(FLAGS.output_stride)
-    dpc_flags.check_number("num_classes", FLAGS.num_classes, 1)
-    dpc_flags.check_number("max_pixels", FLAGS.max_pixels, 0)
-    dpc_flags.check_number("num_representative_images", FLAGS.num_representative_images, 1)
+        command_line.check_number("inference_scales", scale, 0.0, low_open=True)
+    command_line.check_output_stride(FLAGS.output_stride)
+    command_line.check_number("num_classes", FLAGS.num_classes, 1)
+    command_line.check_number("max_pixels", FLAGS.max_pixels, 0)
+    command_line.check_number("num_representative_images", FLAGS.num_representative_images, 1)
     if FLAGS.dataset:
         try:
             registry.get_dataset_info(FLAGS.dataset)
@@ -98,7 +98,7 @@ def check_flags():
 
 
 def main(argv):
-    del argv  # positional arguments are refused by dpc_flags.run
+    del argv  # positional arguments are refused by command_line.run
     try:
         check_flags()
     except (ValueError, FileNotFoundError) as e:
@@ -138,6 +138,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from deeplab_dpc import flags as dpc_flags
+    from deeplab_dpc import command_line
 
-    dpc_flags.run(main, "export_model")
+    command_line.run(main, "export_model")

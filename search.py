@@ -19,7 +19,7 @@ import time
 from absl import flags, logging
 
 from deeplab_dpc import artefacts
-from deeplab_dpc import flags as dpc_flags
+from deeplab_dpc import command_line
 
 FLAGS = flags.FLAGS
 
@@ -160,11 +160,11 @@ def _check_flags():
     from deeplab_dpc import common
 
     for name, (low, high) in {**INT_RANGES, **FLOAT_RANGES}.items():
-        dpc_flags.check_number(name, FLAGS[name].value, low, high)
-    dpc_flags.check_number("depth_multiplier", FLAGS.depth_multiplier, 0.0, 4.0, True)
-    dpc_flags.check_output_stride(FLAGS.output_stride)
+        command_line.check_number(name, FLAGS[name].value, low, high)
+    command_line.check_number("depth_multiplier", FLAGS.depth_multiplier, 0.0, 4.0, True)
+    command_line.check_output_stride(FLAGS.output_stride)
     if FLAGS.proxy_crop_size is not None:
-        crop = dpc_flags.multi_values(FLAGS.proxy_crop_size, int, "proxy_crop_size")
+        crop = command_line.multi_values(FLAGS.proxy_crop_size, int, "proxy_crop_size")
         if len(crop) != 2 or not all(
             common.MIN_CROP_SIZE <= v <= common.MAX_CROP_SIDE for v in crop
         ):
@@ -188,7 +188,7 @@ def _check_flags():
             if os.path.exists(path) and not os.path.isdir(path):
                 raise ValueError(f"--{name}: {path} exists and is not a directory")
     if FLAGS.tf_initial_checkpoint:
-        dpc_flags.require_checkpoint(
+        command_line.require_checkpoint(
             FLAGS.tf_initial_checkpoint, "tf_initial_checkpoint"
         )
     from deeplab_dpc.search import samplers, spaces
@@ -413,4 +413,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    dpc_flags.run(main)
+    command_line.run(main)

@@ -9,10 +9,10 @@ The model comes from the checkpoint's model_config.json. See g3doc/evaluation.md
 
 from absl import flags
 
-from deeplab_dpc import flags as dpc_flags
+from deeplab_dpc import command_line
 
 FLAGS = flags.FLAGS
-dpc_flags.define_model_flags()
+command_line.define_model_flags()
 
 flags.DEFINE_string("checkpoint_dir", "runs/train", "Checkpoint dir or ckpt-N prefix.")
 flags.DEFINE_string("vis_logdir", "runs/vis", "Where the PNG files are written.")
@@ -41,14 +41,14 @@ flags.DEFINE_multi_string("vis_crop_size", [], "Unused: whole images are shown."
 
 def main(argv):
     del argv
-    scales = dpc_flags.check_scales("eval_scales")
+    scales = command_line.check_scales("eval_scales")
     for name in ("eval_interval_secs", "max_wait_secs"):
-        dpc_flags.check_number(name, FLAGS[name].value)
-    dpc_flags.require_checkpoint(FLAGS.checkpoint_dir)
-    dpc_flags.note_ignored_model_flags()
-    info, dataset_dir, source = dpc_flags.dataset_for_checkpoint(FLAGS.checkpoint_dir)
+        command_line.check_number(name, FLAGS[name].value)
+    command_line.require_checkpoint(FLAGS.checkpoint_dir)
+    command_line.note_ignored_model_flags()
+    info, dataset_dir, source = command_line.dataset_for_checkpoint(FLAGS.checkpoint_dir)
     for name in ("max_number_of_iterations", "max_number_of_images"):
-        dpc_flags.check_number(name, FLAGS[name].value, 0)
+        command_line.check_number(name, FLAGS[name].value, 0)
     from deeplab_dpc.data import registry
 
     try:
@@ -78,4 +78,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    dpc_flags.run(main)
+    command_line.run(main)

@@ -7,7 +7,7 @@ import sys
 from absl import flags
 
 from deeplab_dpc import devices
-from deeplab_dpc import flags as dpc_flags
+from deeplab_dpc import command_line
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,13 +40,13 @@ def test_the_entry_points_apply_it_before_main():
     seen = []
     saved = os.environ.pop(devices.ENV, None)
     try:
-        dpc_flags.run_main(lambda argv: seen.append(os.environ[devices.ENV]), ["prog"])
-        dpc_flags.run_main(
+        command_line.run_main(lambda argv: seen.append(os.environ[devices.ENV]), ["prog"])
+        command_line.run_main(
             lambda argv: seen.append(os.environ[devices.ENV]),
             ["prog", "--nogpu_memory_growth"],
         )
     finally:
-        dpc_flags.FLAGS[devices.FLAG].unparse()
+        command_line.FLAGS[devices.FLAG].unparse()
         os.environ.pop(devices.ENV, None)
         if saved is not None:
             os.environ[devices.ENV] = saved

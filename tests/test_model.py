@@ -216,7 +216,7 @@ def test_checkpoint_holds_every_weight_and_restores_outputs(tmp_path, variant, k
 def test_nas_flags_translate_into_the_recorded_config(tmp_path):
     from absl import flags
 
-    from deeplab_dpc import flags as dpc_flags
+    from deeplab_dpc import command_line
     from deeplab_dpc import nas_spec
 
     def parsed(*argv):
@@ -235,12 +235,12 @@ def test_nas_flags_translate_into_the_recorded_config(tmp_path):
         "--model_variant=nas_hnasnet", "--nas_stem_output_num_conv_filters=32",
         "--nas_architecture=specs/hnasnet.json", "--decoder_output_stride=4",
     )  # fmt: skip
-    config = dpc_flags.model_config_from_flags(values, 19)
+    config = command_line.model_config_from_flags(values, 19)
     assert config["model_variant"] == "nas_hnasnet" and config["head"] == "aspp"
     assert config["nas_stem_output_num_conv_filters"] == 32
     assert config["nas_architecture"] == nas_spec.HNASNET  # the file, as data
     assert config["decoder_output_stride"] == 4
     save_config(config, tmp_path / "model_config.json")
     assert load_config(tmp_path / "model_config.json") == config
-    default = dpc_flags.model_config_from_flags(parsed(), 19)
+    default = command_line.model_config_from_flags(parsed(), 19)
     assert "nas_architecture" not in default  # other variants record no NAS keys

@@ -36,7 +36,7 @@ import tensorflow as tf
 from absl import flags
 
 from deeplab_dpc import common, errors
-from deeplab_dpc import flags as cli
+from deeplab_dpc import command_line
 from deeplab_dpc.data import record_reader, registry
 
 UNPARSABLE = "unparsable_example"
@@ -245,4 +245,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    cli.run(main, "check_records")
+    command_line.run(main, "check_records")

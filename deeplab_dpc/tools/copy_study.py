@@ -145,7 +145,7 @@ def define_flags():
 
 
 if __name__ == "__main__":
-    from deeplab_dpc import flags as dpc_flags
+    from deeplab_dpc import command_line
 
     define_flags()
-    dpc_flags.run(main, "copy_study")
+    command_line.run(main, "copy_study")

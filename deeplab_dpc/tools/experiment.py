@@ -685,11 +685,11 @@ def define_flags():
 
 
 if __name__ == "__main__":
-    from deeplab_dpc import flags as dpc_flags
+    from deeplab_dpc import command_line
 
     define_flags()
     # A stop waits for the running train.py to save its checkpoint (tens of
     # seconds on a loaded machine), not interrupts' default 10 s; a second
     # signal still ends the tool at once (the child goes on saving).
     interrupts.install(grace_seconds=600, prog="experiment")
-    dpc_flags.run(main, "experiment", positional=2)
+    command_line.run(main, "experiment", positional=2)

@@ -371,7 +371,7 @@ def import_weights(
 
 def parse_atrous_rates(values):
     """`--atrous_rates` values -> None (absent: (6, 12, 18)) or a list; "" -> []."""
-    from deeplab_dpc.flags import multi_values
+    from deeplab_dpc.command_line import multi_values
 
     if values is None:
         return None
@@ -385,7 +385,7 @@ def parse_atrous_rates(values):
 
 def config_from_flags(f):
     """The model config that the flags describe (raises ModelConfigError)."""
-    from deeplab_dpc.flags import model_config_from_flags
+    from deeplab_dpc.command_line import model_config_from_flags
 
     parse_atrous_rates(f.atrous_rates)  # this tool's message for a bad rate
     return model_config_from_flags(f, f.num_classes)
@@ -436,7 +436,7 @@ def main(argv):
 def define_flags():
     from absl import flags
 
-    from deeplab_dpc.flags import define_model_variant_flag
+    from deeplab_dpc.command_line import define_model_variant_flag
 
     flags.DEFINE_string(
         "source", None, "Official weights: a .tflite file or a TF1 model.ckpt prefix."
@@ -475,7 +475,7 @@ def define_flags():
 
 
 if __name__ == "__main__":
-    from deeplab_dpc import flags as dpc_flags
+    from deeplab_dpc import command_line
 
     define_flags()
-    dpc_flags.run(main, "import_weights")
+    command_line.run(main, "import_weights")

@@ -15,7 +15,7 @@ import json
 import os
 
 from deeplab_dpc import errors
-from deeplab_dpc import flags as dpc_flags
+from deeplab_dpc import command_line
 
 
 def main(argv):
@@ -25,7 +25,7 @@ def main(argv):
     f = flags.FLAGS
     # SpecError and ModelConfigError are ValueErrors: one line, exit code 2.
     with errors.user_errors(ValueError, "model_stats"):
-        crop = dpc_flags.multi_values(f.crop_size, int, "crop_size")
+        crop = command_line.multi_values(f.crop_size, int, "crop_size")
         if len(crop) != 2 or min(crop) < 1:
             raise ValueError(
                 f"--crop_size: expected H,W with positive sizes, got {','.join(f.crop_size)}"
@@ -38,7 +38,7 @@ def main(argv):
                 path = os.path.dirname(os.path.abspath(path))
             config = checkpoints.read_checkpoint_config(path)
         else:
-            config = dpc_flags.model_config_from_flags(f, f.num_classes)
+            config = command_line.model_config_from_flags(f, f.num_classes)
     from deeplab_dpc.model import build_model  # TensorFlow loads here
     from deeplab_dpc.model_stats import compute_stats, format_table, summarize
 
@@ -52,7 +52,7 @@ def main(argv):
 def define_flags():
     from absl import flags
 
-    dpc_flags.define_model_variant_flag()
+    command_line.define_model_variant_flag()
     flags.DEFINE_enum(
         "head", None, ["dpc", "aspp"], "Head; default: dpc with --dpc_spec, else aspp."
     )
@@ -71,7 +71,7 @@ def define_flags():
         "decoder_use_separable_conv", True, "Decoder 3x3 convs separable (else full)."
     )
     flags.DEFINE_float("depth_multiplier", 1.0, "MobileNetV2 width multiplier.")
-    dpc_flags.define_nas_flags()
+    command_line.define_nas_flags()
     flags.DEFINE_integer("num_classes", 19, "Number of classes of the logits layer.")
     flags.DEFINE_list("crop_size", ["513", "513"], "Input size H,W.")
     flags.DEFINE_string(
@@ -84,4 +84,4 @@ def define_flags():
 
 if __name__ == "__main__":
     define_flags()
-    dpc_flags.run(main, "model_stats")
+    command_line.run(main, "model_stats")

@@ -215,7 +215,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from deeplab_dpc import flags as dpc_flags
+    from deeplab_dpc import command_line
 
     define_flags()
-    dpc_flags.run(main, "predict")
+    command_line.run(main, "predict")

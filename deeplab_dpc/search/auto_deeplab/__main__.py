@@ -3,13 +3,13 @@ r"""Runs an Auto-DeepLab search: `python -m deeplab_dpc.search.auto_deeplab`.
 With no flags: the small synthetic search (`options.search_options`, a few
 minutes on 2 CPU cores) into ./auto_deeplab_search; rerun the same command
 after a kill or a stop to resume. Bad arguments: one line naming the flag,
-exit code 2 (`deeplab_dpc.flags.run`); Ctrl-C / SIGTERM: a checkpoint at the
+exit code 2 (`deeplab_dpc.command_line.run`); Ctrl-C / SIGTERM: a checkpoint at the
 step in flight, one line, exit code 130 / 0 (`interrupts`).
 """
 
 from absl import flags
 
-from deeplab_dpc import flags as dpc_flags
+from deeplab_dpc import command_line
 from deeplab_dpc import nas_spec
 
 PROG = "auto_deeplab"
@@ -79,7 +79,7 @@ flags.DEFINE_integer(
 
 
 def _ints(name):
-    values = dpc_flags.multi_values(FLAGS[name].value, int, name)
+    values = command_line.multi_values(FLAGS[name].value, int, name)
     if not values:
         raise ValueError(f"--{name}: expected numbers, got nothing")
     return values
@@ -133,4 +133,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    dpc_flags.run(main, PROG)
+    command_line.run(main, PROG)
