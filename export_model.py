@@ -57,8 +57,7 @@ def _fail(message):
 
 def check_flags():
     """Every flag value, before the checkpoint is read; ValueError names the flag."""
-    from deeplab_dpc import common
-    from deeplab_dpc import command_line
+    from deeplab_dpc import command_line, common
     from deeplab_dpc.data import registry
 
     if not FLAGS.checkpoint_path:

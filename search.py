@@ -18,8 +18,7 @@ import time
 
 from absl import flags, logging
 
-from deeplab_dpc import artefacts
-from deeplab_dpc import command_line
+from deeplab_dpc import artefacts, command_line
 
 FLAGS = flags.FLAGS
 

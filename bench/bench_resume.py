@@ -56,8 +56,7 @@ def _prepare(position, with_iterator, without_iterator):
     """Writes the two checkpoints at `position` (in this process)."""
     import tensorflow as tf
 
-    from deeplab_dpc import artefacts
-    from deeplab_dpc import command_line
+    from deeplab_dpc import artefacts, command_line
     from deeplab_dpc.training import options as options_lib
     from deeplab_dpc.training import trainer
 

@@ -6,8 +6,7 @@ import sys
 
 from absl import flags
 
-from deeplab_dpc import devices
-from deeplab_dpc import command_line
+from deeplab_dpc import command_line, devices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -29,8 +29,7 @@ from pathlib import Path
 import pytest
 from absl import flags
 
-from deeplab_dpc import command_line
-from deeplab_dpc import interrupts
+from deeplab_dpc import command_line, interrupts
 from deeplab_dpc.data import synthetic
 
 REPO = Path(__file__).resolve().parents[1]

@@ -216,8 +216,7 @@ def test_checkpoint_holds_every_weight_and_restores_outputs(tmp_path, variant, k
 def test_nas_flags_translate_into_the_recorded_config(tmp_path):
     from absl import flags
 
-    from deeplab_dpc import command_line
-    from deeplab_dpc import nas_spec
+    from deeplab_dpc import command_line, nas_spec
 
     def parsed(*argv):
         values = flags.FlagValues()

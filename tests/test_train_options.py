@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from deeplab_dpc import artefacts
-from deeplab_dpc import command_line
+from deeplab_dpc import artefacts, command_line
 from deeplab_dpc.training import options
 
 

@@ -35,8 +35,7 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from deeplab_dpc import common, errors
-from deeplab_dpc import command_line
+from deeplab_dpc import command_line, common, errors
 from deeplab_dpc.data import record_reader, registry
 
 UNPARSABLE = "unparsable_example"

@@ -14,8 +14,7 @@ then ignored.
 import json
 import os
 
-from deeplab_dpc import errors
-from deeplab_dpc import command_line
+from deeplab_dpc import command_line, errors
 
 
 def main(argv):

@@ -9,8 +9,7 @@ step in flight, one line, exit code 130 / 0 (`interrupts`).
 
 from absl import flags
 
-from deeplab_dpc import command_line
-from deeplab_dpc import nas_spec
+from deeplab_dpc import command_line, nas_spec
 
 PROG = "auto_deeplab"
 FLAGS = flags.FLAGS
