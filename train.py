@@ -16,12 +16,13 @@ from deeplab_dpc.training import options as options_lib
 FLAGS = flags.FLAGS
 command_line.define_model_flags()
 
-command_line.define_option_flags(options_lib.TRAIN_OPTIONS)
+command_line.define_options(options_lib.TRAIN_OPTIONS)
 
 
 def main(argv):
     del argv
     info = command_line.dataset_info()
+    command_line.option_values(command_line.MODEL_OPTIONS + command_line.DATASET_OPTIONS)
     values = command_line.option_values(options_lib.TRAIN_OPTIONS)
     values["dataset"] = info.name
     options = options_lib.train_options(values.pop("train_logdir"), **values)

@@ -123,7 +123,7 @@ def main(argv):
     from deeplab_dpc.training import options as options_lib
 
     command_line.define_model_flags()  # train.py's flags, parsed per position
-    command_line.define_option_flags(options_lib.TRAIN_OPTIONS)
+    command_line.define_options(options_lib.TRAIN_OPTIONS)
     rows = []
     for position in positions:
         restored = os.path.join(workdir, f"restored_{position}")

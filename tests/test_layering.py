@@ -22,7 +22,7 @@ PACKAGE = "deeplab_dpc"
 LAYERS = (
     # vocabulary, files, exit-2 contract, consoles, signals; no TF
     ("common", "artefacts", "errors", "console", "interrupts", "devices"),
-    ("spec", "nas_spec"),  # DPC spec, Auto-DeepLab architecture formats; no TF
+    ("spec", "nas_spec", "option_table"),  # DPC spec, Auto-DeepLab architecture, option formats; no TF
     ("layers", "naming"),  # Keras layers; layer paths and DeepLab scopes
     ("backbones",),
     ("model", "inference", "model_stats"),
