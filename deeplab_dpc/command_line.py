@@ -17,6 +17,8 @@ Deviations from DeepLab:
   that eval or vis beside train, or several search workers, share a GPU.
 """
 
+import sys
+
 from absl import app, flags
 
 from deeplab_dpc import common, console, devices, errors, option_table
@@ -74,6 +76,9 @@ MODEL_OPTIONS = (
     Option("upsample_logits", "boolean", True,
            "Upsample logits to the label size (else labels down)."),
 )  # fmt: skip
+# The head of the tools that build a model from flags (model_stats, import_weights).
+HEAD_OPTION = Option("head", "enum", None, "Head; default: dpc with --dpc_spec, else aspp.",
+                     choices=("dpc", "aspp"))  # fmt: skip
 # Dataset flags: where samples come from (`data.pipeline.DataSource`).
 DATASET_OPTIONS = (
     Option("dataset", "string", "synthetic", "Dataset name (registry)."),
@@ -121,25 +126,35 @@ _DEFINERS = {
 }
 
 
+def _caller_module():
+    """The module name absl gives flags defined by our caller (as its DEFINEs do)."""
+    name = sys._getframe(2).f_globals.get("__name__", "")
+    return sys.argv[0] if name == "__main__" and sys.argv else name
+
+
 def define_options(table, flag_values=None):
     """One absl flag per row of an options table (`option_table.Option`).
 
     Rows marked `shared` are flags of a shared group, defined by it; a flag
     already defined (a shared group used twice) is left as it is. "ints" and
-    "floats" take "a,b" or the repeated form.
+    "floats" take "a,b" or the repeated form. The flags belong to the calling
+    module (absl's --helpshort lists an entry point's own flags).
     """
     flag_values = FLAGS if flag_values is None else flag_values
+    module = {"module_name": _caller_module()}
     for option in table:
-        if option.shared or option.name in flag_values:
+        if option.shared or not option.cli or option.name in flag_values:
             continue
         default = option.default
         if option.kind == "enum":
             flags.DEFINE_enum(option.name, default, [str(c) for c in option.known()],
-                              option.help, flag_values=flag_values)  # fmt: skip
+                              option.help, flag_values=flag_values, **module)  # fmt: skip
             continue
         if option.kind in ("ints", "floats", "list"):
             default = None if default is None else [str(v) for v in default]
-        _DEFINERS[option.kind](option.name, default, option.help, flag_values=flag_values)
+        _DEFINERS[option.kind](
+            option.name, default, option.help, flag_values=flag_values, **module
+        )
         if option.alias:
             flags.DEFINE_alias(option.alias, option.name, flag_values=flag_values)
 
@@ -153,6 +168,8 @@ def option_values(table, check=True):
     """
     values = {}
     for option in table:
+        if not option.cli:
+            continue
         raw = value(option.name)
         if option.kind in ("ints", "floats"):
             cast = int if option.kind == "ints" else float
@@ -199,7 +216,8 @@ def is_set(name):
 
 def value(name):
     """The flag value, or the synthetic-dataset default when the user did not set it."""
-    if FLAGS.dataset == "synthetic" and name in SYNTHETIC_DEFAULTS and not is_set(name):
+    synthetic = "dataset" in FLAGS and FLAGS.dataset == "synthetic"
+    if synthetic and name in SYNTHETIC_DEFAULTS and not is_set(name):
         return SYNTHETIC_DEFAULTS[name]
     return FLAGS[name].value
 

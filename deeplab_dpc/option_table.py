@@ -37,7 +37,8 @@ class Option:
     import, such as the search spaces). field: the config field or argument
     it feeds (default: its name). alias: a second flag name (DeepLab's).
     required: an empty string is refused. shared: declared by a shared group
-    (`command_line`); a table lists it only to pass it on.
+    (`command_line`); a table lists it only to pass it on. cli: False for a
+    library argument that has no flag.
     """
 
     name: str
@@ -52,6 +53,7 @@ class Option:
     alias: str = None
     required: bool = False
     shared: bool = False
+    cli: bool = True
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -128,7 +130,7 @@ def check_crop(name, crop, error=ValueError):
     tool and the Auto-DeepLab options.
     """
     try:
-        sides = [int(v) if isinstance(v, int) else _integer(v) for v in crop]
+        sides = [integer(v) for v in crop]
     except (TypeError, ValueError):
         raise error(f"{name}: needs two integers h,w, got {_shown(crop)}") from None
     if len(sides) != 2:
@@ -146,7 +148,10 @@ def check_crop(name, crop, error=ValueError):
     return sides
 
 
-def _integer(text):
+def integer(text):
+    """An int from an int or a decimal string ("33", " -4"); ValueError otherwise."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
     text = str(text).strip()
     if not text.lstrip("-").isdigit():
         raise ValueError(text)

@@ -14,7 +14,8 @@ then ignored.
 import json
 import os
 
-from deeplab_dpc import command_line, errors
+from deeplab_dpc import command_line, errors, option_table
+from deeplab_dpc.option_table import Option
 
 
 def main(argv):
@@ -24,11 +25,8 @@ def main(argv):
     f = flags.FLAGS
     # SpecError and ModelConfigError are ValueErrors: one line, exit code 2.
     with errors.user_errors(ValueError, "model_stats"):
-        crop = command_line.multi_values(f.crop_size, int, "crop_size")
-        if len(crop) != 2 or min(crop) < 1:
-            raise ValueError(
-                f"--crop_size: expected H,W with positive sizes, got {','.join(f.crop_size)}"
-            )
+        command_line.option_values(OPTIONS)
+        crop = option_table.check_crop("--crop_size", f.crop_size)
         if f.model_config:
             from deeplab_dpc import checkpoints  # TensorFlow loads here
 
@@ -48,37 +46,21 @@ def main(argv):
         print(format_table(rows, summarize(rows)))
 
 
-def define_flags():
-    from absl import flags
+# The model group (command_line.MODEL_OPTIONS), the head, and the tool's own.
+OPTIONS = (
+    *command_line.MODEL_OPTIONS,
+    command_line.HEAD_OPTION,
+    Option("num_classes", "integer", 19, "Number of classes of the logits layer.", low=1),
+    Option("crop_size", "list", ("513", "513"), "Input size H,W."),
+    Option("model_config", "string", None,
+           "A model_config.json, or the checkpoint directory it sits beside: "
+           "the architecture of a trained model (model flags ignored)."),
+    Option("json", "boolean", False, "Print a JSON list of rows instead of a table."),
+)  # fmt: skip
 
-    command_line.define_model_variant_flag()
-    flags.DEFINE_enum(
-        "head", None, ["dpc", "aspp"], "Head; default: dpc with --dpc_spec, else aspp."
-    )
-    flags.DEFINE_string("dpc_spec", None, "DPC spec JSON file (DeepLab format).")
-    flags.DEFINE_integer("output_stride", 16, "Backbone output stride: 8, 16 or 32.")
-    flags.DEFINE_multi_string(
-        "atrous_rates", None, "ASPP rates at output stride 16 (6,12,18 or repeated)."
-    )
-    flags.DEFINE_integer(
-        "decoder_output_stride", None, "4 adds the DeepLab v3+ decoder."
-    )
-    flags.DEFINE_boolean(
-        "aspp_with_separable_conv", True, "ASPP 3x3 convs separable (else full)."
-    )
-    flags.DEFINE_boolean(
-        "decoder_use_separable_conv", True, "Decoder 3x3 convs separable (else full)."
-    )
-    flags.DEFINE_float("depth_multiplier", 1.0, "MobileNetV2 width multiplier.")
-    command_line.define_nas_flags()
-    flags.DEFINE_integer("num_classes", 19, "Number of classes of the logits layer.")
-    flags.DEFINE_list("crop_size", ["513", "513"], "Input size H,W.")
-    flags.DEFINE_string(
-        "model_config", None,
-        "A model_config.json, or the checkpoint directory it sits beside: "
-        "the architecture of a trained model (model flags ignored).",
-    )  # fmt: skip
-    flags.DEFINE_boolean("json", False, "Print a JSON list of rows instead of a table.")
+
+def define_flags():
+    command_line.define_options(OPTIONS)
 
 
 if __name__ == "__main__":
