@@ -236,15 +236,15 @@ def dataset_info():
         raise ValueError(message) from None
 
 
-# Model flags whose value is the `model.model_config` argument of the same
-# name; a tool passes those it defines. A new model option (a backbone's own
-# flag) is one entry here and one flag definition.
-MODEL_CONFIG_FLAGS = (
-    "output_stride", "decoder_output_stride", "depth_multiplier",
-    "batch_norm_decay", "upsample_logits", "dataset",
-    "nas_stem_output_num_conv_filters", "nas_architecture",
-    "aspp_with_separable_conv", "decoder_use_separable_conv",
-)  # fmt: skip
+# Model flags whose value is the `model.model_config` argument their row names
+# (`field`), passed as they are; a tool passes those it defines. The variant,
+# head, spec and rates are translated by `model_config_from_flags`. A new
+# model option (a backbone's own flag) is one row of MODEL_OPTIONS and one
+# `model_config` argument.
+MODEL_CONFIG_FLAGS = tuple(
+    option.target for option in MODEL_OPTIONS
+    if option.name not in ("model_variant", "atrous_rates", "dpc_spec")
+) + ("dataset",)  # fmt: skip
 
 
 def atrous_rates_from_flag(flag_values):

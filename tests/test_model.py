@@ -1,5 +1,7 @@
 """The builder: every variant x head x output stride x decoder builds; config round trip."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -7,6 +9,7 @@ import tensorflow as tf
 
 from deeplab_dpc import common, spec
 from deeplab_dpc.model import (
+    CONFIG_VERSION,
     ModelConfigError,
     build_deeplab,
     build_model,
@@ -242,4 +245,40 @@ def test_nas_flags_translate_into_the_recorded_config(tmp_path):
     save_config(config, tmp_path / "model_config.json")
     assert load_config(tmp_path / "model_config.json") == config
     default = command_line.model_config_from_flags(parsed(), 19)
-    assert "nas_architecture" not in default  # other variants record no NAS keys
+    # Regular fields of every config (version 2): other variants hold the defaults.
+    assert default["nas_architecture"] is None
+    assert default["nas_stem_output_num_conv_filters"] == 20
+
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+
+@pytest.mark.parametrize(
+    "name, nas_filters",
+    [("model_config_v1_mobilenet.json", 20), ("model_config_v1_nas.json", 4)],
+)
+def test_version_1_config_files_load_upgraded(name, nas_filters):
+    """Files written by version 1 (NAS options only for the NAS variants) load
+    as version 2 configs with every field, the same model otherwise."""
+    import json
+
+    path = os.path.join(DATA, name)
+    old = json.load(open(path))
+    assert old["version"] == 1
+    config = load_config(path)
+    assert config["version"] == CONFIG_VERSION == 2
+    assert config["nas_stem_output_num_conv_filters"] == nas_filters
+    assert config["nas_architecture"] is None
+    for key, value in old.items():  # nothing else changes
+        if key != "version":
+            assert config[key] == value, key
+
+
+def test_a_config_newer_than_the_code_is_refused(tmp_path):
+    import json
+
+    path = tmp_path / "model_config.json"
+    path.write_text(json.dumps({**model_config("mobilenet_v2", 5, head="aspp"),
+                                "version": CONFIG_VERSION + 1}))  # fmt: skip
+    with pytest.raises(ModelConfigError, match="version 3 is not one this code reads"):
+        load_config(str(path))
