@@ -37,6 +37,7 @@ from absl import flags
 
 from deeplab_dpc import command_line, common, errors
 from deeplab_dpc.data import record_reader, registry
+from deeplab_dpc.option_table import Option
 
 UNPARSABLE = "unparsable_example"
 UNDECODABLE_IMAGE = "undecodable_image"
@@ -186,16 +187,18 @@ def summary(num_shards, num_records, bad):
 FLAGS = flags.FLAGS
 
 
+OPTIONS = (
+    Option("dataset_dir", "string", None, "Folder of TFRecord shards.", required=True),
+    Option("dataset", "string", None,
+           "Registry name; gives num_classes and the ignore label for the "
+           "class-id check (skipped when neither this nor --dataset_info_json)."),
+    Option("dataset_info_json", "string", None, "Dataset facts (file or JSON)."),
+    Option("split", "string", None, "Check only this split's shards."),
+)  # fmt: skip
+
+
 def define_flags():
-    flags.DEFINE_string("dataset_dir", None, "Folder of TFRecord shards.")
-    flags.DEFINE_string(
-        "dataset",
-        None,
-        "Registry name; gives num_classes and the ignore label for the "
-        "class-id check (skipped when neither this nor --dataset_info_json).",
-    )
-    flags.DEFINE_string("dataset_info_json", None, "Dataset facts (file or JSON).")
-    flags.DEFINE_string("split", None, "Check only this split's shards.")
+    command_line.define_options(OPTIONS)
 
 
 def _dataset_info():
@@ -229,8 +232,7 @@ def _shards():
 def main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}")
-    if not FLAGS.dataset_dir:
-        raise ValueError("--dataset_dir is required")
+    command_line.option_values(OPTIONS)
     info = _dataset_info()
     _shards()
     num_shards, num_records, bad = check_dataset(FLAGS.dataset_dir, FLAGS.split, info)

@@ -135,13 +135,15 @@ def main(argv):
 
 
 def define_flags():
-    from absl import flags
+    from deeplab_dpc import command_line
+    from deeplab_dpc.option_table import Option
 
-    flags.DEFINE_string("from_storage", None, "Source Optuna storage URL.")
-    flags.DEFINE_string("to_storage", None, "Destination Optuna storage URL.")
-    flags.DEFINE_list(
-        "study_name", None, "Studies to copy (comma-separated); default: all."
-    )
+    command_line.define_options((
+        Option("from_storage", "string", None, "Source Optuna storage URL."),
+        Option("to_storage", "string", None, "Destination Optuna storage URL."),
+        Option("study_name", "list", None,
+               "Studies to copy (comma-separated); default: all."),
+    ))  # fmt: skip
 
 
 if __name__ == "__main__":

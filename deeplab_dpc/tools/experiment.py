@@ -672,16 +672,16 @@ def main(argv):
 
 
 def define_flags():
-    from absl import flags
+    from deeplab_dpc import command_line
+    from deeplab_dpc.option_table import Option
 
-    flags.DEFINE_string(
-        "workdir", None, "Overrides the plan's workdir (checkpoints, logs)."
-    )
-    flags.DEFINE_list("only", None, "run: only these run ids (e.g. aspp-seed0).")
-    flags.DEFINE_string(
-        "page", None,
-        "report: also rewrite the marked report block of this Markdown page.",
-    )  # fmt: skip
+    command_line.define_options((
+        Option("workdir", "string", None,
+               "Overrides the plan's workdir (checkpoints, logs)."),
+        Option("only", "list", None, "run: only these run ids (e.g. aspp-seed0)."),
+        Option("page", "string", None,
+               "report: also rewrite the marked report block of this Markdown page."),
+    ))  # fmt: skip
 
 
 if __name__ == "__main__":
