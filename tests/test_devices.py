@@ -53,7 +53,7 @@ def test_the_entry_points_apply_it_before_main():
 
 
 def test_train_py_and_the_auto_deeplab_cli_list_the_flag():
-    """Every entry point has it: train.py through flags.py, the search CLI its own."""
+    """Every entry point has it: train.py through command_line.py, the search CLI its own."""
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "train.py"), "--helpfull"],
         capture_output=True, text=True, timeout=300, cwd=REPO,
