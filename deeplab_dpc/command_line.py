@@ -150,7 +150,9 @@ def define_options(table, flag_values=None):
             flags.DEFINE_enum(option.name, default, [str(c) for c in option.known()],
                               option.help, flag_values=flag_values, **module)  # fmt: skip
             continue
-        if option.kind in ("ints", "floats", "list"):
+        if option.kind in ("ints", "floats"):  # DeepLab's: [] when unset
+            default = [str(v) for v in default or ()]
+        elif option.kind == "list":
             default = None if default is None else [str(v) for v in default]
         _DEFINERS[option.kind](
             option.name, default, option.help, flag_values=flag_values, **module
