@@ -12,69 +12,43 @@ See g3doc/evaluation.md.
 
 from absl import flags
 
-from deeplab_dpc import flags as dpc_flags
+from deeplab_dpc import command_line
+from deeplab_dpc.core.option_table import Option
 
 FLAGS = flags.FLAGS
-dpc_flags.define_model_flags()
-
-flags.DEFINE_string("checkpoint_dir", "runs/train", "Checkpoint dir or ckpt-N prefix.")
-flags.DEFINE_string("eval_logdir", "runs/eval", "Where results are written.")
-flags.DEFINE_string("eval_split", "val", "Split to evaluate.")
-flags.DEFINE_multi_string("eval_scales", ["1.0"], "Inference scales.")
-flags.DEFINE_boolean("add_flipped_images", False, "Also average left-right flips.")
-flags.DEFINE_integer(
-    "max_number_of_evaluations", 0,
-    "0: evaluate new checkpoints until the final training step; N: at most N.",
+# eval.py's own flags; the model, dataset and watching groups are shared.
+EVAL_OPTIONS = (
+    Option("eval_logdir", "string", "runs/eval", "Where results are written."),
+    Option("eval_split", "string", "val", "Split to evaluate."),
+    Option("max_number_of_evaluations", "integer", 0,
+           "0: evaluate new checkpoints until the final training step; N: at most N.",
+           low=0),
+    Option("eval_crop_size", "ints", (), "Unused: whole images are padded to k*32+1."),
 )  # fmt: skip
-flags.DEFINE_integer("eval_interval_secs", 300, "Seconds between checkpoint polls.")
-flags.DEFINE_float(
-    "max_wait_secs", None,
-    "Stop after this long without a newer checkpoint (default: 2 x the "
-    "training's save_interval_secs + 60).",
-)  # fmt: skip
-flags.DEFINE_multi_string(
-    "eval_crop_size", [], "Unused: whole images are padded to k*32+1."
-)
+command_line.define_model_flags()
+command_line.define_options(command_line.WATCH_OPTIONS + EVAL_OPTIONS)
 
 
 def main(argv):
     del argv
-    scales = dpc_flags.check_scales("eval_scales")
-    for name in ("eval_interval_secs", "max_wait_secs"):
-        dpc_flags.check_number(name, FLAGS[name].value)
-    dpc_flags.require_checkpoint(FLAGS.checkpoint_dir)
-    dpc_flags.note_ignored_model_flags(honoured=("output_stride",))
-    info, dataset_dir, source = dpc_flags.dataset_for_checkpoint(FLAGS.checkpoint_dir)
-    if FLAGS.max_number_of_evaluations < 0:
-        raise ValueError("--max_number_of_evaluations must be >= 0")
+    watch = command_line.watch_values(EVAL_OPTIONS, "eval_split")
     from deeplab_dpc.evaluation import evaluator
 
-    stride = FLAGS.output_stride if dpc_flags.is_set("output_stride") else None
-    dpc_flags.check_output_stride(stride)
-    from deeplab_dpc.data import registry
-
-    try:
-        registry.resolve_split(info, FLAGS.eval_split)
-    except ValueError as e:
-        raise ValueError(f"--eval_split: {e}") from None
-
+    stride = FLAGS.output_stride if command_line.is_set("output_stride") else None
     evaluator.evaluate(
         FLAGS.checkpoint_dir,
         FLAGS.eval_logdir,
-        info,
-        dataset_dir=dataset_dir,
+        watch["info"],
+        watch["data"],
         eval_split=FLAGS.eval_split,
-        eval_scales=scales,
+        eval_scales=watch["eval_scales"],
         add_flipped_images=FLAGS.add_flipped_images,
         max_number_of_evaluations=FLAGS.max_number_of_evaluations,
         eval_interval_secs=FLAGS.eval_interval_secs,
-        dataset_source=source,
-        tfds_data_dir=FLAGS.tfds_data_dir,
-        tfds_manual_dir=FLAGS.tfds_manual_dir,
         wait_secs=FLAGS.max_wait_secs,
         output_stride=stride,
     )
 
 
 if __name__ == "__main__":
-    dpc_flags.run(main)
+    command_line.run(main)

@@ -17,38 +17,42 @@ g3doc/export.md and `deeplab_dpc/export/`.
 
 from absl import flags
 
-from deeplab_dpc.core import errors
+from deeplab_dpc import command_line
+from deeplab_dpc.core import common, errors, option_table
+from deeplab_dpc.core.option_table import Option
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string(
-    "checkpoint_path", "runs/train", "Checkpoint directory or ckpt-N prefix."
-)
-flags.DEFINE_string(
-    "export_path", "runs/export", "SavedModel directory to write (empty: none)."
-)
-flags.DEFINE_multi_float(
-    "inference_scales", [1.0], "Scales for multi-scale inference (repeat the flag)."
-)
-flags.DEFINE_bool("add_flipped_images", False, "Also average left-right flips.")
-flags.DEFINE_integer("output_stride", None, "Export at this output stride.")
-flags.DEFINE_integer("num_classes", None, "Expected number of classes (a check).")
-flags.DEFINE_string(
-    "dataset", None,
-    "Dataset name: class names, colours, int8 data (default: the checkpoint's).",
+# Every flag, once (`option_table.Option` rows); checked before the
+# checkpoint is read (`check_flags`).
+EXPORT_OPTIONS = (
+    Option("checkpoint_path", "string", "runs/train",
+           "Checkpoint directory or ckpt-N prefix.", required=True),
+    Option("export_path", "string", "runs/export",
+           "SavedModel directory to write (empty: none)."),
+    Option("inference_scales", "multi_float", (1.0,),
+           "Scales for multi-scale inference (repeat the flag).", low=0.0, low_open=True),
+    Option("add_flipped_images", "boolean", False, "Also average left-right flips."),
+    Option("output_stride", "integer", None, "Export at this output stride.",
+           choices=common.OUTPUT_STRIDES),
+    Option("num_classes", "integer", None, "Expected number of classes (a check).",
+           low=1),
+    Option("dataset", "string", None,
+           "Dataset name: class names, colours, int8 data (default: the checkpoint's)."),
+    Option("dataset_dir", "string", None, "TFRecords of --dataset (int8 calibration)."),
+    Option("max_pixels", "integer", 4096 * 4096,
+           "Largest batch * height * width per request; 0: any.", low=0),
+    Option("tflite_output", "string", None, "Also write a TFLite model here."),
+    Option("crop_size", "list", ("513", "513"), "TFLite input size: height,width."),
+    Option("quantize", "string", "none", "TFLite quantisation: none, float16 or int8.",
+           choices=("none", "float16", "int8")),  # export.tflite.QUANTIZE_MODES
+    Option("representative_images", "string", None,
+           "Comma-separated globs for int8 calibration."),
+    Option("representative_split", "string", "val", "Split of --dataset for int8."),
+    Option("num_representative_images", "integer", 100,
+           "Images for int8 calibration.", low=1),
 )  # fmt: skip
-flags.DEFINE_string("dataset_dir", None, "TFRecords of --dataset (int8 calibration).")
-flags.DEFINE_integer(
-    "max_pixels", 4096 * 4096, "Largest batch * height * width per request; 0: any."
-)
-flags.DEFINE_string("tflite_output", None, "Also write a TFLite model here.")
-flags.DEFINE_list("crop_size", ["513", "513"], "TFLite input size: height,width.")
-flags.DEFINE_string("quantize", "none", "TFLite quantisation: none, float16 or int8.")
-flags.DEFINE_string(
-    "representative_images", None, "Comma-separated globs for int8 calibration."
-)
-flags.DEFINE_string("representative_split", "val", "Split of --dataset for int8.")
-flags.DEFINE_integer("num_representative_images", 100, "Images for int8 calibration.")
+command_line.define_options(EXPORT_OPTIONS)
 
 
 def _fail(message):
@@ -57,48 +61,25 @@ def _fail(message):
 
 def check_flags():
     """Every flag value, before the checkpoint is read; ValueError names the flag."""
-    from deeplab_dpc import flags as dpc_flags
-    from deeplab_dpc.core import common
     from deeplab_dpc.data import registry
 
-    if not FLAGS.checkpoint_path:
-        raise ValueError("--checkpoint_path: required (a checkpoint directory or prefix)")
-    dpc_flags.require_checkpoint(FLAGS.checkpoint_path, "checkpoint_path")
+    command_line.option_values(EXPORT_OPTIONS)
+    command_line.require_checkpoint(FLAGS.checkpoint_path, "checkpoint_path")
     if not FLAGS.inference_scales:
         raise ValueError("--inference_scales: at least one scale is needed")
-    for scale in FLAGS.inference_scales:
-        dpc_flags.check_number("inference_scales", scale, 0.0, low_open=True)
-    dpc_flags.check_output_stride(FLAGS.output_stride)
-    dpc_flags.check_number("num_classes", FLAGS.num_classes, 1)
-    dpc_flags.check_number("max_pixels", FLAGS.max_pixels, 0)
-    dpc_flags.check_number("num_representative_images", FLAGS.num_representative_images, 1)
     if FLAGS.dataset:
         try:
             registry.get_dataset_info(FLAGS.dataset)
         except ValueError as e:
             raise ValueError(f"--dataset: {errors.one_line(e)}") from None
-    from deeplab_dpc.export import tflite  # TensorFlow loads here
-
-    if FLAGS.quantize not in tflite.QUANTIZE_MODES:
-        raise ValueError(
-            f"--quantize: must be one of {', '.join(tflite.QUANTIZE_MODES)}, "
-            f"got {FLAGS.quantize!r}"
-        )
     if FLAGS.quantize != "none" and not FLAGS.tflite_output:
         raise ValueError("--quantize applies to the TFLite model: give --tflite_output")
-    try:
-        crop = tflite.parse_crop_size(FLAGS.crop_size)
-    except ValueError as e:
-        raise ValueError(f"--{e}") from None
-    if max(crop) > common.MAX_CROP_SIDE:
-        raise ValueError(
-            f"--crop_size: {crop[0]}x{crop[1]} is too large; each side must be at "
-            f"most {common.MAX_CROP_SIDE}"
-        )
+    crop = FLAGS.crop_size
+    option_table.check_crop("--crop_size", crop * 2 if len(crop) == 1 else crop)
 
 
 def main(argv):
-    del argv  # positional arguments are refused by dpc_flags.run
+    del argv  # positional arguments are refused by command_line.run
     try:
         check_flags()
     except (ValueError, FileNotFoundError) as e:
@@ -138,6 +119,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from deeplab_dpc import flags as dpc_flags
-
-    dpc_flags.run(main, "export_model")
+    command_line.run(main, "export_model")

@@ -18,163 +18,146 @@ import time
 
 from absl import flags, logging
 
-from deeplab_dpc import flags as dpc_flags
-from deeplab_dpc.core import artefacts
+from deeplab_dpc import command_line
+from deeplab_dpc.core import artefacts, common, option_table
+from deeplab_dpc.core.option_table import Option
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string(
-    "workdir", "workdir/search", "Where the cache, study and report go."
-)
-flags.DEFINE_string(
-    "stages", "cache,create,run,rerank,report", "Stages to run, in order."
-)
-flags.DEFINE_string("dataset", "synthetic", "Dataset name (registry).")
-flags.DEFINE_string("dataset_dir", None, "TFRecord shards (synthetic: generated).")
-flags.DEFINE_string("model_variant", "mobilenet_v2", "Proxy backbone.")
-flags.DEFINE_float("depth_multiplier", None, "MobileNetV2 width (pretraining: 0.5).")
-flags.DEFINE_integer("output_stride", 16, "Backbone output stride of the cache.")
-flags.DEFINE_string(
-    "tf_initial_checkpoint", None, "Backbone checkpoint (with model_config.json)."
-)
-flags.DEFINE_integer(
-    "pretrain_steps", 300, "Steps to pretrain a backbone on synthetic."
-)
-flags.DEFINE_float("pretrain_learning_rate", 0.05, "Pretraining base learning rate.")
-flags.DEFINE_string("cache_dir", None, "Feature cache (default <workdir>/cache).")
-flags.DEFINE_string("cache_dtype", "float16", "float16 or float32.")
-flags.DEFINE_integer("cache_train_passes", 1, "Augmented passes over train to cache.")
-flags.DEFINE_float(
-    "cache_memory_gb", 4.0, "Train features up to this size (as float32) stay in memory."
-)
-flags.DEFINE_integer("num_branches", 5, "Branches of a cell (the paper's B).")
-flags.DEFINE_string("space", "full", "Search space: full or aspp_subsets.")
-flags.DEFINE_string(
-    "sampler", "paper", "random, paper (uniform + near best) or evolution."
-)
-flags.DEFINE_float("near_best_prob", 0.5, "paper: share of samples near the best.")
-flags.DEFINE_integer("near_best_top_k", 5, "paper: how many best cells to sample near.")
-flags.DEFINE_integer("evolution_population", 20, "evolution: population size.")
-flags.DEFINE_integer("evolution_sample_size", 5, "evolution: tournament size.")
-flags.DEFINE_integer("num_trials", 12, "Candidates in the study (paper: 28K).")
-flags.DEFINE_integer("proxy_steps", 150, "Proxy training steps (paper: 30K).")
-flags.DEFINE_integer("proxy_batch_size", 8, "Proxy batch size (paper: 8).")
-flags.DEFINE_list(
-    "proxy_crop_size", None, "Cached train crop h,w (default: dataset's)."
-)
-flags.DEFINE_float("proxy_learning_rate", 0.05, "Proxy base learning rate (poly).")
-flags.DEFINE_integer(
-    "proxy_eval_every", 0, "Intermediate val mIoU every N steps (pruning)."
-)
-flags.DEFINE_enum(
-    "pruner", "none", ["none", "median", "successive_halving", "hyperband"],
-    "none: the paper's fixed short schedule; else an Optuna pruner on the"
-    " intermediate val mIoU (needs --proxy_eval_every).",
+
+
+def _spaces():
+    from deeplab_dpc.search import spaces
+
+    return spaces.SPACES
+
+
+def _samplers():
+    from deeplab_dpc.search import samplers
+
+    return samplers.SAMPLERS
+
+
+def _model_variants():
+    from deeplab_dpc.backbones import MODEL_VARIANTS
+
+    return MODEL_VARIANTS
+
+
+_POSITIVE = {"low": 1}
+# Every flag of the DPC search, once (`option_table.Option` rows): the flags,
+# their ranges and choices, all checked before any stage starts.
+SEARCH_OPTIONS = (
+    Option("workdir", "string", "workdir/search", "Where the cache, study and report go.",
+           required=True),
+    Option("stages", "string", "cache,create,run,rerank,report", "Stages to run, in order."),
+    *option_table.by_name(command_line.DATASET_OPTIONS, "dataset"),
+    Option("dataset_dir", "string", None, "TFRecord shards (synthetic: generated)."),
+    Option("model_variant", "string", "mobilenet_v2", "Proxy backbone.",
+           choices=_model_variants),
+    Option("depth_multiplier", "float", None, "MobileNetV2 width (pretraining: 0.5).",
+           low=0.0, high=4.0, low_open=True),
+    Option("output_stride", "integer", 16, "Backbone output stride of the cache.",
+           choices=common.OUTPUT_STRIDES),
+    Option("tf_initial_checkpoint", "string", None,
+           "Backbone checkpoint (with model_config.json)."),
+    Option("pretrain_steps", "integer", 300, "Steps to pretrain a backbone on synthetic.",
+           **_POSITIVE),
+    Option("pretrain_learning_rate", "float", 0.05, "Pretraining base learning rate.",
+           low=0.0),
+    Option("cache_dir", "string", None, "Feature cache (default <workdir>/cache)."),
+    Option("cache_dtype", "string", "float16", "float16 or float32.",
+           choices=("float16", "float32")),  # cache.DTYPES
+    Option("cache_train_passes", "integer", 1, "Augmented passes over train to cache.",
+           **_POSITIVE),
+    Option("cache_memory_gb", "float", 4.0,
+           "Train features up to this size (as float32) stay in memory.", low=0.0),
+    Option("num_branches", "integer", 5, "Branches of a cell (the paper's B).",
+           **_POSITIVE),
+    Option("space", "string", "full", "Search space: full or aspp_subsets.",
+           choices=_spaces),
+    Option("sampler", "string", "paper", "random, paper (uniform + near best) or evolution.",
+           choices=_samplers),
+    Option("near_best_prob", "float", 0.5, "paper: share of samples near the best.",
+           low=0.0, high=1.0),
+    Option("near_best_top_k", "integer", 5, "paper: how many best cells to sample near.",
+           **_POSITIVE),
+    Option("evolution_population", "integer", 20, "evolution: population size.",
+           **_POSITIVE),
+    Option("evolution_sample_size", "integer", 5, "evolution: tournament size.",
+           **_POSITIVE),
+    Option("num_trials", "integer", 12, "Candidates in the study (paper: 28K).",
+           **_POSITIVE),
+    Option("proxy_steps", "integer", 150, "Proxy training steps (paper: 30K).",
+           **_POSITIVE),
+    Option("proxy_batch_size", "integer", 8, "Proxy batch size (paper: 8).", **_POSITIVE),
+    Option("proxy_crop_size", "list", None, "Cached train crop h,w (default: dataset's)."),
+    Option("proxy_learning_rate", "float", 0.05, "Proxy base learning rate (poly).",
+           low=0.0),
+    Option("proxy_eval_every", "integer", 0,
+           "Intermediate val mIoU every N steps (pruning).", low=0),
+    Option("pruner", "enum", "none",
+           "none: the paper's fixed short schedule; else an Optuna pruner on the"
+           " intermediate val mIoU (needs --proxy_eval_every).",
+           choices=("none", "median", "successive_halving", "hyperband")),
+    Option("pruner_reduction_factor", "integer", 3,
+           "successive_halving / hyperband: reduction factor.", low=2),
+    Option("proxy_upsample_logits", "boolean", False,
+           "Proxy loss on logits upsampled to the labels (else labels downsampled: "
+           "1.8x faster step at CamVid cache shapes, rho 0.70 vs 0.74; g3doc/search.md)."),
+    Option("proxy_compute_dtype", "enum", "float32",
+           "Proxy cell compute dtype (bfloat16: Keras mixed_bfloat16).",
+           choices=("float32", "bfloat16")),
+    Option("jit_compile", "boolean", False, "Compile the proxy step with XLA."),
+    Option("study_name", "string", "dpc_search", "Optuna study name.", required=True),
+    Option("storage", "string", None,
+           "Optuna RDB URL (default sqlite:///<workdir>/search.db)."),
+    Option("heartbeat_interval", "integer", 10, "Seconds between trial heartbeats.",
+           **_POSITIVE),
+    Option("grace_period", "integer", 60,
+           "Seconds without heartbeat before a trial is retried.", **_POSITIVE),
+    Option("max_retry", "integer", 3, "Retries of a trial whose worker died.", low=0),
+    Option("rerank_top_k", "integer", 4, "Cells to re-rank end to end (paper: 50).",
+           **_POSITIVE),
+    Option("rerank_selection", "enum", "top",
+           "Cells to re-rank: the top K, or K spread evenly over the proxy ranking.",
+           choices=("top", "spread")),
+    Option("rerank_steps", "integer", 100, "Fine-tuning steps per re-ranked cell.",
+           **_POSITIVE),
+    Option("rerank_batch_size", "integer", 8, "Fine-tuning batch size.", **_POSITIVE),
+    Option("rerank_learning_rate", "float", 0.02, "Fine-tuning base learning rate.",
+           low=0.0),
+    Option("rerank_fine_tune_batch_norm", "boolean", True,
+           "Batch norm in training mode while re-ranking (else frozen)."),
+    Option("rerank_freeze_backbone_batch_norm", "boolean", False,
+           "Backbone batch norm frozen while re-ranking (folded-BN imports)."),
+    Option("rerank_last_layer_gradient_multiplier", "float", 1.0,
+           "Re-ranking: gradient multiplier of the cell and logits (DeepLab's flag).",
+           low=0.0),
+    Option("seed", "integer", 0, "Seed of the cache, the policies and the trainers.",
+           low=0, high=2**32 - 1),
+    Option("search_method", "enum", "dpc",
+           "dpc: the DPC study (these flags); auto_deeplab: the Auto-DeepLab search "
+           "with its defaults into --workdir (its own knobs: "
+           "python -m deeplab_dpc.search.auto_deeplab --help).",
+           choices=("dpc", "auto_deeplab")),
 )  # fmt: skip
-flags.DEFINE_integer(
-    "pruner_reduction_factor", 3, "successive_halving / hyperband: reduction factor."
-)
-flags.DEFINE_boolean(
-    "proxy_upsample_logits", False,
-    "Proxy loss on logits upsampled to the labels (else labels downsampled: "
-    "1.8x faster step at CamVid cache shapes, rho 0.70 vs 0.74; g3doc/search.md).",
-)  # fmt: skip
-flags.DEFINE_enum(
-    "proxy_compute_dtype", "float32", ["float32", "bfloat16"],
-    "Proxy cell compute dtype (bfloat16: Keras mixed_bfloat16).",
-)  # fmt: skip
-flags.DEFINE_boolean("jit_compile", False, "Compile the proxy step with XLA.")
-flags.DEFINE_string("study_name", "dpc_search", "Optuna study name.")
-flags.DEFINE_string(
-    "storage", None, "Optuna RDB URL (default sqlite:///<workdir>/search.db)."
-)
-flags.DEFINE_integer("heartbeat_interval", 10, "Seconds between trial heartbeats.")
-flags.DEFINE_integer(
-    "grace_period", 60, "Seconds without heartbeat before a trial is retried."
-)
-flags.DEFINE_integer("max_retry", 3, "Retries of a trial whose worker died.")
-flags.DEFINE_integer("rerank_top_k", 4, "Cells to re-rank end to end (paper: 50).")
-flags.DEFINE_enum(
-    "rerank_selection", "top", ["top", "spread"],
-    "Cells to re-rank: the top K, or K spread evenly over the proxy ranking.",
-)  # fmt: skip
-flags.DEFINE_integer("rerank_steps", 100, "Fine-tuning steps per re-ranked cell.")
-flags.DEFINE_integer("rerank_batch_size", 8, "Fine-tuning batch size.")
-flags.DEFINE_float("rerank_learning_rate", 0.02, "Fine-tuning base learning rate.")
-flags.DEFINE_boolean(
-    "rerank_fine_tune_batch_norm", True,
-    "Batch norm in training mode while re-ranking (else frozen).",
-)  # fmt: skip
-flags.DEFINE_boolean(
-    "rerank_freeze_backbone_batch_norm", False,
-    "Backbone batch norm frozen while re-ranking (folded-BN imports).",
-)  # fmt: skip
-flags.DEFINE_float(
-    "rerank_last_layer_gradient_multiplier", 1.0,
-    "Re-ranking: gradient multiplier of the cell and logits (DeepLab's flag).",
-)  # fmt: skip
-flags.DEFINE_integer("seed", 0, "Seed of the cache, the policies and the trainers.")
-flags.DEFINE_enum(
-    "search_method", "dpc", ["dpc", "auto_deeplab"],
-    "dpc: the DPC study (these flags); auto_deeplab: the Auto-DeepLab search "
-    "with its defaults into --workdir (its own knobs: "
-    "python -m deeplab_dpc.search.auto_deeplab --help).",
-)  # fmt: skip
+command_line.define_options(SEARCH_OPTIONS)
 
 NEEDS_STORAGE = ("create", "run", "rerank", "report")
 NEEDS_CACHE = ("create", "run", "rerank")
-
-# Ranges of the numeric flags, all checked before any stage starts: (low, high).
-INT_RANGES = {
-    "pretrain_steps": (1, None), "cache_train_passes": (1, None),
-    "num_branches": (1, None), "near_best_top_k": (1, None),
-    "evolution_population": (1, None), "evolution_sample_size": (1, None),
-    "num_trials": (1, None), "proxy_steps": (1, None),
-    "proxy_batch_size": (1, None), "proxy_eval_every": (0, None),
-    "pruner_reduction_factor": (2, None), "heartbeat_interval": (1, None),
-    "grace_period": (1, None), "max_retry": (0, None), "rerank_top_k": (1, None),
-    "rerank_steps": (1, None), "rerank_batch_size": (1, None),
-    "seed": (0, 2**32 - 1),
-}  # fmt: skip
-FLOAT_RANGES = {
-    "pretrain_learning_rate": (0.0, None), "cache_memory_gb": (0.0, None),
-    "near_best_prob": (0.0, 1.0), "proxy_learning_rate": (0.0, None),
-    "rerank_learning_rate": (0.0, None),
-    "rerank_last_layer_gradient_multiplier": (0.0, None),
-}  # fmt: skip
-
-
-def _choice(name, known, what):
-    if FLAGS[name].value not in known:
-        raise ValueError(
-            f"--{name}: unknown {what} {FLAGS[name].value!r}; known: {', '.join(known)}"
-        )
 
 
 def _check_flags():
     """Every flag value, before any stage starts; ValueError names the flag.
 
-    The numbers first (no imports: `--proxy_steps=-1` fails in a second),
-    then crops, paths, names and the dataset.
+    The table's ranges and choices first (`--proxy_steps=-1` fails in a
+    second; the choices import the search spaces and samplers), then crops,
+    paths and the dataset.
     """
-    from deeplab_dpc.core import common
-
-    for name, (low, high) in {**INT_RANGES, **FLOAT_RANGES}.items():
-        dpc_flags.check_number(name, FLAGS[name].value, low, high)
-    dpc_flags.check_number("depth_multiplier", FLAGS.depth_multiplier, 0.0, 4.0, True)
-    dpc_flags.check_output_stride(FLAGS.output_stride)
+    command_line.option_values(SEARCH_OPTIONS)
     if FLAGS.proxy_crop_size is not None:
-        crop = dpc_flags.multi_values(FLAGS.proxy_crop_size, int, "proxy_crop_size")
-        if len(crop) != 2 or not all(
-            common.MIN_CROP_SIZE <= v <= common.MAX_CROP_SIDE for v in crop
-        ):
-            raise ValueError(
-                f"--proxy_crop_size: needs h,w in [{common.MIN_CROP_SIZE}, "
-                f"{common.MAX_CROP_SIDE}], got {','.join(FLAGS.proxy_crop_size)}"
-            )
-    for name in ("workdir", "study_name"):
-        if not FLAGS[name].value:
-            raise ValueError(f"--{name}: must not be empty")
+        option_table.check_crop("--proxy_crop_size", FLAGS.proxy_crop_size)
     if FLAGS.search_method != "auto_deeplab" and artefacts.is_remote(
         FLAGS.cache_dir or FLAGS.workdir
     ):
@@ -188,18 +171,11 @@ def _check_flags():
             if os.path.exists(path) and not os.path.isdir(path):
                 raise ValueError(f"--{name}: {path} exists and is not a directory")
     if FLAGS.tf_initial_checkpoint:
-        dpc_flags.require_checkpoint(
+        command_line.require_checkpoint(
             FLAGS.tf_initial_checkpoint, "tf_initial_checkpoint"
         )
-    from deeplab_dpc.search import samplers, spaces
-
-    _choice("space", spaces.SPACES, "search space")
-    _choice("sampler", samplers.SAMPLERS, "sampler")
-    _choice("cache_dtype", ("float16", "float32"), "cache dtype")  # cache.DTYPES
-    from deeplab_dpc.backbones import MODEL_VARIANTS
     from deeplab_dpc.data import registry
 
-    _choice("model_variant", MODEL_VARIANTS, "backbone")
     try:
         return registry.get_dataset_info(FLAGS.dataset)
     except ValueError as e:
@@ -287,7 +263,7 @@ def _rerank_objective(cache, info, dataset_dir, crop):
 
 
 def _write_config(stages):
-    names = [f.name for f in FLAGS.get_flags_for_module(__name__)]
+    names = [option.name for option in SEARCH_OPTIONS]
     config = {n: FLAGS[n].value for n in names} | {"stages_run": stages}
     artefacts.makedirs(FLAGS.workdir)
     artefacts.write_json(
@@ -413,4 +389,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    dpc_flags.run(main)
+    command_line.run(main)

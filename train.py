@@ -10,28 +10,29 @@ checkpoint in --train_logdir. See g3doc/training.md.
 
 from absl import flags, logging
 
-from deeplab_dpc import flags as dpc_flags
+from deeplab_dpc import command_line
 from deeplab_dpc.training import options as options_lib
 
 FLAGS = flags.FLAGS
-dpc_flags.define_model_flags()
+command_line.define_model_flags()
 
-dpc_flags.define_option_flags(options_lib.TRAIN_OPTIONS)
+command_line.define_options(options_lib.TRAIN_OPTIONS)
 
 
 def main(argv):
     del argv
-    info = dpc_flags.dataset_info()
-    values = dpc_flags.option_values(options_lib.TRAIN_OPTIONS)
+    info = command_line.dataset_info()
+    command_line.option_values(command_line.MODEL_OPTIONS + command_line.DATASET_OPTIONS)
+    values = command_line.option_values(options_lib.TRAIN_OPTIONS)
     values["dataset"] = info.name
     options = options_lib.train_options(values.pop("train_logdir"), **values)
-    model_cfg = dpc_flags.model_config(info.num_classes)
+    model_cfg = command_line.model_config(info.num_classes)
     from deeplab_dpc.training import trainer
 
     try:
         result = trainer.train(model_cfg, options, info)
     except trainer.NonFiniteLossError as e:
-        dpc_flags.fail(e)
+        command_line.fail(e)
     logging.info(
         "Finished at step %d, loss %.4f; checkpoint %s",
         result["step"], result["loss"], result["checkpoint"],
@@ -39,4 +40,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    dpc_flags.run(main)
+    command_line.run(main)

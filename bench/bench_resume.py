@@ -31,7 +31,7 @@ from absl import app, flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from deeplab_dpc.core import console  # noqa: E402
+from deeplab_dpc import console  # noqa: E402
 
 console.quiet_tensorflow()  # before TensorFlow loads (--verbosity=1 brings its logging back)
 
@@ -56,16 +56,16 @@ def _prepare(position, with_iterator, without_iterator):
     """Writes the two checkpoints at `position` (in this process)."""
     import tensorflow as tf
 
-    from deeplab_dpc import flags as dpc_flags
+    from deeplab_dpc import command_line
     from deeplab_dpc.core import artefacts
     from deeplab_dpc.training import options as options_lib
     from deeplab_dpc.training import trainer
 
-    info = dpc_flags.dataset_info()
-    values = dpc_flags.option_values(options_lib.TRAIN_OPTIONS)
+    info = command_line.dataset_info()
+    values = command_line.option_values(options_lib.TRAIN_OPTIONS)
     values["dataset"] = info.name
     options = options_lib.train_options(values.pop("train_logdir"), **values)
-    cfg = dpc_flags.model_config(info.num_classes)
+    cfg = command_line.model_config(info.num_classes)
     t = trainer.Trainer(cfg, options, info)
     t.write_configs()
     t.restore_or_initialize()
@@ -120,11 +120,11 @@ def main(argv):
     positions = [int(p) for p in FLAGS.positions]
     if os.path.exists(workdir):
         shutil.rmtree(workdir)
-    from deeplab_dpc import flags as dpc_flags
+    from deeplab_dpc import command_line
     from deeplab_dpc.training import options as options_lib
 
-    dpc_flags.define_model_flags()  # train.py's flags, parsed per position
-    dpc_flags.define_option_flags(options_lib.TRAIN_OPTIONS)
+    command_line.define_model_flags()  # train.py's flags, parsed per position
+    command_line.define_options(options_lib.TRAIN_OPTIONS)
     rows = []
     for position in positions:
         restored = os.path.join(workdir, f"restored_{position}")

@@ -8,7 +8,7 @@ Segmentation" (Liu et al., CVPR 2019, arXiv:1901.02985: the cell and network
 search and the found `nas_hnasnet` network). The sub-packages are the layers
 of g3doc/architecture.md, lowest first: `core`, `formats` and `data`,
 `layers`, `backbones`, `modeling`, `reporting`, `training` and `evaluation`,
-`search`, `export`, then `flags` and the `tools`. Heavy modules (TensorFlow)
+`search`, `export`, then `command_line` and the `tools`. Heavy modules (TensorFlow)
 are imported lazily by the submodules that need them, so `import deeplab_dpc`
 is cheap.
 """

@@ -103,7 +103,7 @@ def test_driver_rejects_bad_flags():
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, lines
-    assert lines[0].startswith("auto_deeplab: error: ops: unknown ['conv_9x9']")
+    assert lines[0].startswith("auto_deeplab: error: --ops: unknown 'conv_9x9'")
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,8 @@ from deeplab_dpc.data import pipeline, registry, tfds_source  # noqa: E402
 LABEL_IDS = np.array([[7, 8, 26, 0], [33, 23, 1, 24]], np.uint8)  # Cityscapes labelIds
 TRAIN_IDS = np.array([[0, 1, 13, 255], [18, 10, 255, 11]], np.uint8)
 
+TFDS = registry.DataSource(dataset_source="tfds")
+
 
 def _tiled(array, reps):
     return np.tile(array, reps)
@@ -34,7 +36,7 @@ def test_cityscapes_through_tfds_maps_label_ids_to_train_ids():
     info = registry.get_dataset_info("cityscapes")
     with tfds.testing.mock_data(as_dataset_fn=cityscapes_examples):
         ds = pipeline.build_dataset(
-            None, "val", info, is_training=False, dataset_source="tfds"
+            TFDS, "val", info, is_training=False
         )
         batches = list(ds)
     assert [b[common.IMAGE_NAME].numpy()[0] for b in batches] == [
@@ -56,8 +58,8 @@ def test_cityscapes_through_tfds_training_crops():
     info = registry.get_dataset_info("cityscapes")
     with tfds.testing.mock_data(as_dataset_fn=cityscapes_examples):
         ds = pipeline.build_dataset(
-            None, "train", info, is_training=True, batch_size=2, crop_size=(9, 9),
-            dataset_source="tfds", seed=0,
+            TFDS, "train", info, is_training=True, batch_size=2, crop_size=(9, 9),
+            seed=0,
         )  # fmt: skip
         batch = next(iter(ds))
     assert batch[common.IMAGE].shape == (2, 9, 9, 3)
@@ -82,7 +84,7 @@ def test_ade20k_through_tfds_keeps_class_ids_and_uses_tfds_ids():
     with tfds.testing.mock_data(as_dataset_fn=ade20k_examples):
         (batch,) = list(
             pipeline.build_dataset(
-                None, "val", info, is_training=False, dataset_source="tfds"
+                TFDS, "val", info, is_training=False
             )
         )
     expected = np.arange(42).reshape(6, 7) % 151
@@ -107,8 +109,8 @@ def test_tfds_random_examples_through_the_training_path():
     info = registry.get_dataset_info("ade20k")
     with tfds.testing.mock_data(as_dataset_fn=random_examples):
         ds = pipeline.build_dataset(
-            None, "train", info, is_training=True, batch_size=3, crop_size=(17, 17),
-            dataset_source="tfds", seed=1,
+            TFDS, "train", info, is_training=True, batch_size=3, crop_size=(17, 17),
+            seed=1,
         )  # fmt: skip
         assert next(iter(ds))[common.LABEL].shape == (3, 17, 17, 1)
 
@@ -126,7 +128,7 @@ def test_tfds_label_size_mismatch_is_an_error():
     info = registry.get_dataset_info("ade20k")
     with tfds.testing.mock_data(as_dataset_fn=mismatched):
         ds = pipeline.build_dataset(
-            None, "val", info, is_training=False, dataset_source="tfds"
+            TFDS, "val", info, is_training=False
         )
         with pytest.raises(tf.errors.InvalidArgumentError, match="label size differs"):
             list(ds)
@@ -139,7 +141,7 @@ def test_tfds_voc_has_no_masks_and_says_so():
             ValueError, match="no feature .*segmentation_mask.*build_voc2012_data"
         ):
             pipeline.build_dataset(
-                None, "val", info, is_training=False, dataset_source="tfds"
+                TFDS, "val", info, is_training=False
             )
 
 
@@ -150,9 +152,8 @@ def test_tfds_source_errors_for_unknown_dataset_and_split():
         tfds_source.load_samples(registry.get_dataset_info("ade20k"), "train_aug")
     with pytest.raises(ValueError, match="dataset_source must be"):
         pipeline.build_dataset(
-            "x",
+            registry.DataSource("x", dataset_source="hub"),
             "val",
             registry.get_dataset_info("camvid"),
             is_training=False,
-            dataset_source="hub",
         )

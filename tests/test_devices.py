@@ -6,7 +6,7 @@ import sys
 
 from absl import flags
 
-from deeplab_dpc import flags as dpc_flags
+from deeplab_dpc import command_line
 from deeplab_dpc.core import devices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,13 +40,13 @@ def test_the_entry_points_apply_it_before_main():
     seen = []
     saved = os.environ.pop(devices.ENV, None)
     try:
-        dpc_flags.run_main(lambda argv: seen.append(os.environ[devices.ENV]), ["prog"])
-        dpc_flags.run_main(
+        command_line.run_main(lambda argv: seen.append(os.environ[devices.ENV]), ["prog"])
+        command_line.run_main(
             lambda argv: seen.append(os.environ[devices.ENV]),
             ["prog", "--nogpu_memory_growth"],
         )
     finally:
-        dpc_flags.FLAGS[devices.FLAG].unparse()
+        command_line.FLAGS[devices.FLAG].unparse()
         os.environ.pop(devices.ENV, None)
         if saved is not None:
             os.environ[devices.ENV] = saved
@@ -54,7 +54,7 @@ def test_the_entry_points_apply_it_before_main():
 
 
 def test_train_py_and_the_auto_deeplab_cli_list_the_flag():
-    """Every entry point has it: train.py through flags.py, the search CLI its own."""
+    """Every entry point has it: train.py through command_line.py, the search CLI its own."""
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "train.py"), "--helpfull"],
         capture_output=True, text=True, timeout=300, cwd=REPO,

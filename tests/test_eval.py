@@ -75,7 +75,7 @@ def test_multiscale_flip_miou_equals_numpy_on_the_same_predictions(setup):
     data, ckpt_dir, model, root = setup
     info = registry.get_dataset_info("synthetic")
     results = evaluator.evaluate(
-        ckpt_dir, str(root / "out"), info, dataset_dir=data, eval_scales=SCALES,
+        ckpt_dir, str(root / "out"), info, data=data, eval_scales=SCALES,
         add_flipped_images=True, max_number_of_evaluations=1,
     )  # fmt: skip
     labels, preds = [], []
@@ -109,7 +109,7 @@ def test_output_stride_8_rebuilds_the_checkpoint_model_at_8(setup):
     data, ckpt_dir, model, root = setup
     info = registry.get_dataset_info("synthetic")
     results = evaluator.evaluate(
-        ckpt_dir, str(root / "os8"), info, dataset_dir=data, output_stride=8,
+        ckpt_dir, str(root / "os8"), info, data=data, output_stride=8,
         max_number_of_evaluations=1,
     )  # fmt: skip
     assert results["output_stride"] == 8
@@ -125,13 +125,13 @@ def test_output_stride_8_rebuilds_the_checkpoint_model_at_8(setup):
     matrix = _numpy_confusion(labels, preds, 5, info.ignore_label)
     np.testing.assert_array_equal(results["confusion_matrix"], matrix)
     at16 = evaluator.evaluate(
-        ckpt_dir, str(root / "os16"), info, dataset_dir=data,
+        ckpt_dir, str(root / "os16"), info, data=data,
         max_number_of_evaluations=1,
     )  # fmt: skip
     assert at16["output_stride"] == 16
     assert at16["confusion_matrix"] != results["confusion_matrix"]
     with pytest.raises(ValueError, match="output_stride: must be 8, 16 or 32, got 4"):
-        evaluator.evaluate(ckpt_dir, str(root / "os4"), info, dataset_dir=data,
+        evaluator.evaluate(ckpt_dir, str(root / "os4"), info, data=data,
                            output_stride=4, max_number_of_evaluations=1)  # fmt: skip
 
 

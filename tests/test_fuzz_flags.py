@@ -3,7 +3,7 @@
 In-process, one parametrised test over `ENTRIES` (every entry point and
 tool: train, eval, vis, export_model, search, model_stats, import_weights,
 predict, check_records, copy_study): each entry's module is loaded (its flags
-defined on absl's FLAGS, removed afterwards) and `dpc_flags.run_main` runs
+defined on absl's FLAGS, removed afterwards) and `command_line.run_main` runs
 its `main` on one generated command line per case, as `python <entry> ...`
 would after absl's process setup. The point where real work would start (the
 trainer, the checkpoint watcher, the checkpoint restore, the backbone
@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from absl import flags
 
-from deeplab_dpc import flags as dpc_flags
+from deeplab_dpc import command_line
 from deeplab_dpc.core import interrupts
 from deeplab_dpc.data import synthetic
 
@@ -297,7 +297,7 @@ def _run(main, prog, argv):
     code = None
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
-            dpc_flags.run_main(main, [prog, *argv], prog)
+            command_line.run_main(main, [prog, *argv], prog)
         except Reached:
             code = "reached"
         except SystemExit as e:

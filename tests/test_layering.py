@@ -32,7 +32,7 @@ LAYERS = (
     ("training", "evaluation"),
     ("search",),
     ("export",),
-    ("flags",),
+    ("command_line",),
     # command lines; a package's `__main__` (python -m) is one, above the
     # package it runs
     ("tools", "search.auto_deeplab.__main__"),

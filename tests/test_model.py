@@ -1,5 +1,7 @@
 """The builder: every variant x head x output stride x decoder builds; config round trip."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import tensorflow as tf
 from deeplab_dpc.core import common
 from deeplab_dpc.formats import dpc_spec as spec_lib
 from deeplab_dpc.modeling.model import (
+    CONFIG_VERSION,
     ModelConfigError,
     build_deeplab,
     build_model,
@@ -217,7 +220,7 @@ def test_checkpoint_holds_every_weight_and_restores_outputs(tmp_path, variant, k
 def test_nas_flags_translate_into_the_recorded_config(tmp_path):
     from absl import flags
 
-    from deeplab_dpc import flags as dpc_flags
+    from deeplab_dpc import command_line
     from deeplab_dpc.formats import auto_deeplab_spec as nas_spec
 
     def parsed(*argv):
@@ -236,12 +239,48 @@ def test_nas_flags_translate_into_the_recorded_config(tmp_path):
         "--model_variant=nas_hnasnet", "--nas_stem_output_num_conv_filters=32",
         "--nas_architecture=specs/hnasnet.json", "--decoder_output_stride=4",
     )  # fmt: skip
-    config = dpc_flags.model_config_from_flags(values, 19)
+    config = command_line.model_config_from_flags(values, 19)
     assert config["model_variant"] == "nas_hnasnet" and config["head"] == "aspp"
     assert config["nas_stem_output_num_conv_filters"] == 32
     assert config["nas_architecture"] == nas_spec.HNASNET  # the file, as data
     assert config["decoder_output_stride"] == 4
     save_config(config, tmp_path / "model_config.json")
     assert load_config(tmp_path / "model_config.json") == config
-    default = dpc_flags.model_config_from_flags(parsed(), 19)
-    assert "nas_architecture" not in default  # other variants record no NAS keys
+    default = command_line.model_config_from_flags(parsed(), 19)
+    # Regular fields of every config (version 2): other variants hold the defaults.
+    assert default["nas_architecture"] is None
+    assert default["nas_stem_output_num_conv_filters"] == 20
+
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+
+@pytest.mark.parametrize(
+    "name, nas_filters",
+    [("model_config_v1_mobilenet.json", 20), ("model_config_v1_nas.json", 4)],
+)
+def test_version_1_config_files_load_upgraded(name, nas_filters):
+    """Files written by version 1 (NAS options only for the NAS variants) load
+    as version 2 configs with every field, the same model otherwise."""
+    import json
+
+    path = os.path.join(DATA, name)
+    old = json.load(open(path))
+    assert old["version"] == 1
+    config = load_config(path)
+    assert config["version"] == CONFIG_VERSION == 2
+    assert config["nas_stem_output_num_conv_filters"] == nas_filters
+    assert config["nas_architecture"] is None
+    for key, value in old.items():  # nothing else changes
+        if key != "version":
+            assert config[key] == value, key
+
+
+def test_a_config_newer_than_the_code_is_refused(tmp_path):
+    import json
+
+    path = tmp_path / "model_config.json"
+    path.write_text(json.dumps({**model_config("mobilenet_v2", 5, head="aspp"),
+                                "version": CONFIG_VERSION + 1}))  # fmt: skip
+    with pytest.raises(ModelConfigError, match="version 3 is not one this code reads"):
+        load_config(str(path))

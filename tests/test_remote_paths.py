@@ -56,13 +56,13 @@ def test_train_eval_vis_export_on_ram_filesystem(tmp_path, monkeypatch):
         assert gfile.glob(f"{logdir}/events.out.tfevents.*")
 
         results = evaluator.evaluate(
-            logdir, f"{root}/eval", info, dataset_dir=data, wait_secs=0
+            logdir, f"{root}/eval", info, data=data, wait_secs=0
         )
         assert results["step"] == 2 and results["num_images"] == 2
         assert artefacts.read_results(f"{root}/eval")["miou"] == results["miou"]
 
         count = visualizer.visualize_checkpoints(
-            logdir, f"{root}/vis", info, dataset_dir=data, max_images=1,
+            logdir, f"{root}/vis", info, data=data, max_images=1,
             wait_secs=0,
         )  # fmt: skip
         assert count == 1

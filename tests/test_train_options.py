@@ -4,19 +4,19 @@ import json
 
 import pytest
 
-from deeplab_dpc import flags as dpc_flags
+from deeplab_dpc import command_line
 from deeplab_dpc.core import artefacts
 from deeplab_dpc.training import options
 
 
 def test_multi_value_flags_accept_commas_and_repeats():
-    assert dpc_flags.multi_values(["0.5,1", "1.5"], float, "eval_scales") == [
+    assert command_line.multi_values(["0.5,1", "1.5"], float, "eval_scales") == [
         0.5, 1.0, 1.5,
     ]  # fmt: skip
-    assert dpc_flags.multi_values(["513", "513"], int, "x") == [513, 513]
-    assert dpc_flags.multi_values([], float, "x") == []
+    assert command_line.multi_values(["513", "513"], int, "x") == [513, 513]
+    assert command_line.multi_values([], float, "x") == []
     with pytest.raises(ValueError, match="--eval_scales: 'a' is not a valid float"):
-        dpc_flags.multi_values(["1,a"], float, "eval_scales")
+        command_line.multi_values(["1,a"], float, "eval_scales")
 
 
 def test_options_are_json_and_keep_deeplab_defaults(tmp_path):
@@ -62,12 +62,12 @@ def test_model_flags_empty_atrous_rates_mean_aspp_lite_and_dataset_is_recorded()
     code = (
         "import json, sys\n"
         "from absl import flags\n"
-        "from deeplab_dpc import flags as f\n"
-        "f.define_model_flags()\n"
+        "from deeplab_dpc import command_line\n"
+        "command_line.define_model_flags()\n"
         "for args in json.loads(sys.argv[1]):\n"
         "    flags.FLAGS.unparse_flags()\n"
         "    flags.FLAGS(['prog', *args])\n"
-        "    c = f.model_config(5)\n"
+        "    c = command_line.model_config(5)\n"
         "    print(' '.join(args), '|', c['head'], c['atrous_rates'], c['dataset'])\n"
     )
     arg_lists = [[], ["--atrous_rates="], ["--atrous_rates=6,12", "--dataset=camvid"]]

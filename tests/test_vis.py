@@ -57,7 +57,7 @@ def test_visualizer_writes_panels_and_raw_predictions(tmp_path):
     checkpoints.write_model_checkpoint(build_model(config), config, str(tmp_path / "c"))
     info = registry.get_dataset_info("synthetic")
     count = visualizer.visualize_checkpoints(
-        str(tmp_path / "c"), str(tmp_path / "vis"), info, dataset_dir=data,
+        str(tmp_path / "c"), str(tmp_path / "vis"), info, data=data,
         colormap_type="dataset", also_save_raw_predictions=True, max_images=2,
     )  # fmt: skip
     assert count == 2

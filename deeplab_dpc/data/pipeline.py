@@ -342,7 +342,7 @@ def _batch(dataset, is_training, batch_size, ignore_label):
 
 
 def build_dataset(
-    dataset_dir,
+    data,
     split,
     info,
     *,
@@ -359,15 +359,16 @@ def build_dataset(
     skip_bad_records=False,
     num_readers=4,
     repeat=None,
-    dataset_source="tfrecord",
-    tfds_data_dir=None,
-    tfds_manual_dir=None,
     shard=None,
     bad_record_counter=None,
     pad_multiple=common.PAD_MULTIPLE,
     include_original_image=False,
 ):
     """Batched samples of `split`: dicts keyed by `common.IMAGE`, `LABEL`, ...
+
+    `data` says where they come from: a `registry.DataSource` (TFRecords or
+    TFDS and their directories), or just the TFRecord directory (None: the
+    dataset's default, `default_dataset_dir`).
 
     Training yields fixed `crop_size` crops (default `info.default_crop_size`)
     with DeepLab's augmentation and `drop_remainder=True`, repeated forever
@@ -392,16 +393,7 @@ def build_dataset(
         "bad_record_counter": bad_record_counter,
         "record_shard": None,
     }
-    samples = _source_samples(
-        dataset_dir,
-        split,
-        info,
-        opts,
-        dataset_source,
-        tfds_data_dir,
-        tfds_manual_dir,
-        shard,
-    )
+    samples = _source_samples(registry.DataSource.of(data), split, info, opts, shard)
     if is_training:
         samples = _augment(
             samples, info, tuple(crop_size or info.default_crop_size), opts,
@@ -441,15 +433,14 @@ def _augment(samples, info, crop_size, opts, resize_range, scale_range):
     )
 
 
-def _source_samples(
-    dataset_dir, split, info, opts, source, tfds_data_dir, manual_dir, shard
-):
+def _source_samples(data, split, info, opts, shard):
     """Decoded samples from TFRecords (default) or TFDS, before preprocessing."""
+    source, dataset_dir = data.dataset_source, data.dataset_dir
     if source == "tfds":
         from deeplab_dpc.data import tfds_source
 
         samples = tfds_source.load_samples(
-            info, split, data_dir=tfds_data_dir, manual_dir=manual_dir,
+            info, split, data_dir=data.tfds_data_dir, manual_dir=data.tfds_manual_dir,
             is_training=opts["is_training"], seed=opts["seed"], shard=shard,
         )  # fmt: skip
         samples = _repeat(samples, opts["repeat"])

@@ -16,6 +16,7 @@ Deviations from DeepLab:
 - `synthetic` is our own generated default dataset (see `synthetic.py`).
 """
 
+import dataclasses
 import json
 import os
 from typing import NamedTuple
@@ -34,6 +35,36 @@ class DatasetInfo(NamedTuple):
     splits: dict
     default_crop_size: tuple
     split_aliases: dict = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+    """Where the samples of a dataset come from: one value, passed as one.
+
+    dataset_dir: the TFRecord shards (None: the default for the dataset);
+    dataset_source: "tfrecord" or "tfds"; tfds_data_dir / tfds_manual_dir:
+    TFDS's data and manual-download directories. The field names are those
+    of the flags and of `train_config.json`, so `DataSource.from_config`
+    reads either back. Taken by `pipeline.build_dataset`,
+    `evaluator.evaluate` and `visualizer.visualize_checkpoints`.
+    """
+
+    dataset_dir: str = None
+    dataset_source: str = "tfrecord"
+    tfds_data_dir: str = None
+    tfds_manual_dir: str = None
+
+    @classmethod
+    def from_config(cls, config):
+        """The source of a dict holding these fields (train_config.json, flag values)."""
+        fields = {f.name: config.get(f.name) for f in dataclasses.fields(cls)}
+        fields["dataset_source"] = fields["dataset_source"] or "tfrecord"
+        return cls(**fields)
+
+    @classmethod
+    def of(cls, source):
+        """`source` as a DataSource: itself, or a dataset directory (a path or None)."""
+        return source if isinstance(source, cls) else cls(dataset_dir=source)
 
 
 def pascal_colormap(n=256):

@@ -245,19 +245,20 @@ def evaluate(
     checkpoint_path,
     eval_logdir,
     info,
-    dataset_dir=None,
+    data=None,
     eval_split="val",
     eval_scales=(1.0,),
     add_flipped_images=False,
     max_number_of_evaluations=1,
     eval_interval_secs=300,
-    dataset_source="tfrecord",
-    tfds_data_dir=None,
-    tfds_manual_dir=None,
     output_stride=None,
     wait_secs=None,
 ):
-    """Evaluates checkpoints as they come; returns the last results dict."""
+    """Evaluates checkpoints as they come; returns the last results dict.
+
+    `data`: where the samples come from, a `registry.DataSource` or a
+    dataset directory (None: the dataset's default).
+    """
     from deeplab_dpc.data import pipeline
 
     scales = [float(s) for s in eval_scales] or [1.0]
@@ -265,10 +266,8 @@ def evaluate(
         errors.check_range("eval_scales", scale, 0.0, low_open=True)
     check_classes(checkpoint_path, info)
     dataset = pipeline.build_dataset(
-        dataset_dir, eval_split, info, is_training=False, batch_size=1,
-        dataset_source=dataset_source, tfds_data_dir=tfds_data_dir,
-        tfds_manual_dir=tfds_manual_dir,
-    )  # fmt: skip
+        data, eval_split, info, is_training=False, batch_size=1
+    )
     results = model = writer = None
     for prefix in watch_checkpoints(
         checkpoint_path, max_number_of_evaluations, eval_interval_secs, wait_secs

@@ -88,7 +88,7 @@ def visualize_checkpoints(
     checkpoint_path,
     vis_logdir,
     info,
-    dataset_dir=None,
+    data=None,
     vis_split="val",
     colormap_type="pascal",
     vis_scales=(1.0,),
@@ -97,12 +97,12 @@ def visualize_checkpoints(
     max_number_of_iterations=1,
     eval_interval_secs=300,
     max_images=0,
-    dataset_source="tfrecord",
-    tfds_data_dir=None,
-    tfds_manual_dir=None,
     wait_secs=None,
 ):
-    """Visualises checkpoints as they come; returns the number of images written."""
+    """Visualises checkpoints as they come; returns the number of images written.
+
+    `data`: a `registry.DataSource` or a dataset directory, as `evaluator.evaluate`.
+    """
     from deeplab_dpc.data import pipeline
 
     colormap = colormaps.get_colormap(colormap_type, info)
@@ -110,10 +110,8 @@ def visualize_checkpoints(
     if info.num_classes > len(colormap):
         raise ValueError(f"{info.num_classes} classes do not fit a 256-colour palette")
     dataset = pipeline.build_dataset(
-        dataset_dir, vis_split, info, is_training=False, batch_size=1,
-        dataset_source=dataset_source, tfds_data_dir=tfds_data_dir,
-        tfds_manual_dir=tfds_manual_dir,
-    )  # fmt: skip
+        data, vis_split, info, is_training=False, batch_size=1
+    )
     options = {
         "raw_id_map": raw_id_map(info),
         "scales": [float(s) for s in vis_scales] or [1.0],

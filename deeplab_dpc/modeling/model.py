@@ -22,7 +22,16 @@ from deeplab_dpc.layers.conv import Logits
 from deeplab_dpc.layers.resize import ResizeLike
 
 HEADS = ("dpc", "aspp")
-CONFIG_VERSION = 1
+# 2: every config holds the backbone options `nas_stem_output_num_conv_filters`
+# and `nas_architecture` (version 1 wrote them for the NAS variants only);
+# `load_config` upgrades older files (`upgrade_config`).
+CONFIG_VERSION = 2
+# Backbone options: config field -> the `build_backbone` argument it feeds,
+# for the variants that take them (`backbones.NAS_VARIANTS`).
+BACKBONE_OPTIONS = {
+    "nas_stem_output_num_conv_filters": "num_conv_filters",
+    "nas_architecture": "architecture",
+}
 
 
 class ModelConfigError(ValueError):
@@ -118,30 +127,23 @@ def model_config(
             "dpc_spec: given, but head is 'aspp'; use head='dpc' or drop the spec"
         )
     rates = list(DEFAULT_ATROUS_RATES if atrous_rates is None else atrous_rates)
-    nas = {}
-    if model_variant in NAS_VARIANTS:
-        if int(nas_stem_output_num_conv_filters) < 1:
-            raise ModelConfigError(
-                "nas_stem_output_num_conv_filters: must be positive, got "
-                f"{nas_stem_output_num_conv_filters}"
-            )
-        try:
-            if isinstance(nas_architecture, str):
-                nas_architecture = nas_spec.load_architecture(nas_architecture)
-            if nas_architecture is not None:
-                nas_architecture = nas_spec.parse_architecture(nas_architecture)
-        except ValueError as e:
-            raise ModelConfigError(f"nas_architecture: {e}") from e
-        nas = {
-            "nas_stem_output_num_conv_filters": int(nas_stem_output_num_conv_filters),
-            "nas_architecture": nas_architecture,
-        }
-    elif nas_architecture is not None:
+    if int(nas_stem_output_num_conv_filters) < 1:
+        raise ModelConfigError(
+            "nas_stem_output_num_conv_filters: must be positive, got "
+            f"{nas_stem_output_num_conv_filters}"
+        )
+    try:
+        if isinstance(nas_architecture, str):
+            nas_architecture = nas_spec.load_architecture(nas_architecture)
+        if nas_architecture is not None:
+            nas_architecture = nas_spec.parse_architecture(nas_architecture)
+    except ValueError as e:
+        raise ModelConfigError(f"nas_architecture: {e}") from e
+    if nas_architecture is not None and model_variant not in NAS_VARIANTS:
         raise ModelConfigError(
             f"nas_architecture: given, but model_variant is {model_variant!r}"
         )
     return {
-        **nas,
         "version": CONFIG_VERSION,
         "model_variant": model_variant,
         "num_classes": int(num_classes),
@@ -157,6 +159,8 @@ def model_config(
         "dataset": None if dataset is None else str(dataset),
         "aspp_with_separable_conv": bool(aspp_with_separable_conv),
         "decoder_use_separable_conv": bool(decoder_use_separable_conv),
+        "nas_stem_output_num_conv_filters": int(nas_stem_output_num_conv_filters),
+        "nas_architecture": nas_architecture,
     }
 
 
@@ -186,10 +190,7 @@ def build_model(config):
     """Builds the Keras model described by a `model_config` dict."""
     options = {}
     if config["model_variant"] in NAS_VARIANTS:
-        options = dict(
-            num_conv_filters=config["nas_stem_output_num_conv_filters"],
-            architecture=config["nas_architecture"],
-        )
+        options = {arg: config[field] for field, arg in BACKBONE_OPTIONS.items()}
     backbone = build_backbone(
         config["model_variant"],
         config["output_stride"],
@@ -225,10 +226,26 @@ def save_config(config, path):
     artefacts.write_json(config, path)
 
 
+def upgrade_config(raw, source="model config"):
+    """A stored config (any version up to `CONFIG_VERSION`) as the current fields.
+
+    Version 1 (and files without a version) had the NAS options only for the
+    NAS variants: the others get their defaults, which `model_config` fills.
+    A newer version than this code knows is refused (ModelConfigError).
+    """
+    version = raw.get("version", 1)
+    if not isinstance(version, int) or not 1 <= version <= CONFIG_VERSION:
+        raise ModelConfigError(
+            f"{source}: version {version!r} is not one this code reads "
+            f"(1 to {CONFIG_VERSION}); update deeplab_dpc"
+        )
+    return {k: v for k, v in raw.items() if k != "version"}
+
+
 def load_config(path):
-    """Reads a model config JSON and validates it by re-running `model_config`."""
+    """Reads a model config JSON, upgraded and validated by re-running `model_config`."""
     raw = artefacts.read_json(path, ModelConfigError, what="model config")
-    fields = {k: v for k, v in raw.items() if k != "version"}
+    fields = upgrade_config(raw, path)
     try:
         return model_config(**fields)
     except TypeError as e:

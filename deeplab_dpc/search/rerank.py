@@ -148,7 +148,7 @@ def make_rerank_objective(
         with _library_info_off():
             trainer.train(model_cfg, options, info)
             results = evaluator.evaluate(
-                logdir, os.path.join(logdir, "eval"), info, dataset_dir=dataset_dir
+                logdir, os.path.join(logdir, "eval"), info, dataset_dir
             )
         artefacts.write_text(
             evaluator.format_table(results) + "\n",

@@ -35,8 +35,9 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from deeplab_dpc import flags as cli
+from deeplab_dpc import command_line
 from deeplab_dpc.core import common, errors
+from deeplab_dpc.core.option_table import Option
 from deeplab_dpc.data import record_reader, registry
 
 UNPARSABLE = "unparsable_example"
@@ -187,16 +188,18 @@ def summary(num_shards, num_records, bad):
 FLAGS = flags.FLAGS
 
 
+OPTIONS = (
+    Option("dataset_dir", "string", None, "Folder of TFRecord shards.", required=True),
+    Option("dataset", "string", None,
+           "Registry name; gives num_classes and the ignore label for the "
+           "class-id check (skipped when neither this nor --dataset_info_json)."),
+    Option("dataset_info_json", "string", None, "Dataset facts (file or JSON)."),
+    Option("split", "string", None, "Check only this split's shards."),
+)  # fmt: skip
+
+
 def define_flags():
-    flags.DEFINE_string("dataset_dir", None, "Folder of TFRecord shards.")
-    flags.DEFINE_string(
-        "dataset",
-        None,
-        "Registry name; gives num_classes and the ignore label for the "
-        "class-id check (skipped when neither this nor --dataset_info_json).",
-    )
-    flags.DEFINE_string("dataset_info_json", None, "Dataset facts (file or JSON).")
-    flags.DEFINE_string("split", None, "Check only this split's shards.")
+    command_line.define_options(OPTIONS)
 
 
 def _dataset_info():
@@ -230,8 +233,7 @@ def _shards():
 def main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}")
-    if not FLAGS.dataset_dir:
-        raise ValueError("--dataset_dir is required")
+    command_line.option_values(OPTIONS)
     info = _dataset_info()
     _shards()
     num_shards, num_records, bad = check_dataset(FLAGS.dataset_dir, FLAGS.split, info)
@@ -245,4 +247,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    cli.run(main, "check_records")
+    command_line.run(main, "check_records")

@@ -135,17 +135,19 @@ def main(argv):
 
 
 def define_flags():
-    from absl import flags
+    from deeplab_dpc import command_line
+    from deeplab_dpc.core.option_table import Option
 
-    flags.DEFINE_string("from_storage", None, "Source Optuna storage URL.")
-    flags.DEFINE_string("to_storage", None, "Destination Optuna storage URL.")
-    flags.DEFINE_list(
-        "study_name", None, "Studies to copy (comma-separated); default: all."
-    )
+    command_line.define_options((
+        Option("from_storage", "string", None, "Source Optuna storage URL."),
+        Option("to_storage", "string", None, "Destination Optuna storage URL."),
+        Option("study_name", "list", None,
+               "Studies to copy (comma-separated); default: all."),
+    ))  # fmt: skip
 
 
 if __name__ == "__main__":
-    from deeplab_dpc import flags as dpc_flags
+    from deeplab_dpc import command_line
 
     define_flags()
-    dpc_flags.run(main, "copy_study")
+    command_line.run(main, "copy_study")

@@ -672,24 +672,24 @@ def main(argv):
 
 
 def define_flags():
-    from absl import flags
+    from deeplab_dpc import command_line
+    from deeplab_dpc.core.option_table import Option
 
-    flags.DEFINE_string(
-        "workdir", None, "Overrides the plan's workdir (checkpoints, logs)."
-    )
-    flags.DEFINE_list("only", None, "run: only these run ids (e.g. aspp-seed0).")
-    flags.DEFINE_string(
-        "page", None,
-        "report: also rewrite the marked report block of this Markdown page.",
-    )  # fmt: skip
+    command_line.define_options((
+        Option("workdir", "string", None,
+               "Overrides the plan's workdir (checkpoints, logs)."),
+        Option("only", "list", None, "run: only these run ids (e.g. aspp-seed0)."),
+        Option("page", "string", None,
+               "report: also rewrite the marked report block of this Markdown page."),
+    ))  # fmt: skip
 
 
 if __name__ == "__main__":
-    from deeplab_dpc import flags as dpc_flags
+    from deeplab_dpc import command_line
 
     define_flags()
     # A stop waits for the running train.py to save its checkpoint (tens of
     # seconds on a loaded machine), not interrupts' default 10 s; a second
     # signal still ends the tool at once (the child goes on saving).
     interrupts.install(grace_seconds=600, prog="experiment")
-    dpc_flags.run(main, "experiment", positional=2)
+    command_line.run(main, "experiment", positional=2)

@@ -372,7 +372,7 @@ def import_weights(
 
 def parse_atrous_rates(values):
     """`--atrous_rates` values -> None (absent: (6, 12, 18)) or a list; "" -> []."""
-    from deeplab_dpc.flags import multi_values
+    from deeplab_dpc.command_line import multi_values
 
     if values is None:
         return None
@@ -386,7 +386,7 @@ def parse_atrous_rates(values):
 
 def config_from_flags(f):
     """The model config that the flags describe (raises ModelConfigError)."""
-    from deeplab_dpc.flags import model_config_from_flags
+    from deeplab_dpc.command_line import model_config_from_flags
 
     parse_atrous_rates(f.atrous_rates)  # this tool's message for a bad rate
     return model_config_from_flags(f, f.num_classes)
@@ -418,6 +418,12 @@ def main(argv):
             raise WeightImportError(f"unexpected arguments: {' '.join(argv[1:])}")
         if not f.source:
             raise WeightImportError("--source: required (a .tflite file or model.ckpt)")
+        from deeplab_dpc import command_line
+
+        try:
+            command_line.option_values(_options())
+        except ValueError as e:
+            raise WeightImportError(errors.one_line(e)) from None
         try:  # every flag is checked before TensorFlow reads or builds anything
             weight_sources.detect_kind(f.source)
         except WeightSourceError as e:
@@ -434,49 +440,35 @@ def main(argv):
     print(f"wrote {prefix} (+ {artefacts.MODEL_CONFIG}, {REPORT_FILENAME})")
 
 
+def _options():
+    """The tool's flags: the model group, the head, and its own."""
+    from deeplab_dpc import command_line
+    from deeplab_dpc.core.option_table import Option
+
+    return (
+        Option("source", "string", None,
+               "Official weights: a .tflite file or a TF1 model.ckpt prefix."),
+        Option("output", "string", None, "Checkpoint directory to write (atomically)."),
+        *command_line.MODEL_OPTIONS,
+        command_line.HEAD_OPTION,
+        Option("num_classes", "integer", 21,
+               "Classes of the logits layer; another count than the source's gets "
+               "fresh logits.", low=1),
+        Option("initialize_last_layer", "boolean", True,
+               "Load logits/semantic too (DeepLab's flag)."),
+        Option("backbone_only", "boolean", False,
+               "Load the backbone alone; head, decoder and logits start fresh."),
+    )  # fmt: skip
+
+
 def define_flags():
-    from absl import flags
+    from deeplab_dpc import command_line
 
-    from deeplab_dpc.flags import define_model_variant_flag
-
-    flags.DEFINE_string(
-        "source", None, "Official weights: a .tflite file or a TF1 model.ckpt prefix."
-    )
-    flags.DEFINE_string("output", None, "Checkpoint directory to write (atomically).")
-    define_model_variant_flag()
-    flags.DEFINE_float("depth_multiplier", 1.0, "MobileNetV2 width multiplier.")
-    flags.DEFINE_integer("output_stride", 16, "Backbone output stride: 8, 16 or 32.")
-    flags.DEFINE_enum(
-        "head", None, ["dpc", "aspp"], "Head; default: dpc with --dpc_spec, else aspp."
-    )
-    flags.DEFINE_multi_string(
-        "atrous_rates",
-        None,
-        "ASPP rates at output stride 16 (6,12,18 or repeated); absent: 6,12,18; empty (--atrous_rates=): ASPP-lite.",
-    )
-    flags.DEFINE_string(
-        "dpc_spec", None, "DPC spec JSON file (DeepLab format), for --head=dpc."
-    )
-    flags.DEFINE_integer(
-        "decoder_output_stride", None, "4 adds the DeepLab v3+ decoder."
-    )
-    flags.DEFINE_integer(
-        "num_classes",
-        21,
-        "Classes of the logits layer; another count than the source's gets fresh logits.",
-    )
-    flags.DEFINE_boolean(
-        "initialize_last_layer", True, "Load logits/semantic too (DeepLab's flag)."
-    )
-    flags.DEFINE_boolean(
-        "backbone_only",
-        False,
-        "Load the backbone alone; head, decoder and logits start fresh.",
-    )
+    command_line.define_options(_options())
 
 
 if __name__ == "__main__":
-    from deeplab_dpc import flags as dpc_flags
+    from deeplab_dpc import command_line
 
     define_flags()
-    dpc_flags.run(main, "import_weights")
+    command_line.run(main, "import_weights")

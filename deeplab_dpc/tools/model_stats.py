@@ -14,8 +14,9 @@ then ignored.
 import json
 import os
 
-from deeplab_dpc import flags as dpc_flags
-from deeplab_dpc.core import errors
+from deeplab_dpc import command_line
+from deeplab_dpc.core import errors, option_table
+from deeplab_dpc.core.option_table import Option
 
 
 def main(argv):
@@ -25,20 +26,17 @@ def main(argv):
     f = flags.FLAGS
     # SpecError and ModelConfigError are ValueErrors: one line, exit code 2.
     with errors.user_errors(ValueError, "model_stats"):
-        crop = dpc_flags.multi_values(f.crop_size, int, "crop_size")
-        if len(crop) != 2 or min(crop) < 1:
-            raise ValueError(
-                f"--crop_size: expected H,W with positive sizes, got {','.join(f.crop_size)}"
-            )
+        command_line.option_values(OPTIONS)
+        crop = option_table.check_crop("--crop_size", f.crop_size)
         if f.model_config:
-            from deeplab_dpc.modeling import checkpoints  # TensorFlow loads here
+            from deeplab_dpc import checkpoints  # TensorFlow loads here
 
             path = f.model_config
             if os.path.isfile(path) and path.endswith(".json"):
                 path = os.path.dirname(os.path.abspath(path))
             config = checkpoints.read_checkpoint_config(path)
         else:
-            config = dpc_flags.model_config_from_flags(f, f.num_classes)
+            config = command_line.model_config_from_flags(f, f.num_classes)
     from deeplab_dpc.modeling.complexity import compute_stats, format_table, summarize
     from deeplab_dpc.modeling.model import build_model  # TensorFlow loads here
 
@@ -49,39 +47,23 @@ def main(argv):
         print(format_table(rows, summarize(rows)))
 
 
-def define_flags():
-    from absl import flags
+# The model group (command_line.MODEL_OPTIONS), the head, and the tool's own.
+OPTIONS = (
+    *command_line.MODEL_OPTIONS,
+    command_line.HEAD_OPTION,
+    Option("num_classes", "integer", 19, "Number of classes of the logits layer.", low=1),
+    Option("crop_size", "list", ("513", "513"), "Input size H,W."),
+    Option("model_config", "string", None,
+           "A model_config.json, or the checkpoint directory it sits beside: "
+           "the architecture of a trained model (model flags ignored)."),
+    Option("json", "boolean", False, "Print a JSON list of rows instead of a table."),
+)  # fmt: skip
 
-    dpc_flags.define_model_variant_flag()
-    flags.DEFINE_enum(
-        "head", None, ["dpc", "aspp"], "Head; default: dpc with --dpc_spec, else aspp."
-    )
-    flags.DEFINE_string("dpc_spec", None, "DPC spec JSON file (DeepLab format).")
-    flags.DEFINE_integer("output_stride", 16, "Backbone output stride: 8, 16 or 32.")
-    flags.DEFINE_multi_string(
-        "atrous_rates", None, "ASPP rates at output stride 16 (6,12,18 or repeated)."
-    )
-    flags.DEFINE_integer(
-        "decoder_output_stride", None, "4 adds the DeepLab v3+ decoder."
-    )
-    flags.DEFINE_boolean(
-        "aspp_with_separable_conv", True, "ASPP 3x3 convs separable (else full)."
-    )
-    flags.DEFINE_boolean(
-        "decoder_use_separable_conv", True, "Decoder 3x3 convs separable (else full)."
-    )
-    flags.DEFINE_float("depth_multiplier", 1.0, "MobileNetV2 width multiplier.")
-    dpc_flags.define_nas_flags()
-    flags.DEFINE_integer("num_classes", 19, "Number of classes of the logits layer.")
-    flags.DEFINE_list("crop_size", ["513", "513"], "Input size H,W.")
-    flags.DEFINE_string(
-        "model_config", None,
-        "A model_config.json, or the checkpoint directory it sits beside: "
-        "the architecture of a trained model (model flags ignored).",
-    )  # fmt: skip
-    flags.DEFINE_boolean("json", False, "Print a JSON list of rows instead of a table.")
+
+def define_flags():
+    command_line.define_options(OPTIONS)
 
 
 if __name__ == "__main__":
     define_flags()
-    dpc_flags.run(main, "model_stats")
+    command_line.run(main, "model_stats")

@@ -28,6 +28,7 @@ from absl import flags
 from PIL import Image
 
 from deeplab_dpc.core import artefacts, errors
+from deeplab_dpc.core.option_table import Option
 from deeplab_dpc.data import registry
 from deeplab_dpc.export import saved_model, tflite
 
@@ -171,19 +172,28 @@ def expand_images(spec):
 FLAGS = flags.FLAGS
 
 
+OPTIONS = (
+    Option("model", "string", None, "SavedModel directory or .tflite file.",
+           required=True),
+    Option("images", "string", None, "Comma-separated image files or globs.",
+           required=True),
+    Option("output_dir", "string", None, "Where to write the PNGs.", required=True),
+    Option("overlay_alpha", "float", DEFAULT_OVERLAY_ALPHA, "Weight of the colours.",
+           low=0.0, high=1.0),
+)  # fmt: skip
+
+
 def define_flags():
-    flags.DEFINE_string("model", None, "SavedModel directory or .tflite file.")
-    flags.DEFINE_string("images", None, "Comma-separated image files or globs.")
-    flags.DEFINE_string("output_dir", None, "Where to write the PNGs.")
-    flags.DEFINE_float("overlay_alpha", DEFAULT_OVERLAY_ALPHA, "Weight of the colours.")
+    from deeplab_dpc import command_line
+
+    command_line.define_options(OPTIONS)
 
 
 def check_flags():
     """Every flag, before TensorFlow loads the model; ValueError names the flag."""
-    for name in ("model", "images", "output_dir"):
-        if not FLAGS[name].value:
-            raise ValueError(f"--{name}: required (--model, --images, --output_dir)")
-    errors.check_range("--overlay_alpha", FLAGS.overlay_alpha, 0.0, 1.0)
+    from deeplab_dpc import command_line
+
+    command_line.option_values(OPTIONS)
     if artefacts.exists(FLAGS.output_dir) and not artefacts.isdir(FLAGS.output_dir):
         raise ValueError(f"--output_dir: {FLAGS.output_dir} is not a directory")
     try:
@@ -215,7 +225,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from deeplab_dpc import flags as dpc_flags
+    from deeplab_dpc import command_line
 
     define_flags()
-    dpc_flags.run(main, "predict")
+    command_line.run(main, "predict")

@@ -15,11 +15,11 @@ import json
 
 from absl import logging
 
-from deeplab_dpc.core import artefacts, common, errors
+from deeplab_dpc.core import artefacts, option_table
+from deeplab_dpc.core.option_table import Option
 
 LEARNING_POLICIES = ("poly", "step", "cosine")
 STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")
-MIN_CROP_SIZE = common.MIN_CROP_SIZE
 MIXED_PRECISION = (None, "bf16", "fp16")
 
 
@@ -27,41 +27,20 @@ class TrainOptionsError(ValueError):
     """Training options that contradict each other or cannot work."""
 
 
-MAX_CROP_SIDE = common.MAX_CROP_SIDE
 MAX_BATCH_SIZE = 65536
 MAX_STEPS = 2**62  # the step counter is an int64
 
 
-def _check_range(name, value, low, high=None):
-    errors.check_range(name, value, low, high, error=TrainOptionsError)
-
-
 def _check_crop(crop_size):
-    crop = [int(v) for v in crop_size]
-    if len(crop) != 2:
-        raise TrainOptionsError(f"train_crop_size: needs 2 values (h,w), got {crop}")
-    if max(crop) > MAX_CROP_SIDE:
-        raise TrainOptionsError(
-            f"train_crop_size: {crop[0]}x{crop[1]} is too large; each side must "
-            f"be at most {MAX_CROP_SIDE}"
-        )
-    if min(crop) < MIN_CROP_SIZE:
-        raise TrainOptionsError(
-            f"train_crop_size: {crop[0]}x{crop[1]} is too small; each side must "
-            f"be at least {MIN_CROP_SIZE} (the backbone downsamples 32x)"
-        )
-    return crop
+    return option_table.check_crop("train_crop_size", crop_size, TrainOptionsError)
 
 
-def _check_scales(min_scale, max_scale, step):
-    _check_range("min_scale_factor", float(min_scale), 0.0)
-    _check_range("max_scale_factor", float(max_scale), 0.0)
+def _check_scales(min_scale, max_scale):
     if min_scale <= 0 or max_scale < min_scale:
         raise TrainOptionsError(
             f"min_scale_factor/max_scale_factor: need 0 < min <= max, "
             f"got {min_scale} and {max_scale}"
         )
-    _check_range("scale_factor_step_size", step, 0.0)
 
 
 def _check_precision(mixed_precision):
@@ -81,119 +60,118 @@ def _check_precision(mixed_precision):
 
 def check_schedule(learning_policy, training_number_of_steps, learning_rate_decay_step):
     """The learning-rate policy arguments that `schedules.DeepLabSchedule` needs."""
-    if learning_policy not in LEARNING_POLICIES:
-        raise TrainOptionsError(
-            f"learning_policy: unknown {learning_policy!r}; "
-            f"known: {', '.join(LEARNING_POLICIES)}"
-        )
-    _check_range("training_number_of_steps", int(training_number_of_steps), 1, MAX_STEPS)
-    _check_range("learning_rate_decay_step", int(learning_rate_decay_step), 1, MAX_STEPS)
+    option_table.check_values(
+        TRAIN_OPTIONS,
+        {"learning_policy": learning_policy,
+         "training_number_of_steps": int(training_number_of_steps),
+         "learning_rate_decay_step": int(learning_rate_decay_step)},
+        prefix="", error=TrainOptionsError,
+    )  # fmt: skip
 
 
-def _check_values(
-    train_logdir, train_batch_size, training_number_of_steps, base_learning_rate,
-    momentum, weight_decay, log_steps, max_checkpoints_to_keep,
-    distribution_strategy, tpu, mixed_precision,
-):  # fmt: skip
-    """Range and consistency checks of train_options' scalar arguments."""
-    if not train_logdir:
-        raise TrainOptionsError("train_logdir: a directory is required")
-    _check_range("train_batch_size", int(train_batch_size), 1, MAX_BATCH_SIZE)
-    _check_range("training_number_of_steps", int(training_number_of_steps), 1, MAX_STEPS)
-    _check_range("base_learning_rate", float(base_learning_rate), 0.0)
-    _check_range("momentum", float(momentum), 0.0, 1.0)
-    _check_range("weight_decay", float(weight_decay), 0.0)
-    _check_range("log_steps", int(log_steps), 1)
-    _check_range("max_checkpoints_to_keep", int(max_checkpoints_to_keep), 1)
-    _check_precision(mixed_precision or None)
-    if distribution_strategy not in STRATEGIES:
+def _check_values(o):
+    """The ranges and choices of the table, then what no single row can say."""
+    numbers = {
+        option.name: _number(option, o[option.name])
+        for option in TRAIN_OPTIONS
+        if not option.shared
+    }
+    numbers["mixed_precision"] = o["mixed_precision"] or None
+    option_table.check_values(TRAIN_OPTIONS, numbers, "", TrainOptionsError)
+    _check_precision(o["mixed_precision"] or None)
+    if o["tpu"] and o["distribution_strategy"] != "tpu":
         raise TrainOptionsError(
-            f"distribution_strategy: unknown {distribution_strategy!r}; "
-            f"known: {', '.join(STRATEGIES)}"
-        )
-    if tpu and distribution_strategy != "tpu":
-        raise TrainOptionsError(
-            f"tpu: --tpu={tpu} needs --distribution_strategy=tpu "
-            f"(got {distribution_strategy})"
+            f"tpu: --tpu={o['tpu']} needs --distribution_strategy=tpu "
+            f"(got {o['distribution_strategy']})"
         )
 
 
-def _check_more(o):
-    """The numbers `_check_values` does not cover: finite, in range."""
-    for name in ("learning_power", "end_learning_rate", "learning_rate_decay_factor",
-                 "slow_start_learning_rate", "last_layer_gradient_multiplier",
-                 "save_interval_secs", "save_summaries_secs"):  # fmt: skip
-        _check_range(name, float(o[name]), 0.0)
-    _check_range("slow_start_step", int(o["slow_start_step"]), 0, MAX_STEPS)
-    _check_range("save_interval_steps", int(o["save_interval_steps"]), 0, MAX_STEPS)
-    _check_range("steps_per_execution", int(o["steps_per_execution"]), 1, MAX_STEPS)
-    _check_range("sync_steps", int(o["sync_steps"]), 1, MAX_STEPS)
-    if o["seed"] is not None:
-        _check_range("seed", int(o["seed"]), 0, 2**32 - 1)
-    for i, w in enumerate(o["label_weights"] or ()):
-        _check_range(f"label_weights[{i}]", float(w), 0.0)
+def _number(option, value):
+    """A number option's value as its type (a bad literal: the option's error)."""
+    if value is None or option.kind not in ("integer", "float"):
+        return value
+    try:
+        return int(value) if option.kind == "integer" else float(value)
+    except (TypeError, ValueError):
+        raise TrainOptionsError(
+            f"{option.name}: must be a number, got {value!r}"
+        ) from None
 
 
-# The training options, once: (name, kind, default, help). train.py defines
-# one flag per row (kind: the flag type; "model": a flag of
-# `flags.define_model_flags`, shared with eval and vis) and passes them all to
-# `train_options`, whose defaults are the table's. Defaults are DeepLab's.
+# The training options, once (`option_table.Option` rows): train.py defines one
+# flag per row (rows marked `shared`: flags of `command_line`'s dataset group,
+# shared with eval and vis) and passes them all to `train_options`, whose
+# defaults, ranges and choices are the table's. Defaults are DeepLab's.
+_STEPS = {"low": 1, "high": MAX_STEPS}
 TRAIN_OPTIONS = (
-    ("train_logdir", "string", "runs/train", "Checkpoints and summaries."),
-    ("dataset", "model", "synthetic", "Dataset name (registry)."),
-    ("dataset_dir", "model", None, "Directory of the TFRecord shards."),
-    ("dataset_source", "model", "tfrecord", "Where samples come from."),
-    ("tfds_data_dir", "model", None, "TFDS data directory."),
-    ("tfds_manual_dir", "model", None, "TFDS manual download directory."),
-    ("train_split", "string", "train", "Split to train on."),
-    ("train_crop_size", "multi_int", (513, 513), "Crop height,width."),
-    ("train_batch_size", "integer", 8, "Global batch size (all replicas)."),
-    ("training_number_of_steps", "integer", 30000, "Steps to train."),
-    ("learning_policy", ("enum", LEARNING_POLICIES), "poly", "LR policy."),
-    ("base_learning_rate", "float", 1e-4, "Base learning rate."),
-    ("learning_power", "float", 0.9, "Power of the poly policy."),
-    ("end_learning_rate", "float", 0.0, "Final rate of poly and cosine."),
-    ("learning_rate_decay_factor", "float", 0.1, "Step policy factor."),
-    ("learning_rate_decay_step", "integer", 2000, "Step policy period."),
-    ("slow_start_step", "integer", 0, "Steps at the slow-start rate."),
-    ("slow_start_learning_rate", "float", 1e-4, "Slow-start rate."),
-    ("momentum", "float", 0.9, "SGD momentum."),
-    ("weight_decay", "float", 4e-5, "L2 weight decay of conv kernels."),
-    ("fine_tune_batch_norm", "boolean", True, "Train batch norm (else frozen)."),
-    ("freeze_backbone_batch_norm", "boolean", False,
-     "Backbone batch norm frozen, head's as --fine_tune_batch_norm (folded-BN imports)."),
-    ("last_layer_gradient_multiplier", "float", 1.0,
-     "Gradient multiplier of the last layers."),
-    ("min_scale_factor", "float", 0.5, "Minimum random scale."),
-    ("max_scale_factor", "float", 2.0, "Maximum random scale."),
-    ("scale_factor_step_size", "float", 0.25, "Random scale step (0: any)."),
-    ("tf_initial_checkpoint", "string", None, "Checkpoint to start from."),
-    ("initialize_last_layer", "boolean", True, "Also load the last layers."),
-    ("last_layers_contain_logits_only", "boolean", False, "Last layers = logits only."),
-    ("label_weights", "multi_float", None, "Per-class loss weights."),
-    ("save_interval_secs", "float", 1200, "Seconds between checkpoints."),
-    ("save_interval_steps", "integer", 0,
-     "Also a checkpoint every N steps (0: off); with --max_checkpoints_to_keep, "
-     "the checkpoints a curve of val mIoU against steps is evaluated on."),
-    ("save_summaries_secs", "float", 600, "Seconds between summaries."),
-    ("log_steps", "integer", 10, "Steps between progress lines."),
-    ("steps_per_execution", "integer", 1,
-     "Train steps per compiled call (one host round trip); same losses as 1."),
-    ("sync_steps", "integer", 10,
-     "multi_worker: steps between the workers' save/stop agreements."),
-    ("max_checkpoints_to_keep", "integer", 5, "Checkpoints kept."),
-    ("seed", "integer", 0,
-     "Seed of the input pipeline and of the weights not restored (exact resume needs one)."),
-    ("skip_bad_records", "boolean", False, "Skip unreadable records."),
-    ("deterministic_input", "boolean", False,
-     "Training input in a fixed order (runs and resumes bit-exact); off: parallel "
-     "reads and maps hand over whichever element is ready first (faster)."),
-    ("distribution_strategy", ("enum", STRATEGIES), "one_device", "tf.distribute strategy."),
-    ("tpu", "string", None, "TPU name or grpc address (strategy tpu)."),
-    ("mixed_precision", ("enum", MIXED_PRECISION[1:]), None, "Mixed precision."),
-    ("jit_compile", "boolean", False, "Compile the train step with XLA."),
+    Option("train_logdir", "string", "runs/train", "Checkpoints and summaries.",
+           required=True),
+    Option("dataset", "string", "synthetic", "Dataset name (registry).", shared=True),
+    Option("dataset_dir", "string", None, "Directory of the TFRecord shards.",
+           shared=True),
+    Option("dataset_source", "enum", "tfrecord", "Where samples come from.",
+           choices=("tfrecord", "tfds"), shared=True),
+    Option("tfds_data_dir", "string", None, "TFDS data directory.", shared=True),
+    Option("tfds_manual_dir", "string", None, "TFDS manual download directory.",
+           shared=True),
+    Option("train_split", "string", "train", "Split to train on."),
+    Option("train_crop_size", "ints", (513, 513), "Crop height,width."),
+    Option("train_batch_size", "integer", 8, "Global batch size (all replicas).",
+           low=1, high=MAX_BATCH_SIZE),
+    Option("training_number_of_steps", "integer", 30000, "Steps to train.", **_STEPS),
+    Option("learning_policy", "enum", "poly", "LR policy.", choices=LEARNING_POLICIES),
+    Option("base_learning_rate", "float", 1e-4, "Base learning rate.", low=0.0),
+    Option("learning_power", "float", 0.9, "Power of the poly policy.", low=0.0),
+    Option("end_learning_rate", "float", 0.0, "Final rate of poly and cosine.", low=0.0),
+    Option("learning_rate_decay_factor", "float", 0.1, "Step policy factor.", low=0.0),
+    Option("learning_rate_decay_step", "integer", 2000, "Step policy period.", **_STEPS),
+    Option("slow_start_step", "integer", 0, "Steps at the slow-start rate.",
+           low=0, high=MAX_STEPS),
+    Option("slow_start_learning_rate", "float", 1e-4, "Slow-start rate.", low=0.0),
+    Option("momentum", "float", 0.9, "SGD momentum.", low=0.0, high=1.0),
+    Option("weight_decay", "float", 4e-5, "L2 weight decay of conv kernels.", low=0.0),
+    Option("fine_tune_batch_norm", "boolean", True, "Train batch norm (else frozen)."),
+    Option("freeze_backbone_batch_norm", "boolean", False,
+           "Backbone batch norm frozen, head's as --fine_tune_batch_norm (folded-BN imports)."),
+    Option("last_layer_gradient_multiplier", "float", 1.0,
+           "Gradient multiplier of the last layers.", low=0.0),
+    Option("min_scale_factor", "float", 0.5, "Minimum random scale.", low=0.0),
+    Option("max_scale_factor", "float", 2.0, "Maximum random scale.", low=0.0),
+    Option("scale_factor_step_size", "float", 0.25, "Random scale step (0: any).",
+           low=0.0),
+    Option("tf_initial_checkpoint", "string", None, "Checkpoint to start from."),
+    Option("initialize_last_layer", "boolean", True, "Also load the last layers."),
+    Option("last_layers_contain_logits_only", "boolean", False,
+           "Last layers = logits only."),
+    Option("label_weights", "floats", None, "Per-class loss weights.", low=0.0),
+    Option("save_interval_secs", "float", 1200, "Seconds between checkpoints.", low=0.0),
+    Option("save_interval_steps", "integer", 0,
+           "Also a checkpoint every N steps (0: off); with --max_checkpoints_to_keep, "
+           "the checkpoints a curve of val mIoU against steps is evaluated on.",
+           low=0, high=MAX_STEPS),
+    Option("save_summaries_secs", "float", 600, "Seconds between summaries.", low=0.0),
+    Option("log_steps", "integer", 10, "Steps between progress lines.", low=1),
+    Option("steps_per_execution", "integer", 1,
+           "Train steps per compiled call (one host round trip); same losses as 1.",
+           **_STEPS),
+    Option("sync_steps", "integer", 10,
+           "multi_worker: steps between the workers' save/stop agreements.", **_STEPS),
+    Option("max_checkpoints_to_keep", "integer", 5, "Checkpoints kept.", low=1),
+    Option("seed", "integer", 0,
+           "Seed of the input pipeline and of the weights not restored (exact resume needs one).",
+           low=0, high=2**32 - 1),
+    Option("skip_bad_records", "boolean", False, "Skip unreadable records."),
+    Option("deterministic_input", "boolean", False,
+           "Training input in a fixed order (runs and resumes bit-exact); off: parallel "
+           "reads and maps hand over whichever element is ready first (faster)."),
+    Option("distribution_strategy", "enum", "one_device", "tf.distribute strategy.",
+           choices=STRATEGIES),
+    Option("tpu", "string", None, "TPU name or grpc address (strategy tpu)."),
+    Option("mixed_precision", "enum", None, "Mixed precision.",
+           choices=MIXED_PRECISION[1:]),
+    Option("jit_compile", "boolean", False, "Compile the train step with XLA."),
 )  # fmt: skip
-DEFAULTS = {name: default for name, _, default, _ in TRAIN_OPTIONS}
+DEFAULTS = option_table.defaults(TRAIN_OPTIONS)
 
 
 def train_options(train_logdir, **options):
@@ -204,16 +182,9 @@ def train_options(train_logdir, **options):
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
         raise TypeError(f"train_options: unknown options {', '.join(unknown)}")
-    o = {**DEFAULTS, **options}
-    _check_values(
-        train_logdir, o["train_batch_size"], o["training_number_of_steps"],
-        o["base_learning_rate"], o["momentum"], o["weight_decay"], o["log_steps"],
-        o["max_checkpoints_to_keep"], o["distribution_strategy"], o["tpu"], o["mixed_precision"],
-    )  # fmt: skip
-    _check_scales(
-        o["min_scale_factor"], o["max_scale_factor"], o["scale_factor_step_size"]
-    )
-    _check_more(o)
+    o = {**DEFAULTS, **options, "train_logdir": train_logdir}
+    _check_values(o)
+    _check_scales(o["min_scale_factor"], o["max_scale_factor"])
     schedule = {
         "learning_policy": o["learning_policy"],
         "base_learning_rate": float(o["base_learning_rate"]),

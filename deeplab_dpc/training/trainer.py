@@ -364,11 +364,11 @@ class Trainer:
 
     def dataset_fn(self, input_context):
         """The per-worker input pipeline, positioned after the consumed batches."""
-        from deeplab_dpc.data import pipeline
+        from deeplab_dpc.data import pipeline, registry
 
         opts = self.opts
         dataset = pipeline.build_dataset(
-            opts["dataset_dir"],
+            registry.DataSource.from_config(opts),
             opts["train_split"],
             self.info,
             is_training=True,
@@ -383,9 +383,6 @@ class Trainer:
             # Off by default (--deterministic_input): see the module docstring.
             deterministic=opts.get("deterministic_input", True),
             skip_bad_records=opts["skip_bad_records"],
-            dataset_source=opts["dataset_source"],
-            tfds_data_dir=opts["tfds_data_dir"],
-            tfds_manual_dir=opts["tfds_manual_dir"],
             shard=input_context,
         )
         if not getattr(self, "skip_batches", True):

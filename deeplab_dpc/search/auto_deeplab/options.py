@@ -20,7 +20,8 @@ g3doc/auto_deeplab.md, "Convergence"):
   Deviation from the paper, for budgets far below its own.
 """
 
-from deeplab_dpc.core import errors
+from deeplab_dpc.core import errors, option_table
+from deeplab_dpc.core.option_table import Option
 from deeplab_dpc.data import registry
 from deeplab_dpc.formats import auto_deeplab_spec as nas_spec
 
@@ -38,49 +39,90 @@ class SearchOptionsError(ValueError):
     """A search option is out of range or inconsistent; the message names it."""
 
 
-def _check(name, value, low=None, high=None, low_open=False):
-    return errors.check_range(name, value, low, high, low_open, SearchOptionsError)
+# The options, once (`option_table.Option` rows): the command line
+# (`python -m deeplab_dpc.search.auto_deeplab`) defines one flag per row
+# (rows with `cli=False` are arguments only), `search_options` takes their
+# fields as keywords, with the table's defaults, ranges and choices.
+OPTIONS = (
+    Option("dataset", "string", registry.DEFAULT_DATASET, "Registered dataset name."),
+    Option("dataset_dir", "string", None, "TFRecord folder (default: ./data/<dataset>)."),
+    Option("train_split", "string", "train", "Split halved into trainA / trainB.",
+           field="split"),
+    Option("num_layers", "integer", 3, "L (the paper: 12).", low=1, high=64),
+    Option("num_blocks", "integer", 5, "B.", low=1, high=16),
+    Option("filter_multiplier", "integer", 4, "F (the paper: 8).", low=1, high=1024),
+    Option("num_levels", "integer", 4, "Resolutions from 1/4 (4: down to 1/32).",
+           low=1, high=nas_spec.NUM_LEVELS),
+    Option("ops", "list", nas_spec.SEARCH_OPS, "Operator set (official names).",
+           choices=nas_spec.SEARCH_OPS),
+    Option("stem_filters", "list", (16, 16, 32), "Stem filters (paper: 64,64,128).",
+           low=1, high=4096),
+    Option("crop_size", "list", (65, 65), "Crop H,W (the paper: 321,321)."),
+    Option("batch_size", "integer", 2, "Batch size of each half.", low=1, high=4096),
+    Option("num_steps", "integer", 120, "Search steps (weight steps).",
+           low=1, high=MAX_STEPS),
+    Option("arch_start_step", "integer", 40,
+           "Warm-up: alpha/beta updates start after this step.", low=0, high=MAX_STEPS),
+    Option("weight_learning_rate", "float", 0.025, "SGD learning rate (cosine to 0.001).",
+           low=0.0),
+    Option("weight_learning_rate_end", "float", 0.001, low=0.0, cli=False),
+    Option("momentum", "float", 0.9, low=0.0, high=1.0, cli=False),
+    Option("weight_decay", "float", 3e-4, low=0.0, cli=False),
+    Option("arch_learning_rate", "float", None,
+           "Adam learning rate of alpha/beta (default: the paper's 3e-3 at its scale, "
+           "10,000+ architecture steps; 3e-2 below it).",
+           low=0.0, high=10.0, low_open=True),
+    Option("arch_learning_rate_schedule", "enum", "constant",
+           "Architecture learning rate: constant (the paper) or cosine to zero.",
+           choices=ARCH_SCHEDULES),
+    Option("arch_batches", "integer", None,
+           "trainB batches averaged per architecture step (default: 1 at the paper's "
+           "scale, 2 below it).", low=1, high=1024),
+    Option("arch_weight_decay", "float", 1e-3, low=0.0, cli=False),
+    Option("bn_momentum", "float", 0.9, low=0.0, high=1.0, cli=False),
+    Option("recompute", "boolean", False, "Recompute cell activations in backprop."),
+    Option("seed", "integer", 0, "Seed of the input pipelines.", low=0, high=2**31 - 1),
+    Option("log_every", "integer", 10, "Log / architecture.json interval (steps).",
+           low=1, high=MAX_STEPS),
+    Option("checkpoint_every", "integer", 20, "Checkpoint interval (steps).",
+           low=1, high=MAX_STEPS),
+    Option("average_logs", "integer", 3,
+           "Decode from alpha/beta averaged over this many log steps.", low=1, high=10**6),
+    Option("stop_after_stable_logs", "integer", 0,
+           "Stop once the decoded cell and path are unchanged for this many log "
+           "steps (0: run all steps).", low=0, high=10**6),
+    Option("max_parameter_free_ops", "integer", 0,
+           "Stop when the decoded cell holds this many skip/pooling operators "
+           "(DARTS+ early stopping; 0: only measure).", low=0),
+    Option("make_figures", "boolean", True, cli=False),
+    Option("graph_optimizer", "enum", "auto",
+           "TF's graph optimizer (grappler): auto is off on CPU, on with a GPU or TPU.",
+           choices=GRAPH_OPTIMIZER),
+    Option("mixed_precision", "enum", None, "Mixed precision (as train.py).",
+           choices=("bf16", "fp16")),
+    Option("jit_compile", "boolean", False,
+           "Compile the forward and backward pass with XLA."),
+)  # fmt: skip
+DEFAULTS = {option.target: option.default for option in OPTIONS}
 
 
-def search_options(
-    *,
-    dataset=registry.DEFAULT_DATASET,
-    dataset_dir=None,
-    split="train",
-    num_layers=3,
-    num_blocks=5,
-    filter_multiplier=4,
-    num_levels=4,
-    ops=nas_spec.SEARCH_OPS,
-    stem_filters=(16, 16, 32),
-    crop_size=(65, 65),
-    batch_size=2,
-    num_steps=120,
-    arch_start_step=40,
-    weight_learning_rate=0.025,
-    weight_learning_rate_end=0.001,
-    momentum=0.9,
-    weight_decay=3e-4,
-    arch_learning_rate=None,
-    arch_learning_rate_schedule="constant",
-    arch_batches=None,
-    arch_weight_decay=1e-3,
-    bn_momentum=0.9,
-    recompute=False,
-    seed=0,
-    log_every=10,
-    checkpoint_every=20,
-    average_logs=3,
-    stop_after_stable_logs=0,
-    max_parameter_free_ops=0,
-    make_figures=True,
-    graph_optimizer="auto",
-    mixed_precision=None,
-    jit_compile=False,
-):
+def _integers(name, values, count, what):
+    """`count` integers of list option `name`, or SearchOptionsError naming it."""
+    try:
+        numbers = [option_table.integer(v) for v in values]
+    except (TypeError, ValueError):
+        numbers = None
+    if numbers is None or len(numbers) != count:
+        shown = ",".join(map(str, values)) or "nothing"
+        raise SearchOptionsError(f"{name}: expected {what}, got {shown}")
+    return numbers
+
+
+def search_options(**options):
     """The checked and resolved options (see the module docstring).
 
-    The defaults are the small synthetic search (a few minutes on 2 CPU
+    `options`: any fields of `OPTIONS` (the others take its defaults). The
+    defaults are the small synthetic search (a few minutes on 2 CPU
     cores): L = 3, F = 4, a (16, 16, 32) stem, 65 x 65 crops, 120 steps with
     the architecture updated after step 40 (the paper: L = 12, F = 8, the
     (64, 64, 128) stem, 321 x 321 crops, 40 epochs from epoch 20).
@@ -95,110 +137,44 @@ def search_options(
       parameter-free operators (skip, pooling): the collapse of DARTS-style
       searches; 0: only measured (`parameter_free_ops` in history.json).
     """
-    _check("num_layers", num_layers, 1, 64)
-    _check("num_blocks", num_blocks, 1, 16)
-    _check("filter_multiplier", filter_multiplier, 1, 1024)
-    _check("num_levels", num_levels, 1, nas_spec.NUM_LEVELS)
-    ops = [str(op) for op in ops]
-    bad = [op for op in ops if op not in nas_spec.SEARCH_OPS]
-    if bad:
-        raise SearchOptionsError(
-            f"ops: unknown {bad}; known: {', '.join(nas_spec.SEARCH_OPS)}"
-        )
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise TypeError(f"search_options: unknown options {', '.join(unknown)}")
+    o = {**DEFAULTS, **options}
+    o["mixed_precision"] = o["mixed_precision"] or None
+    o["ops"] = [str(op) for op in o["ops"]]
+    o["stem_filters"] = _integers(
+        "stem_filters", o["stem_filters"], 3, "three numbers in [1, 4096]"
+    )
+    values = {option.name: o[option.target] for option in OPTIONS}
+    option_table.check_values(OPTIONS, values, "", SearchOptionsError)
+    ops = o["ops"]
     if len(set(ops)) != len(ops) or not [op for op in ops if op != nas_spec.ZERO]:
         raise SearchOptionsError(
             f"ops: need distinct operators, one besides 'zero'; got {ops}"
         )
-    stem_filters = [int(f) for f in stem_filters]
-    if len(stem_filters) != 3 or min(stem_filters) < 1 or max(stem_filters) > 4096:
-        raise SearchOptionsError(
-            f"stem_filters: expected three numbers in [1, 4096], got {stem_filters}"
-        )
-    crop_size = [int(c) for c in crop_size]
-    if len(crop_size) != 2 or min(crop_size) < 17 or max(crop_size) > 4096:
-        raise SearchOptionsError(
-            f"crop_size: expected H,W in [17, 4096], got {crop_size}"
-        )
-    _check("batch_size", batch_size, 1, 4096)
-    _check("num_steps", num_steps, 1, MAX_STEPS)
-    _check("arch_start_step", arch_start_step, 0, MAX_STEPS)
+    o["crop_size"] = option_table.check_crop("crop_size", o["crop_size"], SearchOptionsError)
+    num_steps, arch_start_step = o["num_steps"], o["arch_start_step"]
     if arch_start_step >= num_steps:
         raise SearchOptionsError(
             f"arch_start_step: {arch_start_step} leaves no architecture step "
             f"(num_steps {num_steps})"
         )
-    for name, value in (
-        ("weight_learning_rate", weight_learning_rate),
-        ("weight_learning_rate_end", weight_learning_rate_end),
-        ("weight_decay", weight_decay),
-        ("arch_weight_decay", arch_weight_decay),
-    ):
-        _check(name, value, 0.0)
-    _check("momentum", momentum, 0.0, 1.0)
-    _check("bn_momentum", bn_momentum, 0.0, 1.0)
-    _check("arch_learning_rate", arch_learning_rate, 0.0, 10.0, low_open=True)
-    _check("arch_batches", arch_batches, 1, 1024)
-    if arch_learning_rate_schedule not in ARCH_SCHEDULES:
-        raise SearchOptionsError(
-            f"arch_learning_rate_schedule: must be one of {', '.join(ARCH_SCHEDULES)}, "
-            f"got {arch_learning_rate_schedule!r}"
-        )
-    _check("seed", seed, 0, 2**31 - 1)
-    _check("log_every", log_every, 1, MAX_STEPS)
-    _check("checkpoint_every", checkpoint_every, 1, MAX_STEPS)
-    _check("average_logs", average_logs, 1, 10**6)
-    _check("stop_after_stable_logs", stop_after_stable_logs, 0, 10**6)
-    _check("max_parameter_free_ops", max_parameter_free_ops, 0, 2 * num_blocks)
-    if graph_optimizer not in GRAPH_OPTIMIZER:
-        raise SearchOptionsError(
-            f"graph_optimizer: must be one of {', '.join(GRAPH_OPTIMIZER)}, "
-            f"got {graph_optimizer!r}"
-        )
-    mixed_precision = mixed_precision or None
-    if mixed_precision not in MIXED_PRECISION:
-        raise SearchOptionsError(
-            f"mixed_precision: must be empty, bf16 or fp16, got {mixed_precision!r}"
-        )
+    errors.check_range("max_parameter_free_ops", o["max_parameter_free_ops"], 0,
+                       2 * o["num_blocks"], error=SearchOptionsError)  # fmt: skip
     paper_scale = num_steps - arch_start_step >= PAPER_SCALE_ARCH_STEPS
-    if arch_learning_rate is None:
-        arch_learning_rate = (
+    if o["arch_learning_rate"] is None:
+        o["arch_learning_rate"] = (
             PAPER_ARCH_LEARNING_RATE if paper_scale else SMALL_BUDGET_ARCH_LEARNING_RATE
         )
-    if arch_batches is None:
-        arch_batches = 1 if paper_scale else SMALL_BUDGET_ARCH_BATCHES
-    registry.get_dataset_info(dataset)  # an unknown name: ValueError naming it
-    return {
-        "dataset": str(dataset),
-        "dataset_dir": dataset_dir,
-        "split": str(split),
-        "num_layers": int(num_layers),
-        "num_blocks": int(num_blocks),
-        "filter_multiplier": int(filter_multiplier),
-        "num_levels": int(num_levels),
-        "ops": ops,
-        "stem_filters": stem_filters,
-        "crop_size": crop_size,
-        "batch_size": int(batch_size),
-        "num_steps": int(num_steps),
-        "arch_start_step": int(arch_start_step),
-        "weight_learning_rate": float(weight_learning_rate),
-        "weight_learning_rate_end": float(weight_learning_rate_end),
-        "momentum": float(momentum),
-        "weight_decay": float(weight_decay),
-        "arch_learning_rate": float(arch_learning_rate),
-        "arch_learning_rate_schedule": arch_learning_rate_schedule,
-        "arch_batches": int(arch_batches),
-        "arch_weight_decay": float(arch_weight_decay),
-        "bn_momentum": float(bn_momentum),
-        "recompute": bool(recompute),
-        "seed": int(seed),
-        "log_every": int(log_every),
-        "checkpoint_every": int(checkpoint_every),
-        "average_logs": int(average_logs),
-        "stop_after_stable_logs": int(stop_after_stable_logs),
-        "max_parameter_free_ops": int(max_parameter_free_ops),
-        "make_figures": bool(make_figures),
-        "graph_optimizer": graph_optimizer,
-        "mixed_precision": mixed_precision,
-        "jit_compile": bool(jit_compile),
+    if o["arch_batches"] is None:
+        o["arch_batches"] = 1 if paper_scale else SMALL_BUDGET_ARCH_BATCHES
+    registry.get_dataset_info(o["dataset"])  # an unknown name: ValueError naming it
+    casts = {"integer": int, "float": float, "boolean": bool}
+    resolved = {
+        option.target: casts.get(option.kind, lambda v: v)(o[option.target])
+        for option in OPTIONS
     }
+    resolved["dataset"] = str(o["dataset"])
+    resolved["split"] = str(o["split"])
+    return resolved

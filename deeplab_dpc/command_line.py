@@ -13,13 +13,16 @@ Deviations from DeepLab:
 - `--dpc_spec` (alias `--dense_prediction_cell_json`): no spec means ASPP.
 - New: `--batch_norm_decay` (DeepLab hard-codes 0.9997), `--dataset_info_json`.
 - A bad flag value or user error prints one line and exits with code 2.
-- New: `--gpu_memory_growth` (on by default; `deeplab_dpc/core/devices.py`), so
+- New: `--gpu_memory_growth` (on by default; `deeplab_dpc/devices.py`), so
   that eval or vis beside train, or several search workers, share a GPU.
 """
 
+import sys
+
 from absl import app, flags
 
-from deeplab_dpc.core import console, devices, errors
+from deeplab_dpc.core import common, console, devices, errors, option_table
+from deeplab_dpc.core.option_table import Option
 
 FLAGS = flags.FLAGS
 devices.define_flag(FLAGS)  # --gpu_memory_growth, on by default (devices.py)
@@ -40,63 +43,75 @@ SYNTHETIC_DEFAULTS = {
 }
 
 
-def define_model_variant_flag():
-    """`--model_variant`, one of the registered backbones (`backbones.MODEL_VARIANTS`)."""
+def _model_variants():
     from deeplab_dpc.backbones import MODEL_VARIANTS
 
-    flags.DEFINE_enum(
-        "model_variant", "mobilenet_v2", list(MODEL_VARIANTS), "Backbone."
-    )
+    return MODEL_VARIANTS
 
 
-def define_nas_flags():
-    """The NAS variants' flags (`--model_variant=nas_hnasnet`)."""
-    flags.DEFINE_integer(
-        "nas_stem_output_num_conv_filters", 20, "F of nas_hnasnet (S/M/L: 20/32/48)."
-    )
-    flags.DEFINE_string(
-        "nas_architecture", None, "nas_spec JSON of nas_hnasnet; empty: the paper's."
-    )
+# The shared groups, declared once. Model flags (DeepLab's common.py): their
+# values are the `model.model_config` arguments of the same name (`field`).
+MODEL_OPTIONS = (
+    Option("model_variant", "enum", "mobilenet_v2", "Backbone.", choices=_model_variants),
+    Option("depth_multiplier", "float", 1.0, "MobileNetV2 width multiplier.",
+           low=0.0, high=4.0, low_open=True),
+    Option("nas_stem_output_num_conv_filters", "integer", 20,
+           "F of nas_hnasnet (S/M/L: 20/32/48).", low=1),
+    Option("nas_architecture", "string", None,
+           "nas_spec JSON of nas_hnasnet; empty: the paper's."),
+    Option("output_stride", "integer", 16, "Backbone output stride: 8, 16 or 32.",
+           choices=common.OUTPUT_STRIDES),
+    Option("atrous_rates", "ints", (),
+           "ASPP rates at output stride 16; empty: the head default.", low=1),
+    Option("decoder_output_stride", "integer", None,
+           "Decoder stride (4) or empty: no decoder.", choices=(4,)),
+    Option("aspp_with_separable_conv", "boolean", True,
+           "ASPP 3x3 convs separable (else full)."),
+    Option("decoder_use_separable_conv", "boolean", True,
+           "Decoder 3x3 convs separable (else full)."),
+    Option("dpc_spec", "string", None, "DPC spec JSON; empty: ASPP head.",
+           alias="dense_prediction_cell_json"),
+    Option("batch_norm_decay", "float", None,
+           "Batch-norm decay; empty: DeepLab's (0.9997).", low=0.0, high=1.0),
+    Option("upsample_logits", "boolean", True,
+           "Upsample logits to the label size (else labels down)."),
+)  # fmt: skip
+# The head of the tools that build a model from flags (model_stats, import_weights).
+HEAD_OPTION = Option("head", "enum", None, "Head; default: dpc with --dpc_spec, else aspp.",
+                     choices=("dpc", "aspp"))  # fmt: skip
+# Dataset flags: where samples come from (`data.pipeline.DataSource`).
+DATASET_OPTIONS = (
+    Option("dataset", "string", "synthetic", "Dataset name (registry)."),
+    Option("dataset_dir", "string", None, "Directory of the TFRecord shards."),
+    Option("dataset_source", "enum", "tfrecord", "Where samples come from.",
+           choices=("tfrecord", "tfds")),
+    Option("tfds_data_dir", "string", None, "TFDS data directory."),
+    Option("tfds_manual_dir", "string", None,
+           "TFDS manual download directory (e.g. Cityscapes)."),
+    Option("dataset_info_json", "string", None,
+           "JSON (file or text) with custom dataset facts."),
+)  # fmt: skip
+# Checkpoint-watching flags of eval.py and vis.py.
+WATCH_OPTIONS = (
+    Option("checkpoint_dir", "string", "runs/train", "Checkpoint dir or ckpt-N prefix."),
+    Option("eval_scales", "floats", (1.0,), "Inference scales.", low=0.0, low_open=True),
+    Option("add_flipped_images", "boolean", False, "Also average left-right flips."),
+    Option("eval_interval_secs", "integer", 300, "Seconds between checkpoint polls.",
+           low=0),
+    Option("max_wait_secs", "float", None,
+           "Stop after this long without a newer checkpoint (default: 2 x the "
+           "training's save_interval_secs + 60).", low=0.0),
+)  # fmt: skip
+
+
+def define_model_variant_flag():
+    """`--model_variant`, one of the registered backbones (`backbones.MODEL_VARIANTS`)."""
+    define_options(MODEL_OPTIONS[:1])
 
 
 def define_model_flags():
     """Model and dataset flags (DeepLab's common.py), shared by all entry points."""
-    define_model_variant_flag()
-    flags.DEFINE_float("depth_multiplier", 1.0, "MobileNetV2 width multiplier.")
-    define_nas_flags()
-    flags.DEFINE_integer("output_stride", 16, "Backbone output stride: 8, 16 or 32.")
-    flags.DEFINE_multi_string(
-        "atrous_rates", [], "ASPP rates at output stride 16; empty: the head default."
-    )
-    flags.DEFINE_integer(
-        "decoder_output_stride", None, "Decoder stride (4) or empty: no decoder."
-    )
-    flags.DEFINE_boolean(
-        "aspp_with_separable_conv", True, "ASPP 3x3 convs separable (else full)."
-    )
-    flags.DEFINE_boolean(
-        "decoder_use_separable_conv", True, "Decoder 3x3 convs separable (else full)."
-    )
-    flags.DEFINE_string("dpc_spec", None, "DPC spec JSON; empty: ASPP head.")
-    flags.DEFINE_alias("dense_prediction_cell_json", "dpc_spec")
-    flags.DEFINE_float(
-        "batch_norm_decay", None, "Batch-norm decay; empty: DeepLab's (0.9997)."
-    )
-    flags.DEFINE_boolean(
-        "upsample_logits", True, "Upsample logits to the label size (else labels down)."
-    )
-    flags.DEFINE_string("dataset", "synthetic", "Dataset name (registry).")
-    flags.DEFINE_string("dataset_dir", None, "Directory of the TFRecord shards.")
-    flags.DEFINE_enum(
-        "dataset_source", "tfrecord", ["tfrecord", "tfds"], "Where samples come from."
-    )
-    flags.DEFINE_string("tfds_data_dir", None, "TFDS data directory.")
-    flags.DEFINE_string(
-        "tfds_manual_dir", None, "TFDS manual download directory (e.g. Cityscapes)."
-    )
-    flags.DEFINE_string(
-        "dataset_info_json", None, "JSON (file or text) with custom dataset facts."
-    )
+    define_options(MODEL_OPTIONS + DATASET_OPTIONS)
 
 
 _DEFINERS = {
@@ -104,42 +119,74 @@ _DEFINERS = {
     "integer": flags.DEFINE_integer,
     "float": flags.DEFINE_float,
     "boolean": flags.DEFINE_boolean,
-    "multi_int": flags.DEFINE_multi_string,  # "h,w" or repeated, parsed by option_values
-    "multi_float": flags.DEFINE_multi_string,
+    "list": flags.DEFINE_list,
+    "multi_float": flags.DEFINE_multi_float,
+    "ints": flags.DEFINE_multi_string,  # "h,w" or repeated, parsed by option_values
+    "floats": flags.DEFINE_multi_string,
 }
 
 
-def define_option_flags(table):
-    """One flag per row (name, kind, default, help) of an options table.
+def _caller_module():
+    """The module name absl gives flags defined by our caller (as its DEFINEs do)."""
+    name = sys._getframe(2).f_globals.get("__name__", "")
+    return sys.argv[0] if name == "__main__" and sys.argv else name
 
-    Rows of kind "model" are flags of `define_model_flags`; ("enum", choices)
-    is an enum flag; multi kinds take "a,b" or the repeated form.
+
+def define_options(table, flag_values=None):
+    """One absl flag per row of an options table (`option_table.Option`).
+
+    Rows marked `shared` are flags of a shared group, defined by it; a flag
+    already defined (a shared group used twice) is left as it is. "ints" and
+    "floats" take "a,b" or the repeated form. The flags belong to the calling
+    module (absl's --helpshort lists an entry point's own flags).
     """
-    for name, kind, default, help_text in table:
-        if kind == "model":
+    flag_values = FLAGS if flag_values is None else flag_values
+    module = {"module_name": _caller_module()}
+    for option in table:
+        if option.shared or not option.cli or option.name in flag_values:
             continue
-        if isinstance(kind, tuple):
-            flags.DEFINE_enum(name, default, list(kind[1]), help_text)
-        elif kind.startswith("multi_"):
-            flags.DEFINE_multi_string(name, [str(v) for v in default or ()], help_text)
-        else:
-            _DEFINERS[kind](name, default, help_text)
+        default = option.default
+        if option.kind == "enum":
+            flags.DEFINE_enum(option.name, default, [str(c) for c in option.known()],
+                              option.help, flag_values=flag_values, **module)  # fmt: skip
+            continue
+        if option.kind in ("ints", "floats"):  # DeepLab's: [] when unset
+            default = [str(v) for v in default or ()]
+        elif option.kind == "list":
+            default = None if default is None else [str(v) for v in default]
+        _DEFINERS[option.kind](
+            option.name, default, option.help, flag_values=flag_values, **module
+        )
+        if option.alias:
+            flags.DEFINE_alias(option.alias, option.name, flag_values=flag_values)
 
 
-def option_values(table):
-    """{name: value} of the flags of an options table, synthetic defaults applied.
+def option_values(table, check=True):
+    """{name: value} of the flags of an options table, checked against its rows.
 
-    Multi kinds are parsed ("a,b" or repeated; an empty multi_float is None).
+    Synthetic defaults applied; "ints" / "floats" parsed ("a,b" or repeated;
+    an empty one is its default when that is None). A value out of its row's
+    range or choices: ValueError naming the flag.
     """
     values = {}
-    for name, kind, _, _ in table:
-        raw = value(name)
-        if kind == "multi_int":
-            raw = multi_values(raw, int, name)
-        elif kind == "multi_float":
-            raw = multi_values(raw, float, name) or None
-        values[name] = raw
+    for option in table:
+        if not option.cli:
+            continue
+        raw = value(option.name)
+        if option.kind in ("ints", "floats"):
+            cast = int if option.kind == "ints" else float
+            raw = multi_values(raw, cast, option.name)
+            if not raw and option.default is None:
+                raw = None
+        values[option.name] = raw
+    if check:
+        option_table.check_values(table, values)
     return values
+
+
+def config_values(table, values):
+    """{field: value}: the values of `option_values` keyed by the fields they feed."""
+    return {option.target: values[option.name] for option in table if option.name in values}
 
 
 def multi_values(values, cast, name):
@@ -164,26 +211,6 @@ def check_number(name, value, low=0.0, high=None, low_open=False):
     return errors.check_range(f"--{name}", value, low, high, low_open)
 
 
-def check_output_stride(value, name="output_stride"):
-    """ValueError naming `--name` unless `value` is None or a supported output stride."""
-    from deeplab_dpc.core import common
-
-    if value is not None and value not in common.OUTPUT_STRIDES:
-        strides = ", ".join(map(str, common.OUTPUT_STRIDES[:-1]))
-        raise ValueError(
-            f"--{name}: must be {strides} or {common.OUTPUT_STRIDES[-1]}, got {value}"
-        )
-    return value
-
-
-def check_scales(name):
-    """The positive, finite scales of multi-value flag `name` ("0.5,1" or repeated)."""
-    scales = multi_values(FLAGS[name].value, float, name)
-    for scale in scales:
-        check_number(name, scale, 0.0, low_open=True)
-    return scales
-
-
 def is_set(name):
     """Whether the user gave flag `name` on the command line."""
     return FLAGS[name].present > 0
@@ -191,7 +218,8 @@ def is_set(name):
 
 def value(name):
     """The flag value, or the synthetic-dataset default when the user did not set it."""
-    if FLAGS.dataset == "synthetic" and name in SYNTHETIC_DEFAULTS and not is_set(name):
+    synthetic = "dataset" in FLAGS and FLAGS.dataset == "synthetic"
+    if synthetic and name in SYNTHETIC_DEFAULTS and not is_set(name):
         return SYNTHETIC_DEFAULTS[name]
     return FLAGS[name].value
 
@@ -210,15 +238,15 @@ def dataset_info():
         raise ValueError(message) from None
 
 
-# Model flags whose value is the `model.model_config` argument of the same
-# name; a tool passes those it defines. A new model option (a backbone's own
-# flag) is one entry here and one flag definition.
-MODEL_CONFIG_FLAGS = (
-    "output_stride", "decoder_output_stride", "depth_multiplier",
-    "batch_norm_decay", "upsample_logits", "dataset",
-    "nas_stem_output_num_conv_filters", "nas_architecture",
-    "aspp_with_separable_conv", "decoder_use_separable_conv",
-)  # fmt: skip
+# Model flags whose value is the `model.model_config` argument their row names
+# (`field`), passed as they are; a tool passes those it defines. The variant,
+# head, spec and rates are translated by `model_config_from_flags`. A new
+# model option (a backbone's own flag) is one row of MODEL_OPTIONS and one
+# `model_config` argument.
+MODEL_CONFIG_FLAGS = tuple(
+    option.target for option in MODEL_OPTIONS
+    if option.name not in ("model_variant", "atrous_rates", "dpc_spec")
+) + ("dataset",)  # fmt: skip
 
 
 def atrous_rates_from_flag(flag_values):
@@ -260,7 +288,7 @@ def model_config_from_flags(flag_values, num_classes, **overrides):
         except ValueError as e:
             raise ValueError(f"--dpc_spec: {errors.one_line(e)}") from None
     kwargs = {n: get(n) for n in MODEL_CONFIG_FLAGS if get(n) is not None}
-    from deeplab_dpc.modeling import model  # TensorFlow loads here
+    from deeplab_dpc import model  # TensorFlow loads here
 
     return model.model_config(
         get("model_variant"), num_classes, head=head, dpc_spec=spec,
@@ -332,7 +360,7 @@ def run(main, prog=None, positional=0):
 
 
 def dataset_for_checkpoint(checkpoint_path):
-    """(info, dataset_dir, dataset_source) for eval/vis of a checkpoint.
+    """(info, `registry.DataSource`) for eval/vis of a checkpoint.
 
     Flags the user set win; the rest come from the checkpoint's
     train_config.json, so `python eval.py` evaluates on the training dataset.
@@ -350,7 +378,28 @@ def dataset_for_checkpoint(checkpoint_path):
     source = FLAGS.dataset_source
     if not is_set("dataset_source") and same:
         source = trained.get("dataset_source", source)
-    return info, dataset_dir, source
+    return info, registry.DataSource(
+        dataset_dir, source, FLAGS.tfds_data_dir, FLAGS.tfds_manual_dir
+    )
+
+
+def watch_values(table, split_flag, honoured=("output_stride",)):
+    """The checked flags of eval.py or vis.py (the shared groups and `table`).
+
+    Returns {"info", "data" (a `registry.DataSource`), "eval_scales"}; the
+    checkpoint must exist and --<split_flag> name a split of its dataset.
+    """
+    from deeplab_dpc.data import registry
+
+    values = option_values(MODEL_OPTIONS + DATASET_OPTIONS + WATCH_OPTIONS + table)
+    require_checkpoint(FLAGS.checkpoint_dir)
+    note_ignored_model_flags(honoured)
+    info, data = dataset_for_checkpoint(FLAGS.checkpoint_dir)
+    try:
+        registry.resolve_split(info, FLAGS[split_flag].value)
+    except ValueError as e:
+        raise ValueError(f"--{split_flag}: {e}") from None
+    return {"info": info, "data": data, "eval_scales": values["eval_scales"]}
 
 
 def require_checkpoint(path, flag="checkpoint_dir"):
