@@ -197,7 +197,9 @@ def test_saved_model_in_fresh_process_matches_keras(exported, tmp_path):
     assert config["model_config"] == checkpoints.read_checkpoint_config(
         str(export_dir.parent / "ckpt")
     )
-    assert config["class_names"][1] == "small_disc" and config["inference_scales"] == [1.0]
+    assert config["class_names"][1] == "small_disc" and config["inference_scales"] == [
+        1.0
+    ]
     assert config["dataset"] == "synthetic"  # from the checkpoint, no --dataset
 
 
@@ -396,7 +398,7 @@ def test_cli_errors_are_one_line_and_exit_2(model_checkpoint, tmp_path):
         "no such checkpoint": ["--checkpoint_path=/nonexistent/ckpt", out],
         "does not match": [f"--checkpoint_path={other}", out],
         "output_stride": [f"--checkpoint_path={ckpt}", "--output_stride=abc", out],
-        "--quantize: must be": [
+        "--quantize: unknown 'int4'; known: none, float16, int8": [
             f"--checkpoint_path={ckpt}", "--quantize=int4",
             f"--tflite_output={tmp_path / 'm.tflite'}",
         ],

@@ -51,9 +51,9 @@ def _bad_inputs(tmp_path):
     return [
         (
             ["--sampler=vizier"],
-            "unknown sampler 'vizier'; known: random, paper, evolution",
+            "--sampler: unknown 'vizier'; known: random, paper, evolution",
         ),
-        (["--space=tiny"], "unknown search space 'tiny'"),
+        (["--space=tiny"], "--space: unknown 'tiny'; known: full, aspp_subsets"),
         (["--stages=run,fly"], "--stages: unknown ['fly']"),
         (["--num_trials=many"], "num_trials"),
         (
@@ -160,13 +160,19 @@ def test_report_gives_the_per_class_iou_of_each_reranked_cell(tmp_path):
     board = (tmp_path / "report" / "leaderboard.md").read_text()
     section = board.split("## Per-class IoU of the re-ranked cells")[1]
     assert "| rank | key | rerank_miou | background | disc |" in section
-    rows = [line for line in section.splitlines() if line.startswith("| ") and "key" not in line]
+    rows = [
+        line
+        for line in section.splitlines()
+        if line.startswith("| ") and "key" not in line
+    ]
     assert len(rows) == 2  # one per re-ranked cell, best re-rank score first
     for line, cell in zip(rows, sorted(top, key=lambda c: -len(c.spec))):
         assert f"| {cell.key} | " in line
         assert line.endswith(f"| 0.9000 | {0.1 * len(cell.spec):.4f} |"), line
     best = summary["best"]
-    assert best["per_class_iou"]["disc"] == round(0.1 * max(len(c.spec) for c in top), 4)
+    assert best["per_class_iou"]["disc"] == round(
+        0.1 * max(len(c.spec) for c in top), 4
+    )
 
 
 def test_rerank_lines_name_their_search_trial_and_rho_its_n(tmp_path, caplog):
@@ -202,7 +208,9 @@ def test_spearman_of_a_constant_side_is_none_without_a_warning():
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # scipy's ConstantInputWarning would raise
-        assert rerank.spearman([("a", 0.2, 0.1), ("b", 0.2, 0.3), ("c", 0.2, 0.2)]) is None
+        assert (
+            rerank.spearman([("a", 0.2, 0.1), ("b", 0.2, 0.3), ("c", 0.2, 0.2)]) is None
+        )
         assert rerank.spearman([("a", 0.1, 0.4), ("b", 0.2, 0.4)]) is None
 
 

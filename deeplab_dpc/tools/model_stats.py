@@ -29,7 +29,7 @@ def main(argv):
         command_line.option_values(OPTIONS)
         crop = option_table.check_crop("--crop_size", f.crop_size)
         if f.model_config:
-            from deeplab_dpc import checkpoints  # TensorFlow loads here
+            from deeplab_dpc.modeling import checkpoints  # TensorFlow loads here
 
             path = f.model_config
             if os.path.isfile(path) and path.endswith(".json"):
