@@ -179,7 +179,13 @@ def test_search_killed_and_resumed(tmp_path):
     assert [h["step"] for h in history] == list(range(1, 9))
     arch = nas_spec.load_architecture(workdir / "architecture.json")
     assert len(arch["network"]) == 2 and len(arch["cell"]) == 1
-    for name in ("trellis.png", "cell.png", "alpha.png", "search_config.json"):
+    for name in (
+        "trellis.png",
+        "cell.png",
+        "alpha.png",
+        "history.png",
+        "search_config.json",
+    ):
         assert (workdir / name).exists()
     assert not [p for p in workdir.iterdir() if p.name.endswith(".tmp")]
 
@@ -412,3 +418,29 @@ def test_search_runs_under_mixed_precision_and_xla(
     half = {"bf16": "bfloat16", "fp16": "float16", None: "float32"}[precision]
     assert searcher.model.compute_dtype == half
     assert searcher.model.stem0.compute_dtype == half
+
+
+def test_history_changes_and_figure(tmp_path):
+    from deeplab_dpc.search.auto_deeplab import figures
+
+    a = [[{"input": 0, "op": "atrous_3x3"}, {"input": 1, "op": "skip_connect"}]]
+    b = [[{"input": 0, "op": "atrous_5x5"}, {"input": 1, "op": "skip_connect"}]]
+    # (step, cell, path): the cell changes at 20 and back at 40, the path at 30.
+    logs = [
+        (10, a, [0, 1]),
+        (20, b, [0, 1]),
+        (30, b, [1, 1]),
+        (40, a, [1, 1]),
+        (50, a, [1, 1]),
+    ]
+    history = [
+        dict(step=s, cell=c, network=n, alpha_entropy=2.0 - s / 100, beta_entropy=0.8,
+             arch_miou=float("nan") if s < 20 else 0.1, parameter_free_ops=1)
+        for s, c, n in logs
+    ]  # fmt: skip
+    assert figures.history_changes(history) == ([20, 40], [30])
+    assert figures.history_changes(history[:1]) == ([], [])
+    out = tmp_path / "history.png"
+    figures.history_figure(history, 8, 15, str(out))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["history.png"]  # no temporary left

@@ -68,6 +68,7 @@ SEARCH_CONFIG = "search_config.json"  # the resolved search options
 SEARCH_TRELLIS_FIGURE = "trellis.png"
 SEARCH_CELL_FIGURE = "cell.png"
 SEARCH_ALPHA_FIGURE = "alpha.png"
+SEARCH_HISTORY_FIGURE = "history.png"  # entropies, arch mIoU, decoding changes
 EXPORT_CONFIG = (
     "deeplab_config.json"  # a SavedModel's asset; `<file>.tflite.json` beside TFLite
 )

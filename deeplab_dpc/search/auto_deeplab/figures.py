@@ -7,7 +7,11 @@
 * `cell.png`: the decoded cell, H^{l-1} and H^{l-2} on the left, the blocks,
   and the concatenation, each edge labelled with its operator;
 * `alpha.png`: the softmax weight of every operator, averaged over the cell's
-  edges, against the search step.
+  edges, against the search step;
+* `history.png`: convergence against the search step, from `history.json`:
+  the mean entropies of alpha and beta (with their uniform values), the
+  architecture half's mIoU, the decoded cell's parameter-free branches, and
+  the logs at which the decoded cell or path changed (`history_changes`).
 """
 
 import os
@@ -108,8 +112,62 @@ def alpha_figure(history, ops, path_out):
     _save(fig, path_out)
 
 
-def write_figures(workdir, model, history, architecture):
-    """trellis.png, cell.png and alpha.png under `workdir`."""
+def history_changes(history):
+    """(cell_changes, path_changes): the steps whose decoded cell / path differ from the log before."""
+    cells, paths = [], []
+    for before, entry in zip(history, history[1:]):
+        if entry["cell"] != before["cell"]:
+            cells.append(entry["step"])
+        if entry["network"] != before["network"]:
+            paths.append(entry["step"])
+    return cells, paths
+
+
+def history_figure(history, num_ops, arch_start_step, path_out):
+    """Entropies, architecture mIoU, parameter-free branches and decoding changes by step.
+
+    `num_ops` gives alpha's uniform entropy (ln of it); beta's uniform entropy
+    depends on the trellis node (ln 2 or ln 3 outgoing edges), so the first
+    log's value, taken before any architecture step, stands for it.
+    """
+    fig, axes = plt.subplots(4, 1, figsize=(7, 8), sharex=True,
+                             gridspec_kw={"height_ratios": [3, 2, 1.5, 1]})  # fmt: skip
+    steps = [h["step"] for h in history]
+    ax = axes[0]
+    ax.plot(steps, [h["alpha_entropy"] for h in history], color="tab:blue",
+            label="alpha (operators)")  # fmt: skip
+    ax.plot(steps, [h["beta_entropy"] for h in history], color="tab:orange",
+            label="beta (paths)")  # fmt: skip
+    ax.axhline(np.log(num_ops), color="tab:blue", linestyle=":", linewidth=1,
+               label=f"uniform alpha, ln {num_ops}")  # fmt: skip
+    if history:
+        ax.axhline(history[0]["beta_entropy"], color="tab:orange", linestyle=":",
+                   linewidth=1, label="beta at the first log")  # fmt: skip
+    ax.set_ylabel("mean entropy (nats)")
+    ax.legend(fontsize=7, loc="center left")
+    ax = axes[1]
+    miou = [h.get("arch_miou") for h in history]
+    ax.plot(steps, [np.nan if m is None else m for m in miou], color="tab:green")
+    ax.set_ylabel("mIoU on\nthe arch half")
+    ax = axes[2]
+    ax.step(steps, [h["parameter_free_ops"] for h in history], where="post",
+            color="tab:purple")  # fmt: skip
+    ax.set_ylabel("parameter-free\nbranches")
+    ax = axes[3]
+    cells, paths = history_changes(history)
+    ax.eventplot([cells, paths], lineoffsets=[1, 0], linelengths=0.8,
+                 colors=["tab:red", "tab:brown"])  # fmt: skip
+    ax.set_yticks([1, 0])
+    ax.set_yticklabels(["cell changed", "path changed"], fontsize=8)
+    ax.set_xlabel("step")
+    for ax in axes:
+        ax.axvline(arch_start_step, color="0.5", linestyle="--", linewidth=1)
+    axes[0].set_title("convergence of the search (dashed: first architecture step)")
+    _save(fig, path_out)
+
+
+def write_figures(workdir, model, history, architecture, arch_start_step):
+    """trellis.png, cell.png, alpha.png and history.png under `workdir`."""
     trellis_figure(
         model.beta_probabilities().numpy(),
         architecture[nas_spec.NETWORK],
@@ -121,4 +179,10 @@ def write_figures(workdir, model, history, architecture):
     )
     alpha_figure(
         history, model.op_names, os.path.join(workdir, artefacts.SEARCH_ALPHA_FIGURE)
+    )
+    history_figure(
+        history,
+        len(model.op_names),
+        arch_start_step,
+        os.path.join(workdir, artefacts.SEARCH_HISTORY_FIGURE),
     )

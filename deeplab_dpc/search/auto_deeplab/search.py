@@ -547,7 +547,13 @@ class AutoDeepLabSearcher:
         if o["make_figures"]:
             from deeplab_dpc.search.auto_deeplab import figures
 
-            figures.write_figures(self.workdir, self.model, self.history, architecture)
+            figures.write_figures(
+                self.workdir,
+                self.model,
+                self.history,
+                architecture,
+                o["arch_start_step"],
+            )
         return architecture
 
 
