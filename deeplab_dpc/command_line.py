@@ -59,6 +59,9 @@ MODEL_OPTIONS = (
            "F of nas_hnasnet (S/M/L: 20/32/48).", low=1),
     Option("nas_architecture", "string", None,
            "nas_spec JSON of nas_hnasnet; empty: the paper's."),
+    Option("nas_stem_filters", "ints", (),
+           "nas_hnasnet stem conv filters, 3 values; empty: the paper's 64,64,128.",
+           low=1),
     Option("output_stride", "integer", 16, "Backbone output stride: 8, 16 or 32.",
            choices=common.OUTPUT_STRIDES),
     Option("atrous_rates", "ints", (),
@@ -186,7 +189,9 @@ def option_values(table, check=True):
 
 def config_values(table, values):
     """{field: value}: the values of `option_values` keyed by the fields they feed."""
-    return {option.target: values[option.name] for option in table if option.name in values}
+    return {
+        option.target: values[option.name] for option in table if option.name in values
+    }
 
 
 def multi_values(values, cast, name):
@@ -288,7 +293,7 @@ def model_config_from_flags(flag_values, num_classes, **overrides):
         except ValueError as e:
             raise ValueError(f"--dpc_spec: {errors.one_line(e)}") from None
     kwargs = {n: get(n) for n in MODEL_CONFIG_FLAGS if get(n) is not None}
-    from deeplab_dpc import model  # TensorFlow loads here
+    from deeplab_dpc.modeling import model  # TensorFlow loads here
 
     return model.model_config(
         get("model_variant"), num_classes, head=head, dpc_spec=spec,
@@ -320,7 +325,7 @@ def parse_flags(argv, prog=None):
 def _parsed(argv, prog, positional=0):
     argv = parse_flags(argv, prog)
     if len(argv) > 1 + positional:  # `positional`: how many the command takes
-        fail(f"unexpected arguments: {' '.join(argv[1 + positional:])}", prog)
+        fail(f"unexpected arguments: {' '.join(argv[1 + positional :])}", prog)
     return argv
 
 

@@ -140,7 +140,10 @@ def test_model_json_round_trip():
         (dict(model_variant="resnet_50"), "model_variant: unknown 'resnet_50'"),
         (dict(head="psp"), "head: unknown 'psp'"),
         (dict(head="dpc"), "dpc_spec: head 'dpc' needs a spec"),
-        (dict(head="aspp", dpc_spec=spec_lib.TOP1), "dpc_spec: given, but head is 'aspp'"),
+        (
+            dict(head="aspp", dpc_spec=spec_lib.TOP1),
+            "dpc_spec: given, but head is 'aspp'",
+        ),
         (dict(head="aspp", output_stride=4), "output_stride: must be 8, 16 or 32"),
         (
             dict(head="aspp", decoder_output_stride=8),
@@ -162,6 +165,18 @@ def test_model_json_round_trip():
                 nas_stem_output_num_conv_filters=0,
             ),
             "nas_stem_output_num_conv_filters: must be positive",
+        ),
+        (
+            dict(model_variant="nas_hnasnet", head="aspp", nas_stem_filters=[8, 8]),
+            r"nas_stem_filters: needs three positive integers, got \[8, 8\]",
+        ),
+        (
+            dict(model_variant="nas_hnasnet", head="aspp", nas_stem_filters=[8, 0, 16]),
+            "nas_stem_filters: needs three positive integers",
+        ),
+        (
+            dict(head="aspp", nas_stem_filters=[8, 8, 16]),
+            "nas_stem_filters: given, but model_variant is 'mobilenet_v2'",
         ),
     ],
 )
@@ -190,7 +205,10 @@ def test_load_config_reports_bad_json(tmp_path):
     "variant, kwargs",
     [
         ("mobilenet_v2", dict(head="aspp")),
-        ("mobilenet_v2", dict(head="dpc", dpc_spec=spec_lib.TOP1, decoder_output_stride=4)),
+        (
+            "mobilenet_v2",
+            dict(head="dpc", dpc_spec=spec_lib.TOP1, decoder_output_stride=4),
+        ),
         ("xception_65", dict(head="aspp", atrous_rates=[])),
     ],
 )
@@ -271,9 +289,37 @@ def test_version_1_config_files_load_upgraded(name, nas_filters):
     assert config["version"] == CONFIG_VERSION == 2
     assert config["nas_stem_output_num_conv_filters"] == nas_filters
     assert config["nas_architecture"] is None
+    assert config["nas_stem_filters"] == [64, 64, 128]  # the paper's stem
     for key, value in old.items():  # nothing else changes
         if key != "version":
             assert config[key] == value, key
+
+
+def test_nas_stem_filters_build_the_stem_and_round_trip(tmp_path):
+    """`nas_stem_filters` sets the three stem convs (3x3: conv0 3 -> a, conv1
+    a -> b, conv2 b -> c, no biases), is recorded, and the default stays the
+    paper's 64, 64, 128."""
+    config = model_config(
+        "nas_hnasnet", 5, head="aspp", nas_stem_output_num_conv_filters=2,
+        nas_stem_filters=(4, 6, 8), atrous_rates=(),
+    )  # fmt: skip
+    assert config["nas_stem_filters"] == [4, 6, 8]
+    save_config(config, tmp_path / "model_config.json")
+    assert load_config(tmp_path / "model_config.json") == config
+    backbone = build_model(config).get_layer("backbone")
+    kernels = {
+        w.path.split("/")[-3]: tuple(w.shape)
+        for w in backbone.weights
+        if w.path.endswith("kernel")
+        and w.path.split("/")[-3] in ("conv0", "conv1", "conv2")
+    }
+    assert kernels == {
+        "conv0": (3, 3, 3, 4),
+        "conv1": (3, 3, 4, 6),
+        "conv2": (3, 3, 6, 8),
+    }
+    paper = model_config("nas_hnasnet", 5, head="aspp", nas_stem_filters=[])
+    assert paper["nas_stem_filters"] == [64, 64, 128]
 
 
 def test_a_config_newer_than_the_code_is_refused(tmp_path):

@@ -83,9 +83,22 @@ def low_level_cell(path):
     return index
 
 
+def check_stem_filters(stem_filters):
+    """`stem_filters` as a tuple of three positive ints; ValueError naming it otherwise."""
+    values = tuple(stem_filters)
+    if len(values) != 3 or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values
+    ):
+        raise ValueError(
+            f"stem_filters: needs three positive integers, got {list(values)}"
+        )
+    return values
+
+
 def nas_network(
     architecture=None,
     num_conv_filters=DEFAULT_NUM_CONV_FILTERS,
+    stem_filters=STEM_FILTERS,
     drop_path_keep_prob=1.0,
     input_shape=(None, None, 3),
     bn_momentum=NAS_BN_MOMENTUM,
@@ -98,6 +111,10 @@ def nas_network(
       architecture: an `auto_deeplab_spec` architecture (dict or JSON file path);
         None is the paper's `nas_spec.HNASNET`.
       num_conv_filters: F, DeepLab's `nas_stem_output_num_conv_filters`.
+      stem_filters: the three stem convs' filters; the paper's (64, 64, 128)
+        by default. Smaller stems are a deviation for small budgets: at small
+        F the stride-2 and stride-4 stem convs cost more than the cells
+        (g3doc/auto_deeplab.md, "The found network as a DeepLab model").
       drop_path_keep_prob: official drop path (1.0: off), see `NASCell`.
       input_shape: the image shape without batch.
     """
@@ -108,17 +125,18 @@ def nas_network(
     architecture = nas_spec.parse_architecture(architecture)
     if int(num_conv_filters) < 1:
         raise ValueError(f"num_conv_filters: must be positive, got {num_conv_filters}")
+    stem_filters = check_stem_filters(stem_filters)
     path, cell = architecture[nas_spec.NETWORK], architecture[nas_spec.CELL]
     bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
 
     # === Stem ===
     image = keras.Input(shape=input_shape, name="image")
     x = NASConvBN(
-        STEM_FILTERS[0], 3, strides=2, pre_activation=False, name="conv0", **bn
+        stem_filters[0], 3, strides=2, pre_activation=False, name="conv0", **bn
     )(image)
-    x = NASConvBN(STEM_FILTERS[1], 3, name="conv1", **bn)(x)
+    x = NASConvBN(stem_filters[1], 3, name="conv1", **bn)(x)
     outputs = [x]
-    x = NASConvBN(STEM_FILTERS[2], 3, strides=2, name="conv2", **bn)(x)
+    x = NASConvBN(stem_filters[2], 3, strides=2, name="conv2", **bn)(x)
     outputs.append(x)
 
     # === Cells along the path ===

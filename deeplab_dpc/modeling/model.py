@@ -22,16 +22,19 @@ from deeplab_dpc.layers.conv import Logits
 from deeplab_dpc.layers.resize import ResizeLike
 
 HEADS = ("dpc", "aspp")
-# 2: every config holds the backbone options `nas_stem_output_num_conv_filters`
-# and `nas_architecture` (version 1 wrote them for the NAS variants only);
+# 2: every config holds the backbone options `nas_stem_output_num_conv_filters`,
+# `nas_stem_filters` and `nas_architecture` (version 1 wrote the first and
+# the last for the NAS variants only, and had no `nas_stem_filters`);
 # `load_config` upgrades older files (`upgrade_config`).
 CONFIG_VERSION = 2
 # Backbone options: config field -> the `build_backbone` argument it feeds,
 # for the variants that take them (`backbones.NAS_VARIANTS`).
 BACKBONE_OPTIONS = {
     "nas_stem_output_num_conv_filters": "num_conv_filters",
+    "nas_stem_filters": "stem_filters",
     "nas_architecture": "architecture",
 }
+NAS_STEM_FILTERS = (64, 64, 128)  # the paper's (Sec. 5.2), `nas_stem_filters`
 
 
 class ModelConfigError(ValueError):
@@ -66,6 +69,7 @@ def model_config(
     dataset=None,
     nas_stem_output_num_conv_filters=20,
     nas_architecture=None,
+    nas_stem_filters=NAS_STEM_FILTERS,
     aspp_with_separable_conv=True,
     decoder_use_separable_conv=True,
 ):
@@ -87,6 +91,9 @@ def model_config(
       nas_stem_output_num_conv_filters: F of the NAS variants (DeepLab's flag).
       nas_architecture: a NAS variant's architecture, an `auto_deeplab_spec` dict or
         JSON file (recorded as the dict); None is the paper's hnasnet.
+      nas_stem_filters: the NAS variants' three stem conv filters; the
+        paper's (64, 64, 128) by default (empty too). Smaller is a deviation
+        for small budgets (g3doc/auto_deeplab.md).
       aspp_with_separable_conv: the ASPP's 3x3 atrous convs separable
         (DeepLab's flag and default); False: full convs (Auto-DeepLab's Table 2).
       decoder_use_separable_conv: the same for the decoder's two 3x3 convs.
@@ -132,6 +139,17 @@ def model_config(
             "nas_stem_output_num_conv_filters: must be positive, got "
             f"{nas_stem_output_num_conv_filters}"
         )
+    stem = list(nas_stem_filters or NAS_STEM_FILTERS)  # empty: the paper's
+    if len(stem) != 3 or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in stem
+    ):
+        raise ModelConfigError(
+            f"nas_stem_filters: needs three positive integers, got {stem}"
+        )
+    if model_variant not in NAS_VARIANTS and tuple(stem) != NAS_STEM_FILTERS:
+        raise ModelConfigError(
+            f"nas_stem_filters: given, but model_variant is {model_variant!r}"
+        )
     try:
         if isinstance(nas_architecture, str):
             nas_architecture = nas_spec.load_architecture(nas_architecture)
@@ -161,6 +179,7 @@ def model_config(
         "decoder_use_separable_conv": bool(decoder_use_separable_conv),
         "nas_stem_output_num_conv_filters": int(nas_stem_output_num_conv_filters),
         "nas_architecture": nas_architecture,
+        "nas_stem_filters": stem,
     }
 
 
