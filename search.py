@@ -25,7 +25,6 @@ from deeplab_dpc.core.option_table import Option
 FLAGS = flags.FLAGS
 
 
-
 def _spaces():
     from deeplab_dpc.search import spaces
 

@@ -22,7 +22,9 @@ command_line.define_options(options_lib.TRAIN_OPTIONS)
 def main(argv):
     del argv
     info = command_line.dataset_info()
-    command_line.option_values(command_line.MODEL_OPTIONS + command_line.DATASET_OPTIONS)
+    command_line.option_values(
+        command_line.MODEL_OPTIONS + command_line.DATASET_OPTIONS
+    )
     values = command_line.option_values(options_lib.TRAIN_OPTIONS)
     values["dataset"] = info.name
     options = options_lib.train_options(values.pop("train_logdir"), **values)

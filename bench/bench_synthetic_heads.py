@@ -22,7 +22,6 @@ lowest; `aspp` and `top1` reach it and score well above; the blob classes
 figures. Not a test: one process, one candidate after another.
 """
 
-
 from deeplab_dpc.core import console  # noqa: E402
 
 console.quiet_tensorflow()  # before TensorFlow loads (--verbosity=1 brings its logging back)
@@ -55,7 +54,11 @@ ONE_BY_ONE = [
 
 
 def heads(random_cells):
-    named = [("1x1", ONE_BY_ONE), ("aspp", spec_lib.ASPP_BRANCHES), ("top1", spec_lib.TOP1)]
+    named = [
+        ("1x1", ONE_BY_ONE),
+        ("aspp", spec_lib.ASPP_BRANCHES),
+        ("top1", spec_lib.TOP1),
+    ]
     for index in range(random_cells):
         spec = spec_lib.sample_spec(np.random.default_rng(index), 5)
         named.append((f"random{index}", spec))

@@ -105,7 +105,9 @@ def test_relaxed_cell_is_the_sum_of_mixed_ops():
     ops = list(nas_spec.SEARCH_OPS)
     num_blocks, c = 3, 3
     net, prev = tf.random.normal((2, 9, 9, 5)), tf.random.normal((2, 9, 9, 4))
-    alpha = tf.nn.softmax(tf.random.normal((nas_spec.num_cell_edges(num_blocks), len(ops))))
+    alpha = tf.nn.softmax(
+        tf.random.normal((nas_spec.num_cell_edges(num_blocks), len(ops)))
+    )
     cell = RelaxedCell(c, num_blocks, ops, bn_momentum=0.5)
     cell([net, prev, alpha])
     mixed = {}
@@ -126,7 +128,8 @@ def test_relaxed_cell_is_the_sum_of_mixed_ops():
                 tf.add_n(
                     [
                         mixed[b, s](
-                            [states[s], alpha[nas_spec.edge_index(b, s)]], training=training
+                            [states[s], alpha[nas_spec.edge_index(b, s)]],
+                            training=training,
                         )
                         for s in range(b + 2)
                     ]

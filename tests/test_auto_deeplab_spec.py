@@ -58,7 +58,9 @@ def test_cell_space_size_by_enumeration():
 
 def test_network_space_size_by_enumeration_and_the_papers_figure():
     for layers in range(1, 8):
-        assert nas_spec.network_space_size(layers) == len(list(nas_spec.enumerate_paths(layers)))
+        assert nas_spec.network_space_size(layers) == len(
+            list(nas_spec.enumerate_paths(layers))
+        )
     assert nas_spec.network_space_size(12) == 75025
     # The paper's "2.9 x 10^4 unique paths" for L = 12 is the count of 11
     # transitions (the first of the 12 layers fixed at 1/4); see the docstring.
@@ -157,7 +159,9 @@ def test_hnasnet_is_the_official_genotype_and_the_shipped_file():
     assert indices == OFFICIAL_INDICES
     assert used == [1, 1, 0, 0, 0, 0, 0]
     assert backbone == OFFICIAL_BACKBONE
-    assert nas_spec.load_architecture(REPO / "specs" / "hnasnet.json") == nas_spec.HNASNET
+    assert (
+        nas_spec.load_architecture(REPO / "specs" / "hnasnet.json") == nas_spec.HNASNET
+    )
     assert (REPO / "specs" / "hnasnet.json").read_text() == nas_spec.dump_architecture(
         nas_spec.HNASNET
     )
@@ -209,7 +213,9 @@ def test_errors_name_the_field(tmp_path):
     raises(a, "field 'network[8]'", "not a level")
     bad = tmp_path / "bad.json"
     bad.write_text('{"cell": [\n  [}')
-    with pytest.raises(nas_spec.ArchitectureError, match=r"bad.json:2:\d+: invalid JSON"):
+    with pytest.raises(
+        nas_spec.ArchitectureError, match=r"bad.json:2:\d+: invalid JSON"
+    ):
         nas_spec.load_architecture(bad)
     with pytest.raises(nas_spec.ArchitectureError, match="no such architecture file"):
         nas_spec.load_architecture(tmp_path / "missing.json")

@@ -11,7 +11,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((REPO / "bench").glob("*.py"))
-TF_LINES = re.compile(r"cpu_feature_guard|absl::InitializeLog|^[IWEF]\d{4} ", re.MULTILINE)
+TF_LINES = re.compile(
+    r"cpu_feature_guard|absl::InitializeLog|^[IWEF]\d{4} ", re.MULTILINE
+)
 LOADS_TF = ("tensorflow", "keras", "optuna", "deeplab_dpc")
 QUIET_MODULE = "deeplab_dpc.core.console"  # TensorFlow-free
 
@@ -49,5 +51,7 @@ def test_a_bench_script_prints_no_tensorflow_lines():
         [sys.executable, str(REPO / "bench" / "bench_train_step.py"), "--help"],
         capture_output=True, text=True, timeout=300, env=dict(env, CUDA_VISIBLE_DEVICES=""),
     )  # fmt: skip
-    assert "--crop_size" in result.stdout, result.stderr[-3000:]  # absl's --help exits 1
+    assert "--crop_size" in result.stdout, result.stderr[
+        -3000:
+    ]  # absl's --help exits 1
     assert not TF_LINES.search(result.stdout + result.stderr), result.stderr[-3000:]

@@ -59,7 +59,9 @@ def test_quieting_is_not_mistaken_for_the_user_asking_for_verbose(restore_logger
         ({"TF_CPP_MAX_VLOG_LEVEL": "0"}, False, 2),
     ],
 )
-def test_the_level_the_user_exported_is_honoured(restore_loggers, environ, verbose, level):
+def test_the_level_the_user_exported_is_honoured(
+    restore_loggers, environ, verbose, level
+):
     assert console.asked_for_verbose([], environ) is verbose
     assert console.min_log_level(environ) == level or verbose
     user = dict(environ)

@@ -68,7 +68,9 @@ def test_small_and_large_discs_differ_only_in_size():
         )
         assert set(np.unique(label).tolist()) == {0, cls}
         area = (label == cls).sum()
-        assert abs(area - np.pi * radius**2) < 2 * np.pi * radius  # a disc of that radius
+        assert (
+            abs(area - np.pi * radius**2) < 2 * np.pi * radius
+        )  # a disc of that radius
         inside = image[label == cls]
         fills.append(np.median(inside, axis=0))
     np.testing.assert_allclose(fills[0], fills[1], atol=6.0)  # speckle: sigma 12
@@ -92,7 +94,9 @@ def test_generate_writes_shards_and_meta_deterministically(tmp_path):
 
 def test_data_of_an_older_generator_version_is_replaced(tmp_path):
     target = tmp_path / "syn"
-    synthetic.ensure_synthetic_dataset(str(target), num_train=2, num_val=1, image_size=(33, 33))
+    synthetic.ensure_synthetic_dataset(
+        str(target), num_train=2, num_val=1, image_size=(33, 33)
+    )
     meta_path = target / synthetic.META_FILENAME
     meta = json.loads(meta_path.read_text())
     assert meta["version"] == synthetic.GENERATOR_VERSION
@@ -100,7 +104,9 @@ def test_data_of_an_older_generator_version_is_replaced(tmp_path):
     meta_path.write_text(json.dumps(meta))
     stale = target / "train-00001-of-00002.tfrecord"
     assert stale.exists()
-    synthetic.ensure_synthetic_dataset(str(target), num_train=3, num_val=1, image_size=(33, 33))
+    synthetic.ensure_synthetic_dataset(
+        str(target), num_train=3, num_val=1, image_size=(33, 33)
+    )
     assert json.loads(meta_path.read_text())["version"] == synthetic.GENERATOR_VERSION
     assert json.loads(meta_path.read_text())["splits"]["train"] == 3
 

@@ -35,9 +35,7 @@ def cityscapes_examples(self, split, **kwargs):
 def test_cityscapes_through_tfds_maps_label_ids_to_train_ids():
     info = registry.get_dataset_info("cityscapes")
     with tfds.testing.mock_data(as_dataset_fn=cityscapes_examples):
-        ds = pipeline.build_dataset(
-            TFDS, "val", info, is_training=False
-        )
+        ds = pipeline.build_dataset(TFDS, "val", info, is_training=False)
         batches = list(ds)
     assert [b[common.IMAGE_NAME].numpy()[0] for b in batches] == [
         b"aachen_0",
@@ -82,11 +80,7 @@ def ade20k_examples(self, split, read_config=None, **kwargs):
 def test_ade20k_through_tfds_keeps_class_ids_and_uses_tfds_ids():
     info = registry.get_dataset_info("ade20k")
     with tfds.testing.mock_data(as_dataset_fn=ade20k_examples):
-        (batch,) = list(
-            pipeline.build_dataset(
-                TFDS, "val", info, is_training=False
-            )
-        )
+        (batch,) = list(pipeline.build_dataset(TFDS, "val", info, is_training=False))
     expected = np.arange(42).reshape(6, 7) % 151
     np.testing.assert_array_equal(batch[common.LABEL][0, :6, :7, 0], expected)
     assert np.all(batch[common.LABEL].numpy()[0, 6:] == 0)  # ADE20K ignores class 0
@@ -127,9 +121,7 @@ def test_tfds_label_size_mismatch_is_an_error():
 
     info = registry.get_dataset_info("ade20k")
     with tfds.testing.mock_data(as_dataset_fn=mismatched):
-        ds = pipeline.build_dataset(
-            TFDS, "val", info, is_training=False
-        )
+        ds = pipeline.build_dataset(TFDS, "val", info, is_training=False)
         with pytest.raises(tf.errors.InvalidArgumentError, match="label size differs"):
             list(ds)
 
@@ -140,9 +132,7 @@ def test_tfds_voc_has_no_masks_and_says_so():
         with pytest.raises(
             ValueError, match="no feature .*segmentation_mask.*build_voc2012_data"
         ):
-            pipeline.build_dataset(
-                TFDS, "val", info, is_training=False
-            )
+            pipeline.build_dataset(TFDS, "val", info, is_training=False)
 
 
 def test_tfds_source_errors_for_unknown_dataset_and_split():

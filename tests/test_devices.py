@@ -40,7 +40,9 @@ def test_the_entry_points_apply_it_before_main():
     seen = []
     saved = os.environ.pop(devices.ENV, None)
     try:
-        command_line.run_main(lambda argv: seen.append(os.environ[devices.ENV]), ["prog"])
+        command_line.run_main(
+            lambda argv: seen.append(os.environ[devices.ENV]), ["prog"]
+        )
         command_line.run_main(
             lambda argv: seen.append(os.environ[devices.ENV]),
             ["prog", "--nogpu_memory_growth"],

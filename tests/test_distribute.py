@@ -196,7 +196,8 @@ def _launch_workers(tmp_path, name, flags, ports):
             procs.append(
                 subprocess.Popen(
                     [sys.executable, str(REPO / "train.py"), *flags],
-                    stdout=out, stderr=subprocess.STDOUT,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
                     env=_env(TF_CONFIG=tf_config),
                 )  # fmt: skip
             )

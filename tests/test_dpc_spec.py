@@ -49,7 +49,11 @@ def raises(obj, *fragments, **kwargs):
 
 
 def test_constants():
-    assert (spec_lib.OP, spec_lib.CONV, spec_lib.PYRAMID_POOLING) == ("op", "conv", "pyramid_pooling")
+    assert (spec_lib.OP, spec_lib.CONV, spec_lib.PYRAMID_POOLING) == (
+        "op",
+        "conv",
+        "pyramid_pooling",
+    )
     assert (spec_lib.KERNEL, spec_lib.RATE, spec_lib.GRID_SIZE, spec_lib.INPUT) == (
         "kernel",
         "rate",
@@ -567,7 +571,9 @@ def brute_force_class(spec):
 def test_canonical_key_of_top1_is_pinned():
     key = "sep3x3r1x6[sep3x3r18x15[sep3x3r6x3],sep3x3r1x1,sep3x3r6x21]"
     assert spec_lib.canonical_key(spec_lib.TOP1) == key
-    assert spec_lib.spec_hash(spec_lib.TOP1) == hashlib.sha1(key.encode()).hexdigest()[:12]
+    assert (
+        spec_lib.spec_hash(spec_lib.TOP1) == hashlib.sha1(key.encode()).hexdigest()[:12]
+    )
     assert spec_lib.spec_hash(spec_lib.TOP1) == "5689e9d6f5dc"
 
 

@@ -193,7 +193,9 @@ def test_report_statistics_against_hand_computed_values(tmp_path):
     assert "52.00 ± 2.00" in open(os.path.join(folder, "report.md")).read()
 
     lines = experiment.status(plan, plan["workdir"])
-    assert lines[0].startswith("done     aspp-seed0: val mIoU 0.4000 (single_scale), 10 min")
+    assert lines[0].startswith(
+        "done     aspp-seed0: val mIoU 0.4000 (single_scale), 10 min"
+    )
     assert lines[-1] == "time left: about 0.0 h at the finished runs' pace"
 
 

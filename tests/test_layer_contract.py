@@ -209,7 +209,9 @@ def _single(inputs):
 
 
 def _overrides_output_shape(layer):
-    return type(layer).compute_output_shape is not keras.layers.Layer.compute_output_shape
+    return (
+        type(layer).compute_output_shape is not keras.layers.Layer.compute_output_shape
+    )
 
 
 @pytest.mark.parametrize("name, make, shapes, call_kwargs", CASE_PARAMS)

@@ -1,7 +1,6 @@
 """Pooling/resize values, hand-counted weights, DPC wiring (the layer contract:
 tests/test_layer_contract.py)."""
 
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -22,6 +21,7 @@ POOL_SPEC = [
     {"op": "conv", "kernel": 1, "input": 0},
     {"op": "conv", "kernel": 3, "rate": [3, 21], "input": -1},
 ]
+
 
 def _randomize(layer):
     for w in layer.weights:

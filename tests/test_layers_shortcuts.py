@@ -47,7 +47,10 @@ def test_shortcut_equals_the_stock_keras_conv(depthwise, kernel, rate, hw):
             keras.layers.DepthwiseConv2D(**options),
         )
     else:
-        ours, stock = conv_lib.ShortcutConv2D(5, **options), keras.layers.Conv2D(5, **options)
+        ours, stock = (
+            conv_lib.ShortcutConv2D(5, **options),
+            keras.layers.Conv2D(5, **options),
+        )
     ours.build(x.shape)
     stock.build(x.shape)
     weights = [rng.normal(size=w.shape).astype(np.float32) for w in ours.weights]

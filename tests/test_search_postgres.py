@@ -148,6 +148,5 @@ def test_copy_study_moves_an_sqlite_search_to_postgres(tmp_path, postgres_url):
     assert again.returncode == 2
     assert again.stderr.strip().splitlines() == [
         "copy_study: error: --to_storage: study 'dpc_search' already exists in the "
-        "destination "
-        + study_lib._redact(postgres_url)
+        "destination " + study_lib._redact(postgres_url)
     ]

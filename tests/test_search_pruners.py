@@ -40,9 +40,7 @@ def test_successive_halving_prunes_below_the_top_half_of_its_rung(tmp_path):
     # among the best max(1, n // 2) of the n values seen at step 1 (itself
     # included): 0.5 (alone), 0.9 (best of 2) and 0.95 (top 2 of 4) go on,
     # 0.1 (not the best of 3) and 0.05 (not top 2 of 5) are pruned at step 1.
-    pruner = stages.make_pruner(
-        "successive_halving", eval_every=1, reduction_factor=2
-    )
+    pruner = stages.make_pruner("successive_halving", eval_every=1, reduction_factor=2)
     firsts = [0.5, 0.9, 0.1, 0.95, 0.05]
     study = _run(tmp_path, pruner, [[v, v, v] for v in firsts])
     trials = study.get_trials()
@@ -60,9 +58,7 @@ def test_successive_halving_prunes_below_the_top_half_of_its_rung(tmp_path):
 
 
 def test_hyperband_prunes_only_bad_candidates(tmp_path):
-    pruner = stages.make_pruner(
-        "hyperband", eval_every=1, steps=4, reduction_factor=2
-    )
+    pruner = stages.make_pruner("hyperband", eval_every=1, steps=4, reduction_factor=2)
     assert isinstance(pruner, optuna.pruners.HyperbandPruner)
     curves = [[0.8] * 4 if n % 2 == 0 else [0.1] * 4 for n in range(16)]
     study = _run(tmp_path, pruner, curves)

@@ -248,7 +248,9 @@ def install_startup_filter(level):
 
 
 def remove_startup_filter():
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, StartupFilterFinder)]
+    sys.meta_path[:] = [
+        f for f in sys.meta_path if not isinstance(f, StartupFilterFinder)
+    ]
 
 
 def plain_info_lines():

@@ -204,7 +204,10 @@ def reinstall():
     TensorFlow and the process trains on. `signal.signal` installs Python's
     again; Python never saw the replacement, so its records stay right.
     """
-    if not _state.installed or threading.current_thread() is not threading.main_thread():
+    if (
+        not _state.installed
+        or threading.current_thread() is not threading.main_thread()
+    ):
         return False
     for signum in SIGNALS:
         signal.signal(signum, _handler)

@@ -141,7 +141,9 @@ def generate_scene(rng, image_size=DEFAULT_IMAGE_SIZE):
     label = np.zeros((height, width), np.uint8)
     band = int(rng.integers(0, 2))
     band_h = max(2, int(round(rng.uniform(*BAND_HEIGHT) * height)))
-    image[:band_h] = np.array(BAND_COLORS[band]) + rng.normal(0.0, 8.0, (band_h, width, 3))
+    image[:band_h] = np.array(BAND_COLORS[band]) + rng.normal(
+        0.0, 8.0, (band_h, width, 3)
+    )
     top = OBJECTS_TOP * height
     objects = [LARGE_DISC_CLASS[band]] * int(rng.integers(1, 3))
     objects += [SMALL_DISC] * int(rng.integers(4, 8))

@@ -97,4 +97,3 @@ class ASPP(ConfigLayer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.filters,)
-

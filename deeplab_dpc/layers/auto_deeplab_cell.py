@@ -74,7 +74,6 @@ class CellBase(ConfigLayer):
         return [self.conv_1x1(net, training=training), prev]
 
 
-
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
 class NASCell(CellBase):
     """One cell of a found architecture. Inputs [H^{l-1}, H^{l-2}]; 5 x filters out.

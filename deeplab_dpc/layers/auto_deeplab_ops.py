@@ -198,7 +198,6 @@ class NASSeparable(_NASOp):
         return x
 
 
-
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
 class NASAtrous(_NASOp):
     """``atrous_kxk``: ReLU -> kxk conv rate 2 -> BN.
@@ -239,7 +238,6 @@ class NASAtrous(_NASOp):
         if self.strides == 2:
             x = scale_resize(tf.nn.relu(x), 0.5)
         return self.unit(x, training=training)
-
 
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")
@@ -285,7 +283,6 @@ class NASPool(_NASOp):
         if self.projection is not None:
             x = self.projection(x, training=training)
         return x
-
 
 
 @keras.saving.register_keras_serializable(package="deeplab_dpc")

@@ -234,7 +234,11 @@ class ConvBN(ConfigLayer):
             name="depthwise_conv" if self.depthwise else "conv",
         )
         if self.depthwise:
-            conv = ShortcutDepthwiseConv2D if self.shortcuts else keras.layers.DepthwiseConv2D
+            conv = (
+                ShortcutDepthwiseConv2D
+                if self.shortcuts
+                else keras.layers.DepthwiseConv2D
+            )
             self.conv = conv(depthwise_initializer=self.kernel_initializer, **conv_args)
         else:
             conv = ShortcutConv2D if self.shortcuts else keras.layers.Conv2D
@@ -365,4 +369,3 @@ class Logits(ConfigLayer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.num_classes,)
-

@@ -66,4 +66,3 @@ class Decoder(ConfigLayer):
     def compute_output_shape(self, input_shapes):
         _, low_shape = input_shapes
         return tuple(low_shape[:-1]) + (self.filters,)
-

@@ -103,4 +103,3 @@ class DensePredictionCell(ConfigLayer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.filters,)
-

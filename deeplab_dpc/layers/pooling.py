@@ -107,4 +107,3 @@ class PyramidPooling(ConfigLayer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.filters,)
-

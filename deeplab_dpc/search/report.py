@@ -54,7 +54,9 @@ def leaderboard_rows(search_study, rerank_study=None):
     if rerank_study is not None:
         for t in rerank_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             reranked[t.user_attrs[study_lib.KEY]] = t.value
-            per_class[t.user_attrs[study_lib.KEY]] = t.user_attrs.get(rerank.PER_CLASS_IOU)
+            per_class[t.user_attrs[study_lib.KEY]] = t.user_attrs.get(
+                rerank.PER_CLASS_IOU
+            )
     trials = {
         t.number: t
         for t in search_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -144,7 +146,8 @@ def per_class_table(rows):
         ious = [_fmt(row["per_class_iou"].get(n)) for n in names]
         lines.append(
             f"| {row['rank']} | {row['key']} | {_fmt(row['rerank_miou'])} | "
-            + " | ".join(ious) + " |"
+            + " | ".join(ious)
+            + " |"
         )
     return lines
 
@@ -356,7 +359,11 @@ def write_report(search_study, rerank_study, out_dir, extra=None):
         "spearman_rho": rho,
         "spearman_n": len(pairs),
         "best": {k: best[k] for k in COLUMNS}
-        | {"chosen_by": by, "spec": best["spec"], "per_class_iou": best["per_class_iou"]},
+        | {
+            "chosen_by": by,
+            "spec": best["spec"],
+            "per_class_iou": best["per_class_iou"],
+        },
         "failed_trials": len(
             search_study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
         ),

@@ -221,7 +221,9 @@ def _shards():
     except (ValueError, OSError) as e:
         raise ValueError(f"--dataset_dir: {errors.one_line(e)}") from None
     if FLAGS.split is not None:
-        splits = sorted({SHARD_NAME.match(os.path.basename(p))["split"] for p in shards})
+        splits = sorted(
+            {SHARD_NAME.match(os.path.basename(p))["split"] for p in shards}
+        )
         if FLAGS.split not in splits:
             raise ValueError(
                 f"--split: no shards of split {FLAGS.split!r} in {FLAGS.dataset_dir}"

@@ -206,7 +206,9 @@ def check_flags():
     ):
         raise ValueError(f"--model: {model} is not a SavedModel directory")
     if not artefacts.exists(model):
-        raise ValueError(f"--model: no such SavedModel directory or .tflite file {model}")
+        raise ValueError(
+            f"--model: no such SavedModel directory or .tflite file {model}"
+        )
     return paths
 
 

@@ -15,8 +15,9 @@ from deeplab_dpc.search.auto_deeplab import options
 
 PROG = "auto_deeplab"
 FLAGS = flags.FLAGS
-WORKDIR = Option("workdir", "string", "auto_deeplab_search",
-                 "Output and checkpoint folder.")
+WORKDIR = Option(
+    "workdir", "string", "auto_deeplab_search", "Output and checkpoint folder."
+)
 command_line.define_options((WORKDIR, *options.OPTIONS))
 
 

@@ -153,7 +153,9 @@ def search_options(**options):
         raise SearchOptionsError(
             f"ops: need distinct operators, one besides 'zero'; got {ops}"
         )
-    o["crop_size"] = option_table.check_crop("crop_size", o["crop_size"], SearchOptionsError)
+    o["crop_size"] = option_table.check_crop(
+        "crop_size", o["crop_size"], SearchOptionsError
+    )
     num_steps, arch_start_step = o["num_steps"], o["arch_start_step"]
     if arch_start_step >= num_steps:
         raise SearchOptionsError(
