@@ -293,6 +293,14 @@ def model_config_from_flags(flag_values, num_classes, **overrides):
         except ValueError as e:
             raise ValueError(f"--dpc_spec: {errors.one_line(e)}") from None
     kwargs = {n: get(n) for n in MODEL_CONFIG_FLAGS if get(n) is not None}
+    # DeepLab's multi-value flags ("a,b" or repeated) arrive as absl's raw
+    # strings unless `option_values` parsed them already (or an override).
+    casts = {"ints": int, "floats": float}
+    for option in MODEL_OPTIONS:
+        if option.target in kwargs and option.kind in casts and option.name not in overrides:
+            kwargs[option.target] = multi_values(
+                kwargs[option.target], casts[option.kind], option.name
+            )
     from deeplab_dpc.modeling import model  # TensorFlow loads here
 
     return model.model_config(
