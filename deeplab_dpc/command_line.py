@@ -297,7 +297,11 @@ def model_config_from_flags(flag_values, num_classes, **overrides):
     # strings unless `option_values` parsed them already (or an override).
     casts = {"ints": int, "floats": float}
     for option in MODEL_OPTIONS:
-        if option.target in kwargs and option.kind in casts and option.name not in overrides:
+        if (
+            option.target in kwargs
+            and option.kind in casts
+            and option.name not in overrides
+        ):
             kwargs[option.target] = multi_values(
                 kwargs[option.target], casts[option.kind], option.name
             )

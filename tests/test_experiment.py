@@ -140,7 +140,8 @@ def _record(row, seed, miou, curve, per_class):
     return {
         "row": row, "seed": seed, "run": f"{row}-seed{seed}",
         "results": {"single_scale": {"miou": miou, "per_class_iou": per_class}},
-        "curve": curve, "seconds_per_step": 1.0, "wall_seconds": {"train": 600.0},
+        "curve": curve, "seconds_per_step": 1.0, "steps": 600,
+        "wall_seconds": {"train": 600.0},
         "host": {"cpu": "test cpu"}, "load": {"mean_1min": 2.0},
         "model": {"params": 2_500_000, "madds": 3_000_000_000, "crop_size": [361, 481]},
     }  # fmt: skip
@@ -251,6 +252,12 @@ def test_run_killed_mid_training_resumes_and_writes_each_record_once(tmp_path):
     ]
     cut, whole = records["aspp-seed0"], records["top1-seed0"]
     assert cut["process_starts"] == 2 and whole["process_starts"] == 1
+    # The SIGTERM'd process saved its checkpoint and its time: both count.
+    assert cut["timed_steps"] == 6 and whole["timed_steps"] == 6
+    for record in (cut, whole):
+        assert record["seconds_per_step"] == pytest.approx(  # wall: 0.1 s rounding
+            record["wall_seconds"]["train"] / 6, abs=0.01
+        )
     for record in records.values():
         assert [s for s, _ in record["curve"]] == [3, 6]
         assert record["results"]["single_scale"]["step"] == 6

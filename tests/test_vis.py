@@ -93,3 +93,43 @@ def test_legend_lists_the_classes_present_without_the_ignore_label():
         names, palette, labels, np.array([[0, 0]]), ignore_label=255
     )
     assert entries == [("a", (0, 0, 0)), ("c", (0, 255, 0))]
+
+
+def test_comparison_figure_shows_each_checkpoint_on_the_chosen_images(tmp_path):
+    data = str(tmp_path / "synthetic")
+    synthetic.generate_synthetic_dataset(
+        data, num_train=2, num_val=3, image_size=(65, 65)
+    )
+    info = registry.get_dataset_info("synthetic")
+    palette = colormaps.get_colormap("dataset", info)
+    raws = []
+    for seed in (0, 1):  # two different models, their own raw predictions
+        keras.utils.set_random_seed(seed)
+        config = model_config("mobilenet_v2", 5, head="aspp", depth_multiplier=0.5)
+        ckpt = str(tmp_path / f"c{seed}")
+        checkpoints.write_model_checkpoint(build_model(config), config, ckpt)
+        visualizer.visualize_checkpoints(
+            ckpt, str(tmp_path / f"vis{seed}"), info, data=data,
+            colormap_type="dataset", also_save_raw_predictions=True,
+        )  # fmt: skip
+        raw_dir = tmp_path / f"vis{seed}" / "raw_segmentation_results"
+        raws.append([np.asarray(Image.open(p)) for p in sorted(raw_dir.glob("*.png"))])
+    assert len(raws[0]) == 3
+    figure = visualizer.comparison_figure(
+        [("a", str(tmp_path / "c0")), ("b", str(tmp_path / "c1"))], data, info,
+        image_indices=[2, 0],
+    )  # fmt: skip
+    scale, top, side = 3, colormaps.PANEL_TITLE_HEIGHT, 65 * 3
+    assert figure.shape[1] == 4 * side + 3 * 4  # image | truth | a | b
+    # The rows follow the split's order (0, then 2); each model's panel is its
+    # own prediction of that image, in the dataset's colours.
+    row_height = figure.shape[0] // 2
+    for row, index in enumerate((0, 2)):
+        y = row * row_height + top
+        for k in (0, 1):
+            x = (2 + k) * (side + 4)
+            shown = figure[y : y + side : scale, x : x + side : scale]
+            np.testing.assert_array_equal(shown, palette[raws[k][index]])
+    with pytest.raises(ValueError, match=r"positions \[0, 7\]"):
+        visualizer.comparison_figure([("a", str(tmp_path / "c0"))], data, info,
+                                     image_indices=[0, 7])  # fmt: skip

@@ -136,3 +136,77 @@ def visualize_checkpoints(
             count, prefix, os.path.join(vis_logdir, SEGMENTATION_DIR),
         )  # fmt: skip
     return count
+
+
+def comparison_figure(models, data, info, split="val", image_indices=(0,),
+                      colormap_type="dataset", scales=(1.0,), downsample=1):  # fmt: skip
+    """Predictions of several checkpoints beside the ground truth, one row per image.
+
+    Args:
+      models: [(title, checkpoint)]: a checkpoint directory (its latest) or
+        prefix, each rebuilt from its own `model_config.json`.
+      data: a `registry.DataSource` or a dataset directory (as `evaluate`).
+      image_indices: positions of the images in the split's record order.
+      downsample: an integer; every panel keeps each `downsample`-th pixel
+        (nearest neighbour: label colours stay exact), for a smaller file.
+    Returns:
+      An RGB uint8 array: per image, titled panels (image | ground truth |
+      each model's prediction) with a legend of the classes present, the rows
+      stacked top to bottom.
+    """
+    import tensorflow as tf
+
+    from deeplab_dpc.data import pipeline
+    from deeplab_dpc.modeling import checkpoints
+
+    if not models:
+        raise ValueError("models: at least one (title, checkpoint)")
+    wanted = sorted({int(i) for i in image_indices})
+    if not wanted or wanted[0] < 0:
+        raise ValueError(
+            f"image_indices: non-negative positions, got {list(image_indices)}"
+        )
+    colormap = colormaps.get_colormap(colormap_type, info)
+    dataset = pipeline.build_dataset(data, split, info, is_training=False, batch_size=1)
+    chosen = tf.constant(wanted, tf.int64)
+    dataset = (
+        dataset.take(wanted[-1] + 1)
+        .enumerate()
+        .filter(lambda i, _: tf.reduce_any(tf.equal(i, chosen)))
+        .map(lambda _, batch: batch)
+    )
+    samples, predictions = None, []
+    for _, checkpoint in models:
+        prefix = checkpoints.resolve_checkpoint(checkpoint)
+        model, config = evaluator.load_model_for(prefix, info)
+        checkpoints.restore_model(prefix, model=model, config=config)
+        predict = evaluator.make_predict_fn(model, scales, False)
+        rows = list(evaluator.iterate_predictions(dataset, predict))
+        samples = samples or [(image, label) for _, image, label, _ in rows]
+        predictions.append([pred for *_, pred in rows])
+    if len(samples) != len(wanted):
+        raise ValueError(
+            f"image_indices: the {split} split has {len(samples)} of the "
+            f"positions {wanted}"
+        )
+    if int(downsample) < 1:
+        raise ValueError(f"downsample: a positive integer, got {downsample}")
+    step = int(downsample)
+    titles = ["image", "ground truth", *(title for title, _ in models)]
+    panels = []
+    for k, (image, label) in enumerate(samples):
+        preds = [p[k] for p in predictions]
+        legend = colormaps.legend_entries(
+            list(info.class_names), colormap, label, *preds,
+            ignore_label=info.ignore_label,
+        )  # fmt: skip
+        shown = [colormaps.to_uint8_image(image), colormaps.colorize(label, colormap),
+                 *(colormaps.colorize(p, colormap) for p in preds)]  # fmt: skip
+        panels.append(
+            colormaps.titled_panel([x[::step, ::step] for x in shown], titles, legend)
+        )
+    width = max(p.shape[1] for p in panels)
+    return np.concatenate(
+        [np.pad(p, ((0, 8), (0, width - p.shape[1]), (0, 0)), constant_values=255)
+         for p in panels]
+    )  # fmt: skip

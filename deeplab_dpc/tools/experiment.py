@@ -4,6 +4,7 @@ r"""Experiments as data: a plan of training runs, run to completion across resta
     python -m deeplab_dpc.tools.experiment status experiments/camvid2/plan.json
     python -m deeplab_dpc.tools.experiment report experiments/camvid2/plan.json \
         --page=g3doc/camvid.md
+    python -m deeplab_dpc.tools.experiment predictions experiments/camvid2/plan.json
 
 A plan (JSON, see `load_plan` and g3doc/experiments.md) is a grid of rows
 (architectures, each a set of `train.py` flags) x seeds, under one training
@@ -24,6 +25,11 @@ have no record yet, one at a time, each through the project's entry points:
    restarts), host and load, every evaluation's mIoU and per-class IoU, the
    curve, the model's size. The records are meant to be committed; they
    are the results, and `report` reads nothing else.
+
+`predictions` draws every row's final checkpoint of one seed (`--seed`) on a
+few val images (`--images`) beside the image and its ground truth, into
+`predictions.png` beside the plan; unlike `report` it needs the workdir's
+checkpoints.
 
 The committed records are the source of truth: a run is done when its record
 exists. Checkpoints, TFRecords and the rest of the workdir stay out of git.
@@ -345,6 +351,10 @@ class _State:
         self.starts = data.get("starts", 0)
         self.load = data.get("load_samples", [])
         self.commits = data.get("commits", [])  # the code of each process start
+        # Training steps covered by the timed processes: a process killed
+        # outright (SIGKILL, a machine gone) saves neither its seconds nor
+        # its steps, so seconds / timed_steps stays a true seconds per step.
+        self.timed_steps = data.get("timed_steps", 0)
 
     def add(self, phase, seconds):
         self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
@@ -356,6 +366,7 @@ class _State:
                 "starts": self.starts,
                 "load_samples": self.load,
                 "commits": self.commits,
+                "timed_steps": self.timed_steps,
             },  # fmt: skip
             self.path,
         )
@@ -461,6 +472,10 @@ def run_one(plan, run, workdir, say=print):
             _timed(state, "train", lambda: _run_child(["train.py", *args], log))
         finally:
             state.load.extend(load.samples)
+            reached = _checkpoint_steps(os.path.join(directory, "train"))
+            state.timed_steps += max(
+                0, (reached[-1] if reached else 0) - (done[-1] if done else 0)
+            )
             state.save()
     every = plan["curve_every_steps"]
     steps_kept = _checkpoint_steps(os.path.join(directory, "train"))
@@ -501,7 +516,12 @@ def run_one(plan, run, workdir, say=print):
         "train_command": ["train.py", *[a.replace(workdir, "{workdir}") for a in args]],
         "steps": steps,
         "wall_seconds": {k: round(v, 1) for k, v in state.seconds.items()},
-        "seconds_per_step": round(state.seconds.get("train", 0.0) / steps, 4),
+        # Over the steps the timed processes trained (a resumed run's
+        # earlier, killed process left no time): not the wall time / steps.
+        "seconds_per_step": round(
+            state.seconds.get("train", 0.0) / max(1, state.timed_steps), 4
+        ),
+        "timed_steps": state.timed_steps,
         "process_starts": state.starts,
         "host": _host(),
         "load": {
@@ -639,7 +659,43 @@ def status(plan, workdir):
 
 # --- Command line -------------------------------------------------------------------
 
-ACTIONS = ("run", "status", "report")
+ACTIONS = ("run", "status", "report", "predictions")
+PREDICTIONS_FIGURE = "predictions.png"  # beside the plan, as the report's figures
+
+
+def predictions(plan, workdir, seed, image_indices, say=print):
+    """Writes `predictions.png` beside the plan: every row's final checkpoint of
+    `seed` (from the workdir: checkpoints are not committed) on the val images
+    at `image_indices`, beside the image and its ground truth."""
+    from deeplab_dpc.data import registry
+    from deeplab_dpc.evaluation import visualizer
+    from deeplab_dpc.reporting import colormaps
+
+    models = []
+    for name in plan["rows_by_name"]:
+        run = next(
+            (r for r in plan["runs"] if r["row"] == name and r["seed"] == seed), None
+        )
+        if run is None:
+            raise PlanError(f"--seed: row {name} has no seed {seed} in {plan['file']}")
+        train_dir = os.path.join(run_dir(workdir, run), "train")
+        _, steps = train_args(plan, run, workdir)
+        if steps not in _checkpoint_steps(train_dir):
+            raise PlanError(
+                f"{run['id']}: no final checkpoint (step {steps}) under {train_dir}; "
+                "run the plan first"
+            )
+        models.append((name, os.path.join(train_dir, f"ckpt-{steps}")))
+    train = {k: _substitute(v, workdir) for k, v in plan["train"].items()}
+    info = registry.get_dataset_info(train["dataset"])
+    data = registry.DataSource.from_config(train)
+    figure = visualizer.comparison_figure(
+        models, data, info, split="val", image_indices=image_indices, downsample=2
+    )
+    path = os.path.join(os.path.dirname(plan["file"]), PREDICTIONS_FIGURE)
+    colormaps.save_png(figure, path)
+    say(f"wrote {os.path.relpath(path, ROOT)}: {len(models)} rows (seed {seed}) on "
+        f"val images {', '.join(map(str, image_indices))}")  # fmt: skip
 
 
 def main(argv):
@@ -655,6 +711,9 @@ def main(argv):
     workdir = workdir_of(plan, f.workdir)
     if action == "status":
         print("\n".join(status(plan, workdir)))
+        return
+    if action == "predictions":
+        predictions(plan, workdir, f.seed, [int(i) for i in f.images])
         return
     if action == "report":
         from deeplab_dpc.tools import experiment_report
@@ -681,6 +740,10 @@ def define_flags():
         Option("only", "list", None, "run: only these run ids (e.g. aspp-seed0)."),
         Option("page", "string", None,
                "report: also rewrite the marked report block of this Markdown page."),
+        Option("seed", "integer", 0, "predictions: the seed whose runs are shown.",
+               low=0),
+        Option("images", "list", ["0", "50", "100"],
+               "predictions: positions of the val images shown."),
     ))  # fmt: skip
 
 

@@ -101,8 +101,10 @@ def tables(plan, records):
         params = f"{model['params'] / 1e6:.2f}" if model.get("params") else "-"
         madds = f"{model['madds'] / 1e9:.2f}" if model.get("madds") else "-"
         sps, _ = _mean_std([r["seconds_per_step"] for r in items])
+        # Seconds per step x steps: a resumed run's killed process left no
+        # wall time in its record, its steps still cost.
         train_min, _ = _mean_std(
-            [r["wall_seconds"].get("train", 0) / 60 for r in items]
+            [r["seconds_per_step"] * r["steps"] / 60 for r in items]
         )
         cells = [_pct(*_mean_std([_miou(r, k) for r in items])) for k in keys]
         lines.append(
