@@ -262,14 +262,47 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_data, tmp_
     )  # fmt: skip
     assert result.returncode == 2, result.stderr[-3000:]
     message = result.stderr.strip().splitlines()[-1]
-    found = re.search(r"loss is (nan|inf) at step (\d+)", message)
+    # The loss, or (a step earlier) a batch-norm variance that overflowed
+    # float32 while the loss was still finite: either stops the run.
+    found = re.search(
+        r"(loss is (nan|inf)|model variables are not finite \(loss [^)]+\)) "
+        r"at step (\d+)",
+        message,
+    )
     assert found and "--base_learning_rate" in message and "labels" in message
-    bad_step = int(found.group(2))
+    bad_step = int(found.group(3))
     assert latest_step(logdir) == bad_step - 1
     prefix = tf.train.latest_checkpoint(str(logdir))
     for name, _ in tf.train.list_variables(prefix):
         if name.startswith("model/"):
             assert np.all(np.isfinite(tf.train.load_variable(prefix, name))), name
+
+
+def test_a_non_finite_variable_stops_the_run_before_it_is_saved(tiny_data, tmp_path):
+    """A batch-norm variance at Inf (what a diverging run's overflow leaves):
+    batch norm in training mode never reads it, so the loss stays finite,
+    and a checkpoint of that step would pass for good without the variable
+    check."""
+    from deeplab_dpc.data import registry
+    from deeplab_dpc.training import options, trainer
+
+    info = registry.get_dataset_info("synthetic")
+    cfg = model_config("mobilenet_v2", 5, head="aspp", depth_multiplier=0.25)
+    opts = options.train_options(
+        str(tmp_path / "t"), dataset_dir=tiny_data, train_crop_size=(33, 33),
+        train_batch_size=2, training_number_of_steps=3, log_steps=1,
+        save_interval_steps=1, fine_tune_batch_norm=True,
+    )  # fmt: skip
+    run = trainer.Trainer(cfg, opts, info)
+    run.restore_or_initialize()
+    variance = next(v for v in run.model.variables if "moving_variance" in v.path)
+    variance.assign(np.full(variance.shape, np.inf, np.float32))
+    with pytest.raises(
+        trainer.NonFiniteLossError,
+        match=r"^model variables are not finite \(loss [0-9.e+-]+\) at step 1 ",
+    ):
+        run.run()
+    assert tf.train.latest_checkpoint(str(tmp_path / "t")) is None
 
 
 @pytest.mark.slow

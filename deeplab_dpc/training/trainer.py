@@ -40,6 +40,10 @@ Deviations from DeepLab, all deliberate:
   written beside the checkpoints, so eval, vis and export need no model flags.
 - A non-finite loss stops training (`NonFiniteLossError`) with the step, the
   learning rate, and the last good checkpoint; nothing is saved after it.
+  So does a step after which a model variable is not finite although its
+  loss was: a diverging run's batch-norm variance overflows float32 (or an
+  update sends a weight to Inf) a step before the loss does, and the
+  checkpoint of that step would be "good" by its loss alone.
   The first non-finite step is recorded in the graph and read with the loss
   on logging steps and before every save, so the run stops up to
   `log_steps` steps after it (those steps are never saved).
@@ -67,6 +71,7 @@ Deviations from DeepLab, all deliberate:
   leaves the previous checkpoint as the latest.
 """
 
+import math
 import os
 import re
 import signal
@@ -446,12 +451,21 @@ class Trainer:
         reduce = tf.distribute.ReduceOp.SUM
         ce = tf.cast(self.strategy.reduce(reduce, ce, axis=None), tf.float32)
         total = tf.cast(self.strategy.reduce(reduce, total, axis=None), tf.float32)
-        first = tf.logical_and(
-            tf.logical_not(tf.math.is_finite(total)), tf.equal(self.nonfinite_step, 0)
-        )
+        finite = tf.logical_and(tf.math.is_finite(total), self._variables_finite())
+        first = tf.logical_and(tf.logical_not(finite), tf.equal(self.nonfinite_step, 0))
         self.nonfinite_step.assign(tf.where(first, self.step, self.nonfinite_step))
         self.nonfinite_loss.assign(tf.where(first, total, self.nonfinite_loss))
         return ce, total
+
+    def _variables_finite(self):
+        """Whether every floating-point model variable is finite, in the graph
+        (after the step's update; a few ms a step)."""
+        checks = [
+            tf.reduce_all(tf.math.is_finite(v))
+            for v in self.model.variables
+            if v.dtype in ("float16", "bfloat16", "float32", "float64")
+        ]
+        return tf.reduce_all(tf.stack(checks)) if checks else tf.constant(True)
 
     def _learning_rate(self):
         """The learning rate of the step just taken, in the graph."""
@@ -520,8 +534,11 @@ class Trainer:
         total = float(self.nonfinite_loss.numpy())
         lr = float(self.schedule(step - 1))
         last = tf.train.latest_checkpoint(self.logdir) or "none yet"
+        what = f"loss is {total}"
+        if math.isfinite(total):
+            what = f"model variables are not finite (loss {total:.6g})"
         raise NonFiniteLossError(
-            f"loss is {total} at step {step} (learning rate {lr:.6g}): lower "
+            f"{what} at step {step} (learning rate {lr:.6g}): lower "
             f"--base_learning_rate, or check the labels (class ids must be below "
             f"{self.cfg['num_classes']} or the ignore label "
             f"{self.info.ignore_label}); last good checkpoint: {last}"
