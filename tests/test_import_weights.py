@@ -209,6 +209,13 @@ def small_source(tmp_path_factory):
     return config, model, prefix, tflite
 
 
+def _import_into_new_model(config, source, **options):
+    """`import_into_model` into a freshly built model of `config`; the report."""
+    return iw.import_into_model(
+        build_model(config), config, weight_sources.read_source(source), **options
+    )
+
+
 def _assert_same_weights(a, b):
     pairs = list(zip(a.weights, b.weights, strict=True))
     differ = [va.path for va, vb in pairs if not np.array_equal(va.numpy(), vb.numpy())]
@@ -296,9 +303,7 @@ def test_folded_tflite_reproduces_the_unfolded_model(small_source):
 def test_other_output_stride_than_the_source_is_a_warning(small_source):
     config, _, _, tflite = small_source
     config = model_config(**{**SMALL, "output_stride": 8})
-    report = iw.import_into_model(
-        build_model(config), config, weight_sources.read_source(tflite)
-    )
+    report = _import_into_new_model(config, tflite)
     assert any("rate [2, 2] here" in w for w in report["warnings"])
     assert any(line.startswith("warning:") for line in iw.format_report(report))
 
@@ -329,21 +334,14 @@ def test_backbone_only_leaves_head_and_logits_fresh(small_source):
 
 def test_initialize_last_layer_false_skips_only_logits(small_source):
     config, _, prefix, _ = small_source
-    report = iw.import_into_model(
-        build_model(config),
-        config,
-        weight_sources.read_source(prefix),
-        initialize_last_layer=False,
-    )
+    report = _import_into_new_model(config, prefix, initialize_last_layer=False)
     assert [e["layer"] for e in report["fresh"]] == ["logits/semantic"]
 
 
 def test_other_class_count_gets_fresh_logits_with_a_clear_line(small_source):
     config = model_config(**{**SMALL, "num_classes": 11})
     _, _, prefix, _ = small_source
-    report = iw.import_into_model(
-        build_model(config), config, weight_sources.read_source(prefix)
-    )
+    report = _import_into_new_model(config, prefix)
     (fresh,) = report["fresh"]
     assert fresh["layer"] == "logits/semantic"
     lines = iw.format_report(report)
@@ -360,9 +358,7 @@ def test_depth_multiplier_mismatch_names_the_tensor(small_source):
         iw.WeightImportError,
         match=r"^MobilenetV2/Conv/weights: stored \[3, 3, 3, 8\].*depth_multiplier",
     ):
-        iw.import_into_model(
-            build_model(config), config, weight_sources.read_source(prefix)
-        )
+        _import_into_new_model(config, prefix)
 
 
 def test_other_architecture_names_the_missing_tensor(small_source):
@@ -374,9 +370,7 @@ def test_other_architecture_names_the_missing_tensor(small_source):
         iw.WeightImportError,
         match=r"^xception_65/entry_flow/conv1_1/weights: not in .*0 of \d+ xception_65 backbone layers",
     ):
-        iw.import_into_model(
-            build_model(config), config, weight_sources.read_source(tflite)
-        )
+        _import_into_new_model(config, tflite)
 
 
 def test_head_that_does_not_match_the_source_is_an_error(small_source):
@@ -385,9 +379,7 @@ def test_head_that_does_not_match_the_source_is_an_error(small_source):
     with pytest.raises(
         iw.WeightImportError, match=r"^concat_projection/weights: .*--atrous_rates"
     ):
-        iw.import_into_model(
-            build_model(config), config, weight_sources.read_source(prefix)
-        )
+        _import_into_new_model(config, prefix)
 
 
 def test_not_a_model_and_our_own_checkpoint_are_refused(tmp_path):
