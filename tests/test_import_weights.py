@@ -351,35 +351,38 @@ def test_other_class_count_gets_fresh_logits_with_a_clear_line(small_source):
 # --- Bad input --------------------------------------------------------------------
 
 
-def test_depth_multiplier_mismatch_names_the_tensor(small_source):
-    config = model_config(**{**SMALL, "depth_multiplier": 0.5})
-    _, _, prefix, _ = small_source
-    with pytest.raises(
-        iw.WeightImportError,
-        match=r"^MobilenetV2/Conv/weights: stored \[3, 3, 3, 8\].*depth_multiplier",
-    ):
-        _import_into_new_model(config, prefix)
+# A model that does not fit the source: the error names the first tensor that
+# does not fit (and the flag to change where one is to blame).
+MISMATCHES = [
+    pytest.param(
+        {"depth_multiplier": 0.5},
+        "checkpoint",
+        r"^MobilenetV2/Conv/weights: stored \[3, 3, 3, 8\].*depth_multiplier",
+        id="depth_multiplier",
+    ),
+    pytest.param(
+        {"model_variant": "xception_65", "depth_multiplier": 1.0},
+        "tflite",
+        r"^xception_65/entry_flow/conv1_1/weights: not in .*0 of \d+ xception_65 backbone layers",
+        id="other_architecture",
+    ),
+    pytest.param(
+        {"atrous_rates": []},
+        "checkpoint",
+        r"^concat_projection/weights: .*--atrous_rates",
+        id="head",
+    ),
+]
 
 
-def test_other_architecture_names_the_missing_tensor(small_source):
-    config = model_config(
-        **{**SMALL, "model_variant": "xception_65", "depth_multiplier": 1.0}
-    )
-    _, _, _, tflite = small_source
-    with pytest.raises(
-        iw.WeightImportError,
-        match=r"^xception_65/entry_flow/conv1_1/weights: not in .*0 of \d+ xception_65 backbone layers",
-    ):
-        _import_into_new_model(config, tflite)
-
-
-def test_head_that_does_not_match_the_source_is_an_error(small_source):
-    config = model_config(**{**SMALL, "atrous_rates": []})
-    _, _, prefix, _ = small_source
-    with pytest.raises(
-        iw.WeightImportError, match=r"^concat_projection/weights: .*--atrous_rates"
-    ):
-        _import_into_new_model(config, prefix)
+@pytest.mark.parametrize("overrides, source, message", MISMATCHES)
+def test_model_that_does_not_match_the_source_names_the_tensor(
+    small_source, overrides, source, message
+):
+    config = model_config(**{**SMALL, **overrides})
+    _, _, prefix, tflite = small_source
+    with pytest.raises(iw.WeightImportError, match=message):
+        _import_into_new_model(config, prefix if source == "checkpoint" else tflite)
 
 
 def test_not_a_model_and_our_own_checkpoint_are_refused(tmp_path):
