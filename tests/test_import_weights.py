@@ -11,13 +11,12 @@ checked in `test_conformance.py`.
 
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from cli_runner import run_module
 
 from deeplab_dpc.core import common
 from deeplab_dpc.modeling import naming
@@ -415,14 +414,7 @@ def test_atrous_rates_flag_values():
 
 def _run_cli(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run(
-        [sys.executable, "-m", "deeplab_dpc.tools.import_weights", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
-    )
+    return run_module("deeplab_dpc.tools.import_weights", *args, cwd=REPO, env=env)
 
 
 def _small_flags(source, output, **overrides):
