@@ -20,21 +20,21 @@ The source layout and label mapping live in `deeplab_dpc/data/sources.py`.
 import os
 import sys
 
-from absl import app, flags
+from absl import app
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import converter_cli  # noqa: E402
 
 from deeplab_dpc.data import sources  # noqa: E402
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("camvid_root", "../shared/data/camvid", "CamVid root folder.")
+main = converter_cli.define_source_flags(
+    "build_camvid_data",
+    sources.build_camvid,
+    "camvid_root",
+    "CamVid root folder.",
+    root_default="../shared/data/camvid",
+)
 converter_cli.define_common_flags("data/camvid", num_shards=4)
-
-
-def main(argv):
-    del argv
-    converter_cli.run("build_camvid_data", sources.build_camvid, FLAGS.camvid_root)
 
 
 if __name__ == "__main__":

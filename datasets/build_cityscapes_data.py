@@ -19,25 +19,22 @@ The source layout and label mapping live in `deeplab_dpc/data/sources.py`.
 import os
 import sys
 
-from absl import app, flags
+from absl import app
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import converter_cli  # noqa: E402
 
 from deeplab_dpc.data import sources  # noqa: E402
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("cityscapes_root", None, "Folder holding leftImg8bit/ and gtFine/.")
+main = converter_cli.define_source_flags(
+    "build_cityscapes_data",
+    sources.build_cityscapes,
+    "cityscapes_root",
+    "Folder holding leftImg8bit/ and gtFine/.",
+)
 converter_cli.define_common_flags(
     "data/cityscapes", num_shards=10, splits_help="Source splits: train, val, test."
 )
-
-
-def main(argv):
-    del argv
-    converter_cli.run(
-        "build_cityscapes_data", sources.build_cityscapes, FLAGS.cityscapes_root
-    )
 
 
 if __name__ == "__main__":
