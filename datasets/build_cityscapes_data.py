@@ -13,29 +13,15 @@ Usage:
   python datasets/build_cityscapes_data.py --cityscapes_root=cityscapes \\
       --output_dir=data/cityscapes
 
-The source layout and label mapping live in `deeplab_dpc/data/sources.py`.
+The source layout and label mapping live in `deeplab_dpc/data/sources.py`,
+the flags in `datasets/converter_cli.py`.
 """
 
 import os
 import sys
 
-from absl import app
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import converter_cli  # noqa: E402
 
-from deeplab_dpc.data import sources  # noqa: E402
-
-main = converter_cli.define_source_flags(
-    "build_cityscapes_data",
-    sources.build_cityscapes,
-    "cityscapes_root",
-    "Folder holding leftImg8bit/ and gtFine/.",
-)
-converter_cli.define_common_flags(
-    "data/cityscapes", num_shards=10, splits_help="Source splits: train, val, test."
-)
-
-
 if __name__ == "__main__":
-    app.run(main)
+    converter_cli.main("build_cityscapes_data")

@@ -12,30 +12,15 @@ Usage:
   python datasets/build_pascal_person_part_data.py \\
       --person_part_root=Pascal-Person-Part --output_dir=data/pascal_person_part
 
-The source layout and label mapping live in `deeplab_dpc/data/sources.py`.
+The source layout and label mapping live in `deeplab_dpc/data/sources.py`,
+the flags in `datasets/converter_cli.py`.
 """
 
 import os
 import sys
 
-from absl import app
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import converter_cli  # noqa: E402
 
-from deeplab_dpc.data import sources  # noqa: E402
-
-main = converter_cli.define_source_flags(
-    "build_pascal_person_part_data",
-    sources.build_pascal_person_part,
-    "person_part_root",
-    "PASCAL-Person-Part root folder.",
-    image_dir="Image folder (default: <root>/JPEGImages).",
-    label_dir="Label folder (default: <root>/SegmentationPart).",
-    list_dir="Folder of <split>_id.txt lists (default: <root>).",
-)
-converter_cli.define_common_flags("data/pascal_person_part", num_shards=4)
-
-
 if __name__ == "__main__":
-    app.run(main)
+    converter_cli.main("build_pascal_person_part_data")

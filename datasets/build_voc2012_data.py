@@ -19,34 +19,15 @@ Usage:
 
 As DeepLab's `build_voc2012_data.py` + `remove_gt_colormap.py`, in one step.
 
-The source layout and label mapping live in `deeplab_dpc/data/sources.py`.
+The source layout and label mapping live in `deeplab_dpc/data/sources.py`,
+the flags in `datasets/converter_cli.py`.
 """
 
 import os
 import sys
 
-from absl import app
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import converter_cli  # noqa: E402
 
-from deeplab_dpc.data import sources  # noqa: E402
-
-main = converter_cli.define_source_flags(
-    "build_voc2012_data",
-    sources.build_voc2012,
-    "voc_root",
-    "VOCdevkit/VOC2012 folder.",
-    sbd_root="SBD benchmark_RELEASE/dataset folder (train_aug).",
-    aug_label_dir="SegmentationClassAug PNG folder (train_aug).",
-    train_aug_list="File listing the train_aug stems.",
-)
-converter_cli.define_common_flags(
-    "data/pascal_voc_seg",
-    num_shards=4,
-    splits_help="Splits: train, val, trainval, train_aug.",
-)
-
-
 if __name__ == "__main__":
-    app.run(main)
+    converter_cli.main("build_voc2012_data")
