@@ -25,8 +25,7 @@ EVAL_OPTIONS = (
            low=0),
     Option("eval_crop_size", "ints", (), "Unused: whole images are padded to k*32+1."),
 )  # fmt: skip
-command_line.define_model_flags()
-command_line.define_options(command_line.WATCH_OPTIONS + EVAL_OPTIONS)
+command_line.define_watch_flags(EVAL_OPTIONS)
 
 
 def main(argv):

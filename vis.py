@@ -29,8 +29,7 @@ VIS_OPTIONS = (
     Option("vis_batch_size", "integer", 1, "Unused: images are processed one by one."),
     Option("vis_crop_size", "ints", (), "Unused: whole images are shown."),
 )  # fmt: skip
-command_line.define_model_flags()
-command_line.define_options(command_line.WATCH_OPTIONS + VIS_OPTIONS)
+command_line.define_watch_flags(VIS_OPTIONS)
 
 
 def main(argv):

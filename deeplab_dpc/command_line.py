@@ -117,6 +117,14 @@ def define_model_flags():
     define_options(MODEL_OPTIONS + DATASET_OPTIONS)
 
 
+def define_watch_flags(table):
+    """The flags of eval.py or vis.py: the model and dataset groups, and the
+    checkpoint-watching group with the script's own `table` (the script's
+    flags, as `watch_values` reads them)."""
+    define_model_flags()
+    define_options(WATCH_OPTIONS + table, module_name=_caller_module())
+
+
 _DEFINERS = {
     "string": flags.DEFINE_string,
     "integer": flags.DEFINE_integer,
@@ -135,16 +143,17 @@ def _caller_module():
     return sys.argv[0] if name == "__main__" and sys.argv else name
 
 
-def define_options(table, flag_values=None):
+def define_options(table, flag_values=None, module_name=None):
     """One absl flag per row of an options table (`option_table.Option`).
 
     Rows marked `shared` are flags of a shared group, defined by it; a flag
     already defined (a shared group used twice) is left as it is. "ints" and
     "floats" take "a,b" or the repeated form. The flags belong to the calling
-    module (absl's --helpshort lists an entry point's own flags).
+    module, or to `module_name` (absl's --helpshort lists an entry point's own
+    flags).
     """
     flag_values = FLAGS if flag_values is None else flag_values
-    module = {"module_name": _caller_module()}
+    module = {"module_name": module_name or _caller_module()}
     for option in table:
         if option.shared or not option.cli or option.name in flag_values:
             continue
@@ -297,7 +306,11 @@ def model_config_from_flags(flag_values, num_classes, **overrides):
     # strings unless `option_values` parsed them already (or an override).
     casts = {"ints": int, "floats": float}
     for option in MODEL_OPTIONS:
-        if option.target in kwargs and option.kind in casts and option.name not in overrides:
+        if (
+            option.target in kwargs
+            and option.kind in casts
+            and option.name not in overrides
+        ):
             kwargs[option.target] = multi_values(
                 kwargs[option.target], casts[option.kind], option.name
             )
