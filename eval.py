@@ -41,11 +41,9 @@ def main(argv):
         watch["data"],
         eval_split=FLAGS.eval_split,
         eval_scales=watch["eval_scales"],
-        add_flipped_images=FLAGS.add_flipped_images,
         max_number_of_evaluations=FLAGS.max_number_of_evaluations,
-        eval_interval_secs=FLAGS.eval_interval_secs,
-        wait_secs=FLAGS.max_wait_secs,
         output_stride=stride,
+        **watch["watching"],
     )
 
 

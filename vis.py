@@ -45,12 +45,10 @@ def main(argv):
         vis_split=FLAGS.vis_split,
         colormap_type=FLAGS.colormap_type,
         vis_scales=watch["eval_scales"],
-        add_flipped_images=FLAGS.add_flipped_images,
         also_save_raw_predictions=FLAGS.also_save_raw_predictions,
         max_number_of_iterations=FLAGS.max_number_of_iterations,
-        eval_interval_secs=FLAGS.eval_interval_secs,
         max_images=FLAGS.max_number_of_images,
-        wait_secs=FLAGS.max_wait_secs,
+        **watch["watching"],
     )
 
 

@@ -412,8 +412,11 @@ def dataset_for_checkpoint(checkpoint_path):
 def watch_values(table, split_flag, honoured=("output_stride",)):
     """The checked flags of eval.py or vis.py (the shared groups and `table`).
 
-    Returns {"info", "data" (a `registry.DataSource`), "eval_scales"}; the
-    checkpoint must exist and --<split_flag> name a split of its dataset.
+    Returns {"info", "data" (a `registry.DataSource`), "eval_scales",
+    "watching"}; "watching" holds the keyword arguments of the watching loop
+    that `evaluate` and `visualize_checkpoints` share (flips, poll interval,
+    wait). The checkpoint must exist and --<split_flag> name a split of its
+    dataset.
     """
     from deeplab_dpc.data import registry
 
@@ -425,7 +428,17 @@ def watch_values(table, split_flag, honoured=("output_stride",)):
         registry.resolve_split(info, FLAGS[split_flag].value)
     except ValueError as e:
         raise ValueError(f"--{split_flag}: {e}") from None
-    return {"info": info, "data": data, "eval_scales": values["eval_scales"]}
+    watching = {
+        "add_flipped_images": values["add_flipped_images"],
+        "eval_interval_secs": values["eval_interval_secs"],
+        "wait_secs": values["max_wait_secs"],
+    }
+    return {
+        "info": info,
+        "data": data,
+        "eval_scales": values["eval_scales"],
+        "watching": watching,
+    }
 
 
 def require_checkpoint(path, flag="checkpoint_dir"):
