@@ -25,8 +25,7 @@ EVAL_OPTIONS = (
            low=0),
     Option("eval_crop_size", "ints", (), "Unused: whole images are padded to k*32+1."),
 )  # fmt: skip
-command_line.define_model_flags()
-command_line.define_options(command_line.WATCH_OPTIONS + EVAL_OPTIONS)
+command_line.define_watch_flags(EVAL_OPTIONS)
 
 
 def main(argv):
@@ -42,11 +41,9 @@ def main(argv):
         watch["data"],
         eval_split=FLAGS.eval_split,
         eval_scales=watch["eval_scales"],
-        add_flipped_images=FLAGS.add_flipped_images,
         max_number_of_evaluations=FLAGS.max_number_of_evaluations,
-        eval_interval_secs=FLAGS.eval_interval_secs,
-        wait_secs=FLAGS.max_wait_secs,
         output_stride=stride,
+        **watch["watching"],
     )
 
 

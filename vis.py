@@ -29,8 +29,7 @@ VIS_OPTIONS = (
     Option("vis_batch_size", "integer", 1, "Unused: images are processed one by one."),
     Option("vis_crop_size", "ints", (), "Unused: whole images are shown."),
 )  # fmt: skip
-command_line.define_model_flags()
-command_line.define_options(command_line.WATCH_OPTIONS + VIS_OPTIONS)
+command_line.define_watch_flags(VIS_OPTIONS)
 
 
 def main(argv):
@@ -46,12 +45,10 @@ def main(argv):
         vis_split=FLAGS.vis_split,
         colormap_type=FLAGS.colormap_type,
         vis_scales=watch["eval_scales"],
-        add_flipped_images=FLAGS.add_flipped_images,
         also_save_raw_predictions=FLAGS.also_save_raw_predictions,
         max_number_of_iterations=FLAGS.max_number_of_iterations,
-        eval_interval_secs=FLAGS.eval_interval_secs,
         max_images=FLAGS.max_number_of_images,
-        wait_secs=FLAGS.max_wait_secs,
+        **watch["watching"],
     )
 
 

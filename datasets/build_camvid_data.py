@@ -14,28 +14,15 @@ Not in DeepLab (it has no CamVid converter); modelled on its
 `build_voc2012_data.py`, with the validation and atomic shards of
 `deeplab_dpc/data/convert.py`.
 
-The source layout and label mapping live in `deeplab_dpc/data/sources.py`.
+The source layout and label mapping live in `deeplab_dpc/data/sources.py`,
+the flags in `datasets/converter_cli.py`.
 """
 
 import os
 import sys
 
-from absl import app, flags
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import converter_cli  # noqa: E402
 
-from deeplab_dpc.data import sources  # noqa: E402
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("camvid_root", "../shared/data/camvid", "CamVid root folder.")
-converter_cli.define_common_flags("data/camvid", num_shards=4)
-
-
-def main(argv):
-    del argv
-    converter_cli.run("build_camvid_data", sources.build_camvid, FLAGS.camvid_root)
-
-
 if __name__ == "__main__":
-    app.run(main)
+    converter_cli.main("build_camvid_data")

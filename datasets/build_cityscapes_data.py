@@ -13,32 +13,15 @@ Usage:
   python datasets/build_cityscapes_data.py --cityscapes_root=cityscapes \\
       --output_dir=data/cityscapes
 
-The source layout and label mapping live in `deeplab_dpc/data/sources.py`.
+The source layout and label mapping live in `deeplab_dpc/data/sources.py`,
+the flags in `datasets/converter_cli.py`.
 """
 
 import os
 import sys
 
-from absl import app, flags
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import converter_cli  # noqa: E402
 
-from deeplab_dpc.data import sources  # noqa: E402
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("cityscapes_root", None, "Folder holding leftImg8bit/ and gtFine/.")
-converter_cli.define_common_flags(
-    "data/cityscapes", num_shards=10, splits_help="Source splits: train, val, test."
-)
-
-
-def main(argv):
-    del argv
-    converter_cli.run(
-        "build_cityscapes_data", sources.build_cityscapes, FLAGS.cityscapes_root
-    )
-
-
 if __name__ == "__main__":
-    app.run(main)
+    converter_cli.main("build_cityscapes_data")

@@ -12,42 +12,15 @@ Usage:
   python datasets/build_pascal_person_part_data.py \\
       --person_part_root=Pascal-Person-Part --output_dir=data/pascal_person_part
 
-The source layout and label mapping live in `deeplab_dpc/data/sources.py`.
+The source layout and label mapping live in `deeplab_dpc/data/sources.py`,
+the flags in `datasets/converter_cli.py`.
 """
 
 import os
 import sys
 
-from absl import app, flags
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import converter_cli  # noqa: E402
 
-from deeplab_dpc.data import sources  # noqa: E402
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("person_part_root", None, "PASCAL-Person-Part root folder.")
-flags.DEFINE_string("image_dir", None, "Image folder (default: <root>/JPEGImages).")
-flags.DEFINE_string(
-    "label_dir", None, "Label folder (default: <root>/SegmentationPart)."
-)
-flags.DEFINE_string(
-    "list_dir", None, "Folder of <split>_id.txt lists (default: <root>)."
-)
-converter_cli.define_common_flags("data/pascal_person_part", num_shards=4)
-
-
-def main(argv):
-    del argv
-    converter_cli.run(
-        "build_pascal_person_part_data",
-        sources.build_pascal_person_part,
-        FLAGS.person_part_root,
-        image_dir=FLAGS.image_dir,
-        label_dir=FLAGS.label_dir,
-        list_dir=FLAGS.list_dir,
-    )
-
-
 if __name__ == "__main__":
-    app.run(main)
+    converter_cli.main("build_pascal_person_part_data")

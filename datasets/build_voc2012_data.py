@@ -19,46 +19,15 @@ Usage:
 
 As DeepLab's `build_voc2012_data.py` + `remove_gt_colormap.py`, in one step.
 
-The source layout and label mapping live in `deeplab_dpc/data/sources.py`.
+The source layout and label mapping live in `deeplab_dpc/data/sources.py`,
+the flags in `datasets/converter_cli.py`.
 """
 
 import os
 import sys
 
-from absl import app, flags
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import converter_cli  # noqa: E402
 
-from deeplab_dpc.data import sources  # noqa: E402
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("voc_root", None, "VOCdevkit/VOC2012 folder.")
-flags.DEFINE_string(
-    "sbd_root", None, "SBD benchmark_RELEASE/dataset folder (train_aug)."
-)
-flags.DEFINE_string(
-    "aug_label_dir", None, "SegmentationClassAug PNG folder (train_aug)."
-)
-flags.DEFINE_string("train_aug_list", None, "File listing the train_aug stems.")
-converter_cli.define_common_flags(
-    "data/pascal_voc_seg",
-    num_shards=4,
-    splits_help="Splits: train, val, trainval, train_aug.",
-)
-
-
-def main(argv):
-    del argv
-    converter_cli.run(
-        "build_voc2012_data",
-        sources.build_voc2012,
-        FLAGS.voc_root,
-        sbd_root=FLAGS.sbd_root,
-        aug_label_dir=FLAGS.aug_label_dir,
-        train_aug_list=FLAGS.train_aug_list,
-    )
-
-
 if __name__ == "__main__":
-    app.run(main)
+    converter_cli.main("build_voc2012_data")

@@ -117,6 +117,14 @@ def define_model_flags():
     define_options(MODEL_OPTIONS + DATASET_OPTIONS)
 
 
+def define_watch_flags(table):
+    """The flags of eval.py or vis.py: the model and dataset groups, and the
+    checkpoint-watching group with the script's own `table` (the script's
+    flags, as `watch_values` reads them)."""
+    define_model_flags()
+    define_options(WATCH_OPTIONS + table, module_name=_caller_module())
+
+
 _DEFINERS = {
     "string": flags.DEFINE_string,
     "integer": flags.DEFINE_integer,
@@ -135,16 +143,17 @@ def _caller_module():
     return sys.argv[0] if name == "__main__" and sys.argv else name
 
 
-def define_options(table, flag_values=None):
+def define_options(table, flag_values=None, module_name=None):
     """One absl flag per row of an options table (`option_table.Option`).
 
     Rows marked `shared` are flags of a shared group, defined by it; a flag
     already defined (a shared group used twice) is left as it is. "ints" and
     "floats" take "a,b" or the repeated form. The flags belong to the calling
-    module (absl's --helpshort lists an entry point's own flags).
+    module, or to `module_name` (absl's --helpshort lists an entry point's own
+    flags).
     """
     flag_values = FLAGS if flag_values is None else flag_values
-    module = {"module_name": _caller_module()}
+    module = {"module_name": module_name or _caller_module()}
     for option in table:
         if option.shared or not option.cli or option.name in flag_values:
             continue
@@ -403,8 +412,11 @@ def dataset_for_checkpoint(checkpoint_path):
 def watch_values(table, split_flag, honoured=("output_stride",)):
     """The checked flags of eval.py or vis.py (the shared groups and `table`).
 
-    Returns {"info", "data" (a `registry.DataSource`), "eval_scales"}; the
-    checkpoint must exist and --<split_flag> name a split of its dataset.
+    Returns {"info", "data" (a `registry.DataSource`), "eval_scales",
+    "watching"}; "watching" holds the keyword arguments of the watching loop
+    that `evaluate` and `visualize_checkpoints` share (flips, poll interval,
+    wait). The checkpoint must exist and --<split_flag> name a split of its
+    dataset.
     """
     from deeplab_dpc.data import registry
 
@@ -416,7 +428,17 @@ def watch_values(table, split_flag, honoured=("output_stride",)):
         registry.resolve_split(info, FLAGS[split_flag].value)
     except ValueError as e:
         raise ValueError(f"--{split_flag}: {e}") from None
-    return {"info": info, "data": data, "eval_scales": values["eval_scales"]}
+    watching = {
+        "add_flipped_images": values["add_flipped_images"],
+        "eval_interval_secs": values["eval_interval_secs"],
+        "wait_secs": values["max_wait_secs"],
+    }
+    return {
+        "info": info,
+        "data": data,
+        "eval_scales": values["eval_scales"],
+        "watching": watching,
+    }
 
 
 def require_checkpoint(path, flag="checkpoint_dir"):

@@ -1,4 +1,4 @@
-"""Shared test setup: quiet TensorFlow, locate ../shared."""
+"""Shared test setup: quiet TensorFlow, locate ../shared, shared fixtures."""
 
 import os
 from pathlib import Path
@@ -17,6 +17,18 @@ def shared_dir():
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} is absent (a fresh clone has no ../shared; CI has it)")
     return SHARED
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """16 training and 4 validation images of 65x65 (synthetic), once per module."""
+    from deeplab_dpc.data import synthetic  # TensorFlow only for the tests using it
+
+    path = tmp_path_factory.mktemp("data") / "synthetic"
+    synthetic.generate_synthetic_dataset(
+        str(path), num_train=16, num_val=4, image_size=(65, 65)
+    )
+    return str(path)
 
 
 @pytest.fixture(scope="session")

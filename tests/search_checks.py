@@ -1,8 +1,27 @@
-"""Checks shared by the multi-worker search tests (SQLite and PostgreSQL)."""
+"""Helpers shared by the search tests: a small feature cache, and the checks of
+the multi-worker search tests (SQLite and PostgreSQL)."""
 
 from optuna.trial import TrialState
 
 from deeplab_dpc.search import study as study_lib
+from deeplab_dpc.search.cache import write_cache_from_arrays
+
+
+def write_tiny_cache(path, splits, depth_multiplier=0.5, shard_size=256):
+    """Writes `splits` ({split: (features, labels)}) as the feature cache of a
+    3-class MobileNetV2 at output stride 16; returns the cache."""
+    backbone = {
+        "model_variant": "mobilenet_v2",
+        "output_stride": 16,
+        "depth_multiplier": depth_multiplier,
+    }
+    info = {
+        "backbone": backbone,
+        "num_classes": 3,
+        "ignore_label": 255,
+        "dtype": "float16",
+    }
+    return write_cache_from_arrays(str(path), splits, info, shard_size=shard_size)
 
 
 def assert_each_slot_once_and_killed_trial_retried(trials, num_slots, victim, pids):

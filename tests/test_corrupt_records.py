@@ -6,12 +6,11 @@ summed from the serialized lengths here, not read back with our code.
 
 import os
 import struct
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from cli_runner import run_module
 
 from deeplab_dpc.core import common
 from deeplab_dpc.data import pipeline, record_reader, registry
@@ -233,12 +232,7 @@ def test_masked_crc_matches_tensorflow_framing(tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "deeplab_dpc.tools.check_records", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_module("deeplab_dpc.tools.check_records", *args, timeout=120)
 
 
 def test_check_records_cli_exit_codes(tmp_path):

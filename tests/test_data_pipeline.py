@@ -181,6 +181,17 @@ def test_split_aliases_resolve_to_file_names(tmp_path):
     assert len(list(ds)) == 1
 
 
+def _read_skipping_bad_records(directory):
+    """(batches of the val split, number of bad records skipped) at batch size 1."""
+    counter = tf.Variable(0, dtype=tf.int64)
+    ds = pipeline.build_dataset(
+        str(directory), "val", INFO, is_training=False, skip_bad_records=True,
+        bad_record_counter=counter,
+    )  # fmt: skip
+    batches = list(ds)
+    return batches, int(counter.numpy())
+
+
 def _truncate(path, nbytes):
     data = open(path, "rb").read()
     with open(path, "wb") as f:
@@ -193,13 +204,9 @@ def test_truncated_shard_is_named_with_record_index(tmp_path):
     _truncate(bad, 100)
     with pytest.raises(ValueError, match=r"val-00001-of-00002\.tfrecord: record 2 "):
         pipeline.build_dataset(str(tmp_path), "val", INFO, is_training=False)
-    counter = tf.Variable(0, dtype=tf.int64)
-    ds = pipeline.build_dataset(
-        str(tmp_path), "val", INFO, is_training=False, skip_bad_records=True,
-        bad_record_counter=counter,
-    )  # fmt: skip
-    assert len(list(ds)) == 5
-    assert int(counter.numpy()) == 1
+    batches, skipped = _read_skipping_bad_records(tmp_path)
+    assert len(batches) == 5
+    assert skipped == 1
 
 
 def test_corrupt_record_payload_is_named(tmp_path):
@@ -215,13 +222,9 @@ def test_corrupt_record_payload_is_named(tmp_path):
         tf.errors.InvalidArgumentError, match=r"val-00000-of-00001\.tfrecord record 2"
     ):
         list(ds)
-    counter = tf.Variable(0, dtype=tf.int64)
-    ds = pipeline.build_dataset(
-        str(tmp_path), "val", INFO, is_training=False, skip_bad_records=True,
-        bad_record_counter=counter,
-    )  # fmt: skip
-    assert len(list(ds)) == 2
-    assert int(counter.numpy()) == 1
+    batches, skipped = _read_skipping_bad_records(tmp_path)
+    assert len(batches) == 2
+    assert skipped == 1
 
 
 def _write_with_bad_image(directory, bad_index=1):
@@ -257,14 +260,10 @@ def test_undecodable_image_names_shard_and_index(tmp_path, is_training):
 
 def test_undecodable_image_skipped_and_counted(tmp_path):
     _write_with_bad_image(tmp_path)
-    counter = tf.Variable(0, dtype=tf.int64)
-    ds = pipeline.build_dataset(
-        str(tmp_path), "val", INFO, is_training=False, skip_bad_records=True,
-        bad_record_counter=counter,
-    )  # fmt: skip
-    names = [b[common.IMAGE_NAME].numpy()[0] for b in ds]
+    batches, skipped = _read_skipping_bad_records(tmp_path)
+    names = [b[common.IMAGE_NAME].numpy()[0] for b in batches]
     assert names == [b"img0", b"img2"]
-    assert int(counter.numpy()) == 1
+    assert skipped == 1
 
 
 def test_label_size_mismatch_in_record_is_a_bad_record(tmp_path):

@@ -52,14 +52,19 @@ def test_cityscapes_through_tfds_maps_label_ids_to_train_ids():
         assert np.all(batch[common.LABEL].numpy()[0, 10:] == 255)
 
 
-def test_cityscapes_through_tfds_training_crops():
-    info = registry.get_dataset_info("cityscapes")
-    with tfds.testing.mock_data(as_dataset_fn=cityscapes_examples):
+def _first_training_batch(dataset, examples, batch_size, crop_size, seed):
+    """The first batch of the training path over the mocked TFDS `examples`."""
+    info = registry.get_dataset_info(dataset)
+    with tfds.testing.mock_data(as_dataset_fn=examples):
         ds = pipeline.build_dataset(
-            TFDS, "train", info, is_training=True, batch_size=2, crop_size=(9, 9),
-            seed=0,
+            TFDS, "train", info, is_training=True, batch_size=batch_size,
+            crop_size=crop_size, seed=seed,
         )  # fmt: skip
-        batch = next(iter(ds))
+        return next(iter(ds))
+
+
+def test_cityscapes_through_tfds_training_crops():
+    batch = _first_training_batch("cityscapes", cityscapes_examples, 2, (9, 9), 0)
     assert batch[common.IMAGE].shape == (2, 9, 9, 3)
     assert set(np.unique(batch[common.LABEL]).tolist()) <= set(
         TRAIN_IDS.ravel().tolist()
@@ -100,13 +105,8 @@ def test_tfds_random_examples_through_the_training_path():
             }
         )
 
-    info = registry.get_dataset_info("ade20k")
-    with tfds.testing.mock_data(as_dataset_fn=random_examples):
-        ds = pipeline.build_dataset(
-            TFDS, "train", info, is_training=True, batch_size=3, crop_size=(17, 17),
-            seed=1,
-        )  # fmt: skip
-        assert next(iter(ds))[common.LABEL].shape == (3, 17, 17, 1)
+    batch = _first_training_batch("ade20k", random_examples, 3, (17, 17), 1)
+    assert batch[common.LABEL].shape == (3, 17, 17, 1)
 
 
 def test_tfds_label_size_mismatch_is_an_error():

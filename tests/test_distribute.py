@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_dpc.data import synthetic
 from deeplab_dpc.training import distribute
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,15 +51,6 @@ for name in ("one_device", "mirrored"):
 
 print(json.dumps({"losses": losses}))
 """
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "synthetic"
-    synthetic.generate_synthetic_dataset(
-        str(path), num_train=16, num_val=4, image_size=(65, 65)
-    )
-    return str(path)
 
 
 def _env(**extra):

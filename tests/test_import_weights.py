@@ -11,13 +11,12 @@ checked in `test_conformance.py`.
 
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from cli_runner import run_module
 
 from deeplab_dpc.core import common
 from deeplab_dpc.modeling import naming
@@ -209,6 +208,13 @@ def small_source(tmp_path_factory):
     return config, model, prefix, tflite
 
 
+def _import_into_new_model(config, source, **options):
+    """`import_into_model` into a freshly built model of `config`; the report."""
+    return iw.import_into_model(
+        build_model(config), config, weight_sources.read_source(source), **options
+    )
+
+
 def _assert_same_weights(a, b):
     pairs = list(zip(a.weights, b.weights, strict=True))
     differ = [va.path for va, vb in pairs if not np.array_equal(va.numpy(), vb.numpy())]
@@ -296,9 +302,7 @@ def test_folded_tflite_reproduces_the_unfolded_model(small_source):
 def test_other_output_stride_than_the_source_is_a_warning(small_source):
     config, _, _, tflite = small_source
     config = model_config(**{**SMALL, "output_stride": 8})
-    report = iw.import_into_model(
-        build_model(config), config, weight_sources.read_source(tflite)
-    )
+    report = _import_into_new_model(config, tflite)
     assert any("rate [2, 2] here" in w for w in report["warnings"])
     assert any(line.startswith("warning:") for line in iw.format_report(report))
 
@@ -329,21 +333,14 @@ def test_backbone_only_leaves_head_and_logits_fresh(small_source):
 
 def test_initialize_last_layer_false_skips_only_logits(small_source):
     config, _, prefix, _ = small_source
-    report = iw.import_into_model(
-        build_model(config),
-        config,
-        weight_sources.read_source(prefix),
-        initialize_last_layer=False,
-    )
+    report = _import_into_new_model(config, prefix, initialize_last_layer=False)
     assert [e["layer"] for e in report["fresh"]] == ["logits/semantic"]
 
 
 def test_other_class_count_gets_fresh_logits_with_a_clear_line(small_source):
     config = model_config(**{**SMALL, "num_classes": 11})
     _, _, prefix, _ = small_source
-    report = iw.import_into_model(
-        build_model(config), config, weight_sources.read_source(prefix)
-    )
+    report = _import_into_new_model(config, prefix)
     (fresh,) = report["fresh"]
     assert fresh["layer"] == "logits/semantic"
     lines = iw.format_report(report)
@@ -353,41 +350,38 @@ def test_other_class_count_gets_fresh_logits_with_a_clear_line(small_source):
 # --- Bad input --------------------------------------------------------------------
 
 
-def test_depth_multiplier_mismatch_names_the_tensor(small_source):
-    config = model_config(**{**SMALL, "depth_multiplier": 0.5})
-    _, _, prefix, _ = small_source
-    with pytest.raises(
-        iw.WeightImportError,
-        match=r"^MobilenetV2/Conv/weights: stored \[3, 3, 3, 8\].*depth_multiplier",
-    ):
-        iw.import_into_model(
-            build_model(config), config, weight_sources.read_source(prefix)
-        )
+# A model that does not fit the source: the error names the first tensor that
+# does not fit (and the flag to change where one is to blame).
+MISMATCHES = [
+    pytest.param(
+        {"depth_multiplier": 0.5},
+        "checkpoint",
+        r"^MobilenetV2/Conv/weights: stored \[3, 3, 3, 8\].*depth_multiplier",
+        id="depth_multiplier",
+    ),
+    pytest.param(
+        {"model_variant": "xception_65", "depth_multiplier": 1.0},
+        "tflite",
+        r"^xception_65/entry_flow/conv1_1/weights: not in .*0 of \d+ xception_65 backbone layers",
+        id="other_architecture",
+    ),
+    pytest.param(
+        {"atrous_rates": []},
+        "checkpoint",
+        r"^concat_projection/weights: .*--atrous_rates",
+        id="head",
+    ),
+]
 
 
-def test_other_architecture_names_the_missing_tensor(small_source):
-    config = model_config(
-        **{**SMALL, "model_variant": "xception_65", "depth_multiplier": 1.0}
-    )
-    _, _, _, tflite = small_source
-    with pytest.raises(
-        iw.WeightImportError,
-        match=r"^xception_65/entry_flow/conv1_1/weights: not in .*0 of \d+ xception_65 backbone layers",
-    ):
-        iw.import_into_model(
-            build_model(config), config, weight_sources.read_source(tflite)
-        )
-
-
-def test_head_that_does_not_match_the_source_is_an_error(small_source):
-    config = model_config(**{**SMALL, "atrous_rates": []})
-    _, _, prefix, _ = small_source
-    with pytest.raises(
-        iw.WeightImportError, match=r"^concat_projection/weights: .*--atrous_rates"
-    ):
-        iw.import_into_model(
-            build_model(config), config, weight_sources.read_source(prefix)
-        )
+@pytest.mark.parametrize("overrides, source, message", MISMATCHES)
+def test_model_that_does_not_match_the_source_names_the_tensor(
+    small_source, overrides, source, message
+):
+    config = model_config(**{**SMALL, **overrides})
+    _, _, prefix, tflite = small_source
+    with pytest.raises(iw.WeightImportError, match=message):
+        _import_into_new_model(config, prefix if source == "checkpoint" else tflite)
 
 
 def test_not_a_model_and_our_own_checkpoint_are_refused(tmp_path):
@@ -420,14 +414,7 @@ def test_atrous_rates_flag_values():
 
 def _run_cli(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run(
-        [sys.executable, "-m", "deeplab_dpc.tools.import_weights", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
-    )
+    return run_module("deeplab_dpc.tools.import_weights", *args, cwd=REPO, env=env)
 
 
 def _small_flags(source, output, **overrides):

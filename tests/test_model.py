@@ -27,6 +27,8 @@ def _logits_shape(model, size):
 
 
 SLOW = pytest.mark.slow
+# The small DPC model of the quick tests (with MobileNetV2 and the paper's cell).
+SMALL_DPC = dict(head="dpc", dpc_spec=spec_lib.TOP1, depth_multiplier=0.5)
 
 
 def _check_builds(variant, head, output_stride, decoder):
@@ -81,14 +83,7 @@ def test_logits_align_with_input_at_deeplab_sizes():
 
 
 def test_small_model_runs_and_upsamples_with_align_corners():
-    config = model_config(
-        "mobilenet_v2",
-        4,
-        head="dpc",
-        dpc_spec=spec_lib.TOP1,
-        depth_multiplier=0.5,
-        upsample_logits=False,
-    )
+    config = model_config("mobilenet_v2", 4, **SMALL_DPC, upsample_logits=False)
     low = build_model(config)
     x = np.random.default_rng(0).uniform(-1, 1, (1, 97, 97, 3)).astype("float32")
     small = low(x)[common.SEMANTIC_LOGITS].numpy()
@@ -117,14 +112,7 @@ def test_config_round_trips_through_json(tmp_path):
 
 
 def test_model_json_round_trip():
-    model = build_deeplab(
-        "mobilenet_v2",
-        5,
-        head="dpc",
-        dpc_spec=spec_lib.TOP1,
-        depth_multiplier=0.5,
-        decoder_output_stride=4,
-    )
+    model = build_deeplab("mobilenet_v2", 5, **SMALL_DPC, decoder_output_stride=4)
     clone = keras.models.model_from_json(model.to_json())
     assert clone.count_params() == model.count_params()
     clone.set_weights(model.get_weights())

@@ -1,10 +1,9 @@
 """model_stats: per-unit params and MAdds against hand-computed values."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from cli_runner import run_module
 
 from deeplab_dpc.formats import dpc_spec as spec_lib
 from deeplab_dpc.modeling.complexity import compute_stats, summarize
@@ -79,12 +78,7 @@ def test_dpc_branch_by_hand_at_1025x2049():
 
 
 def _run(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "deeplab_dpc.tools.model_stats", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_module("deeplab_dpc.tools.model_stats", *args)
 
 
 def test_cli_json_rows():

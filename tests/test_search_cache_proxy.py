@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from search_checks import write_tiny_cache
 
 from deeplab_dpc.core import common
 from deeplab_dpc.data import registry, synthetic
@@ -176,19 +177,11 @@ def _learnable_cache(path, n_train=48, n_val=12, seed=0):
         labels[:, :3] = 255  # an ignored band
         return features, labels
 
-    backbone = {
-        "model_variant": "mobilenet_v2",
-        "output_stride": 16,
-        "depth_multiplier": 1.0,
-    }
-    info = {
-        "backbone": backbone,
-        "num_classes": 3,
-        "ignore_label": 255,
-        "dtype": "float16",
-    }
-    return cache_lib.write_cache_from_arrays(
-        str(path), {"train": split(n_train), "val": split(n_val)}, info, shard_size=20
+    return write_tiny_cache(
+        path,
+        {"train": split(n_train), "val": split(n_val)},
+        depth_multiplier=1.0,
+        shard_size=20,
     )
 
 

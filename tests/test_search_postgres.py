@@ -9,6 +9,7 @@ import sys
 
 import optuna
 import pytest
+from cli_runner import run_module
 from search_checks import assert_each_slot_once_and_killed_trial_retried
 from test_search_study import _tiny_cache, _wait_for_running_trial_of
 
@@ -104,10 +105,9 @@ def test_rerank_and_report_stages_on_postgres(tmp_path, postgres_url):
 
 
 def _copy(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "deeplab_dpc.tools.copy_study", *args],
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    return run_module(
+        "deeplab_dpc.tools.copy_study", *args, timeout=120, cwd=REPO, env=ENV
+    )
 
 
 def test_copy_study_moves_an_sqlite_search_to_postgres(tmp_path, postgres_url):

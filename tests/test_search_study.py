@@ -10,12 +10,14 @@ import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
-from search_checks import assert_each_slot_once_and_killed_trial_retried
+from search_checks import (
+    assert_each_slot_once_and_killed_trial_retried,
+    write_tiny_cache,
+)
 
 from deeplab_dpc.formats import dpc_spec as spec_lib
 from deeplab_dpc.search import samplers, spaces, stages
 from deeplab_dpc.search import study as study_lib
-from deeplab_dpc.search.cache import write_cache_from_arrays
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -148,20 +150,7 @@ def _tiny_cache(path):
         labels = np.repeat(np.repeat(np.argmax(features[..., :3], -1), 11, 1), 11, 2)
         return features, labels.astype(np.uint8)
 
-    backbone = {
-        "model_variant": "mobilenet_v2",
-        "output_stride": 16,
-        "depth_multiplier": 0.5,
-    }
-    info = {
-        "backbone": backbone,
-        "num_classes": 3,
-        "ignore_label": 255,
-        "dtype": "float16",
-    }
-    return write_cache_from_arrays(
-        str(path), {"train": split(16), "val": split(4)}, info
-    )
+    return write_tiny_cache(path, {"train": split(16), "val": split(4)})
 
 
 def _wait_for_running_trial_of(study, pid, timeout):

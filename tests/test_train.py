@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_dpc.data import synthetic
 from deeplab_dpc.modeling import checkpoints
 from deeplab_dpc.modeling.model import build_model, model_config
 from deeplab_dpc.training import schedules
@@ -45,16 +44,6 @@ def tiny_checkpoint(tmp_path_factory):
         dataset="synthetic",
     )
     checkpoints.write_model_checkpoint(build_model(config), config, str(path))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    """16 training and 4 validation images of 65x65 (synthetic)."""
-    path = tmp_path_factory.mktemp("data") / "synthetic"
-    synthetic.generate_synthetic_dataset(
-        str(path), num_train=16, num_val=4, image_size=(65, 65)
-    )
     return str(path)
 
 
