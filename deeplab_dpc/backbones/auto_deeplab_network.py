@@ -83,15 +83,13 @@ def low_level_cell(path):
     return index
 
 
-def check_stem_filters(stem_filters):
-    """`stem_filters` as a tuple of three positive ints; ValueError naming it otherwise."""
+def check_stem_filters(stem_filters, name="stem_filters"):
+    """`stem_filters` as a tuple of three positive ints; ValueError naming `name` otherwise."""
     values = tuple(stem_filters)
     if len(values) != 3 or not all(
         isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values
     ):
-        raise ValueError(
-            f"stem_filters: needs three positive integers, got {list(values)}"
-        )
+        raise ValueError(f"{name}: needs three positive integers, got {list(values)}")
     return values
 
 

@@ -44,6 +44,19 @@ def raw_id_map(info):
     return table
 
 
+def _panel(rgb, label, colored, preds, titles, colormap, class_names, ignore_label,
+           step=1):  # fmt: skip
+    """image | ground truth | each colourised prediction, titled, with the legend
+    of the classes present (the ground truth kept at every `step`-th pixel)."""
+    legend = colormaps.legend_entries(
+        class_names, colormap, label, *preds, ignore_label=ignore_label
+    )
+    truth = colormaps.colorize(label, colormap)[::step, ::step]
+    return colormaps.titled_panel(
+        [rgb, truth, *colored], ["image", "ground truth", *titles], legend
+    )
+
+
 def visualize_checkpoint(model, config, prefix, dataset, colormap, options):
     """Writes the PNGs of one checkpoint; returns the number of images."""
     from deeplab_dpc.modeling import checkpoints
@@ -68,14 +81,8 @@ def visualize_checkpoint(model, config, prefix, dataset, colormap, options):
         colored = colormaps.colorize(pred, colormap)
         colormaps.save_png(rgb, os.path.join(out_dir, f"{base}_image.png"))
         colormaps.save_png(colored, os.path.join(out_dir, f"{base}_prediction.png"))
-        legend = colormaps.legend_entries(
-            options["class_names"], colormap, label, pred,
-            ignore_label=options["ignore_label"],
-        )  # fmt: skip
-        panel = colormaps.titled_panel(
-            [rgb, colormaps.colorize(label, colormap), colored],
-            ["image", "ground truth", "prediction"], legend,
-        )  # fmt: skip
+        panel = _panel(rgb, label, [colored], [pred], ["prediction"], colormap,
+                       options["class_names"], options["ignore_label"])  # fmt: skip
         colormaps.save_png(panel, os.path.join(out_dir, f"{base}_panel.png"))
         if options["also_save_raw_predictions"]:
             raw = options["raw_id_map"][pred]
@@ -192,19 +199,15 @@ def comparison_figure(models, data, info, split="val", image_indices=(0,),
     if int(downsample) < 1:
         raise ValueError(f"downsample: a positive integer, got {downsample}")
     step = int(downsample)
-    titles = ["image", "ground truth", *(title for title, _ in models)]
     panels = []
     for k, (image, label) in enumerate(samples):
         preds = [p[k] for p in predictions]
-        legend = colormaps.legend_entries(
-            list(info.class_names), colormap, label, *preds,
-            ignore_label=info.ignore_label,
-        )  # fmt: skip
-        shown = [colormaps.to_uint8_image(image), colormaps.colorize(label, colormap),
-                 *(colormaps.colorize(p, colormap) for p in preds)]  # fmt: skip
-        panels.append(
-            colormaps.titled_panel([x[::step, ::step] for x in shown], titles, legend)
-        )
+        colored = [colormaps.colorize(p, colormap)[::step, ::step] for p in preds]
+        panels.append(_panel(
+            colormaps.to_uint8_image(image)[::step, ::step], label, colored, preds,
+            [title for title, _ in models], colormap, list(info.class_names),
+            info.ignore_label, step,
+        ))  # fmt: skip
     width = max(p.shape[1] for p in panels)
     return np.concatenate(
         [np.pad(p, ((0, 8), (0, width - p.shape[1]), (0, 0)), constant_values=255)

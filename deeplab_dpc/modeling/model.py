@@ -14,6 +14,7 @@ ASPP), optional `decoder`, `logits` (`logits/semantic`), and `upsample`.
 import keras
 
 from deeplab_dpc.backbones import MODEL_VARIANTS, NAS_VARIANTS, build_backbone
+from deeplab_dpc.backbones.auto_deeplab_network import STEM_FILTERS, check_stem_filters
 from deeplab_dpc.core import artefacts, common, errors
 from deeplab_dpc.formats import auto_deeplab_spec as nas_spec
 from deeplab_dpc.formats import dpc_spec as spec_lib
@@ -34,7 +35,6 @@ BACKBONE_OPTIONS = {
     "nas_stem_filters": "stem_filters",
     "nas_architecture": "architecture",
 }
-NAS_STEM_FILTERS = (64, 64, 128)  # the paper's (Sec. 5.2), `nas_stem_filters`
 
 
 class ModelConfigError(ValueError):
@@ -69,7 +69,7 @@ def model_config(
     dataset=None,
     nas_stem_output_num_conv_filters=20,
     nas_architecture=None,
-    nas_stem_filters=NAS_STEM_FILTERS,
+    nas_stem_filters=STEM_FILTERS,
     aspp_with_separable_conv=True,
     decoder_use_separable_conv=True,
 ):
@@ -139,14 +139,13 @@ def model_config(
             "nas_stem_output_num_conv_filters: must be positive, got "
             f"{nas_stem_output_num_conv_filters}"
         )
-    stem = list(nas_stem_filters or NAS_STEM_FILTERS)  # empty: the paper's
-    if len(stem) != 3 or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in stem
-    ):
-        raise ModelConfigError(
-            f"nas_stem_filters: needs three positive integers, got {stem}"
+    try:  # empty: the paper's
+        stem = list(
+            check_stem_filters(nas_stem_filters or STEM_FILTERS, "nas_stem_filters")
         )
-    if model_variant not in NAS_VARIANTS and tuple(stem) != NAS_STEM_FILTERS:
+    except ValueError as e:
+        raise ModelConfigError(str(e)) from None
+    if model_variant not in NAS_VARIANTS and tuple(stem) != STEM_FILTERS:
         raise ModelConfigError(
             f"nas_stem_filters: given, but model_variant is {model_variant!r}"
         )

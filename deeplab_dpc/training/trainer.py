@@ -40,8 +40,8 @@ Deviations from DeepLab, all deliberate:
   written beside the checkpoints, so eval, vis and export need no model flags.
 - A non-finite loss stops training (`NonFiniteLossError`) with the step, the
   learning rate, and the last good checkpoint; nothing is saved after it.
-  So does a step after which a model variable is not finite although its
-  loss was: a diverging run's batch-norm variance overflows float32 (or an
+  So does a model variable that is not finite although the loss was (checked
+  with the loss on logging steps and before each save): a diverging run's batch-norm variance overflows float32 (or an
   update sends a weight to Inf) a step before the loss does, and the
   checkpoint of that step would be "good" by its loss alone.
   The first non-finite step is recorded in the graph and read with the loss
@@ -71,7 +71,6 @@ Deviations from DeepLab, all deliberate:
   leaves the previous checkpoint as the latest.
 """
 
-import math
 import os
 import re
 import signal
@@ -451,15 +450,18 @@ class Trainer:
         reduce = tf.distribute.ReduceOp.SUM
         ce = tf.cast(self.strategy.reduce(reduce, ce, axis=None), tf.float32)
         total = tf.cast(self.strategy.reduce(reduce, total, axis=None), tf.float32)
-        finite = tf.logical_and(tf.math.is_finite(total), self._variables_finite())
-        first = tf.logical_and(tf.logical_not(finite), tf.equal(self.nonfinite_step, 0))
+        first = tf.logical_and(
+            tf.logical_not(tf.math.is_finite(total)), tf.equal(self.nonfinite_step, 0)
+        )
         self.nonfinite_step.assign(tf.where(first, self.step, self.nonfinite_step))
         self.nonfinite_loss.assign(tf.where(first, total, self.nonfinite_loss))
         return ce, total
 
+    @tf.function
     def _variables_finite(self):
-        """Whether every floating-point model variable is finite, in the graph
-        (after the step's update; a few ms a step)."""
+        """Whether every floating-point model variable is finite: one traced
+        function, run where the host checks the loss (logging steps, before
+        each save, at the end), not in every step."""
         checks = [
             tf.reduce_all(tf.math.is_finite(v))
             for v in self.model.variables
@@ -526,17 +528,22 @@ class Trainer:
         if self.is_chief:
             logging.info("Saved checkpoint %s (step %d)", path, step)
 
-    def _check_finite(self):
-        """Raises NonFiniteLossError naming the first step whose loss was not finite."""
+    def _check_finite(self, outputs):
+        """Raises NonFiniteLossError naming the first step whose loss was not
+        finite, or this step if a model variable is not (`outputs`: the last
+        step's (ce, total, ...), read only then)."""
         step = int(self.nonfinite_step.numpy())
-        if not step:
+        if step:
+            total = float(self.nonfinite_loss.numpy())
+            what = f"loss is {total}"
+        elif not bool(self._variables_finite()):
+            step = int(self.step.numpy())
+            total = float(outputs[1])
+            what = f"model variables are not finite (loss {total:.6g})"
+        else:
             return
-        total = float(self.nonfinite_loss.numpy())
         lr = float(self.schedule(step - 1))
         last = tf.train.latest_checkpoint(self.logdir) or "none yet"
-        what = f"loss is {total}"
-        if math.isfinite(total):
-            what = f"model variables are not finite (loss {total:.6g})"
         raise NonFiniteLossError(
             f"{what} at step {step} (learning rate {lr:.6g}): lower "
             f"--base_learning_rate, or check the labels (class ids must be below "
@@ -725,7 +732,7 @@ class Trainer:
             step += n
             if step % log_steps == 0 or step == total_steps or summary_due:
                 ce, total, lr = (float(t) for t in outputs)
-                self._check_finite()
+                self._check_finite(outputs)
                 progress.update(step, total, lr, log_steps)
             else:
                 progress.update(step, None, None, log_steps)
@@ -741,7 +748,7 @@ class Trainer:
                     now - last_save >= self.opts["save_interval_secs"] or at_interval
                 )
                 if step < total_steps and save and not stop:
-                    self._check_finite()  # never save after a non-finite loss
+                    self._check_finite(outputs)  # never save after a non-finite loss
                     self._log_saved(self.save(), step)
                     last_save = now
             if self.preemption is not None and not stop:
@@ -752,7 +759,7 @@ class Trainer:
         progress.close()
         if outputs is not None:
             ce, total = float(outputs[0]), float(outputs[1])
-            self._check_finite()
+            self._check_finite(outputs)
         latest = tf.train.latest_checkpoint(self.logdir)
         if self.preempted_path is not None:
             path = self.preempted_path  # saved at this step by the handler
