@@ -62,7 +62,7 @@ setuptools.setup(
     extras_require={
         "test": [
             "pytest>=8,<10",
-            "pytest-xdist>=3.5,<4",
+            "pytest-xdist>=3.8,<4",
             "ruff>=0.5",
             "psycopg[binary]>=3.1,<4",
             "sqlalchemy>=2.1,<3",

@@ -173,31 +173,32 @@ def comparison_figure(models, data, info, split="val", image_indices=(0,),
         raise ValueError(
             f"image_indices: non-negative positions, got {list(image_indices)}"
         )
+    if int(downsample) < 1:
+        raise ValueError(f"downsample: a positive integer, got {downsample}")
     colormap = colormaps.get_colormap(colormap_type, info)
     dataset = pipeline.build_dataset(data, split, info, is_training=False, batch_size=1)
     chosen = tf.constant(wanted, tf.int64)
-    dataset = (
+    # The chosen images, read once and checked before any model is loaded.
+    batches = list(
         dataset.take(wanted[-1] + 1)
         .enumerate()
         .filter(lambda i, _: tf.reduce_any(tf.equal(i, chosen)))
         .map(lambda _, batch: batch)
     )
+    if len(batches) != len(wanted):
+        raise ValueError(
+            f"image_indices: the {split} split has {len(batches)} of the "
+            f"positions {wanted}"
+        )
     samples, predictions = None, []
     for _, checkpoint in models:
         prefix = checkpoints.resolve_checkpoint(checkpoint)
         model, config = evaluator.load_model_for(prefix, info)
         checkpoints.restore_model(prefix, model=model, config=config)
         predict = evaluator.make_predict_fn(model, scales, False)
-        rows = list(evaluator.iterate_predictions(dataset, predict))
+        rows = list(evaluator.iterate_predictions(batches, predict))
         samples = samples or [(image, label) for _, image, label, _ in rows]
         predictions.append([pred for *_, pred in rows])
-    if len(samples) != len(wanted):
-        raise ValueError(
-            f"image_indices: the {split} split has {len(samples)} of the "
-            f"positions {wanted}"
-        )
-    if int(downsample) < 1:
-        raise ValueError(f"downsample: a positive integer, got {downsample}")
     step = int(downsample)
     panels = []
     for k, (image, label) in enumerate(samples):

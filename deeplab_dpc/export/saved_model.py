@@ -260,7 +260,9 @@ class DeepLabServingModule(tf.Module):
             image_bytes,
             fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
         )
-        return self._outputs(images)
+        # A call of the other signature's function: the model is traced once
+        # for both signatures (and saved once), not once per signature.
+        return self.serve_images(images)
 
     def signatures(self):
         return {
