@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -188,6 +189,17 @@ def test_search_killed_and_resumed(tmp_path):
     ):
         assert (workdir / name).exists()
     assert not [p for p in workdir.iterdir() if p.name.endswith(".tmp")]
+    # The same workdir with another supernet: one line naming the flag.
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+    other = subprocess.run(
+        [sys.executable, "-m", "deeplab_dpc.search.auto_deeplab",
+         f"--workdir={workdir}", "--num_steps=10", *TINY, "--num_layers=3"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert other.returncode == 2, other.stderr[-2000:]
+    last = other.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"auto_deeplab: error: --num_layers: {workdir} holds a ")
+    assert json.loads((workdir / "search_config.json").read_text())["num_layers"] == 2
 
 
 # --- The searcher in-process ---------------------------------------------
@@ -277,6 +289,55 @@ def test_warm_up_resume_optimizer_sets_and_non_finite_stop(tmp_path, monkeypatch
     assert resumed.manager.latest_checkpoint == saved
     assert max(h["step"] for h in json.loads(
         (tmp_path / "search" / "history.json").read_text())) == 6  # fmt: skip
+    # So does a variable that is not finite behind finite losses: a batch-norm
+    # variance at Inf (what an overflow leaves), which training-mode batch norm
+    # never reads, would otherwise be saved as a good checkpoint.
+    fresh = S.AutoDeepLabSearcher(workdir, _options(num_steps=8, arch_start_step=3))
+    monkeypatch.setattr(fresh, "_data", data)
+    step = fresh.restore_or_initialize()  # step 6
+    variance = next(v for v in fresh.model.variables if "moving_variance" in v.path)
+    variance.assign(np.full(variance.shape, np.inf, variance.dtype))
+    monkeypatch.setattr(fresh, "restore_or_initialize", lambda: step)  # keep it
+    with pytest.raises(
+        S.NonFiniteLossError,
+        match=r"^model variables are not finite \(loss [0-9.e+-]+\) at step 7 ",
+    ):
+        fresh.run()
+    assert fresh.manager.latest_checkpoint == saved
+
+
+def test_a_resume_with_other_search_options_is_refused(tmp_path):
+    from deeplab_dpc.search.auto_deeplab import search as S
+    from deeplab_dpc.search.auto_deeplab.options import SearchOptionsError
+
+    workdir = str(tmp_path / "search")
+    first = S.AutoDeepLabSearcher(workdir, _options(num_steps=4, arch_start_step=3))
+    first.restore_or_initialize()
+    first.save()  # a checkpoint (step 0) beside search_config.json
+    # Longer, logged and checkpointed otherwise: the same search, resumed.
+    longer = dict(num_steps=8, arch_start_step=3, log_every=2, checkpoint_every=4)
+    assert (
+        S.AutoDeepLabSearcher(workdir, _options(**longer)).restore_or_initialize() == 0
+    )
+    saved = json.loads((tmp_path / "search" / "search_config.json").read_text())
+    assert saved["num_steps"] == 8 and saved["log_every"] == 2
+    for change in (
+        dict(num_layers=3),  # another supernet
+        dict(ops=("separable_3x3_2", "zero")),
+        dict(arch_start_step=2),
+        dict(seed=1),  # other data
+    ):
+        name = next(iter(change))
+        searcher = S.AutoDeepLabSearcher(workdir, _options(**{**longer, **change}))
+        with pytest.raises(
+            SearchOptionsError,
+            match=rf"^{name}: {re.escape(workdir)} holds a search made with ",
+        ):
+            searcher.restore_or_initialize()
+        assert int(searcher.step.numpy()) == 0
+    # Nothing was overwritten by the refused resumes.
+    again = json.loads((tmp_path / "search" / "search_config.json").read_text())
+    assert again == saved
 
 
 def _planted_data(half, start, batch=2, size=33, seed=0):

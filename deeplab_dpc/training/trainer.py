@@ -154,6 +154,20 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or Inf; the message names the step and the likely causes."""
 
 
+def all_finite(variables):
+    """A scalar bool tensor: whether every floating-point variable is finite.
+
+    Called inside a traced function (the trainer's and the Auto-DeepLab
+    searcher's), where the host already reads the loss; never per step.
+    """
+    checks = [
+        tf.reduce_all(tf.math.is_finite(v))
+        for v in variables
+        if v.dtype in ("float16", "bfloat16", "float32", "float64")
+    ]
+    return tf.reduce_all(tf.stack(checks)) if checks else tf.constant(True)
+
+
 class BadLabelsError(ValueError):
     """The input pipeline met a bad record (named by shard and index): one line."""
 
@@ -462,12 +476,7 @@ class Trainer:
         """Whether every floating-point model variable is finite: one traced
         function, run where the host checks the loss (logging steps, before
         each save, at the end), not in every step."""
-        checks = [
-            tf.reduce_all(tf.math.is_finite(v))
-            for v in self.model.variables
-            if v.dtype in ("float16", "bfloat16", "float32", "float64")
-        ]
-        return tf.reduce_all(tf.stack(checks)) if checks else tf.constant(True)
+        return all_finite(self.model.variables)
 
     def _learning_rate(self):
         """The learning rate of the step just taken, in the graph."""

@@ -40,7 +40,10 @@ def main(argv):
     from deeplab_dpc.search.auto_deeplab import search
 
     logging.set_verbosity(logging.INFO)
-    search.AutoDeepLabSearcher(FLAGS.workdir, search_options).run()
+    try:
+        search.AutoDeepLabSearcher(FLAGS.workdir, search_options).run()
+    except options.SearchOptionsError as e:  # a resume with other options
+        raise ValueError(f"--{e}") from None
 
 
 if __name__ == "__main__":

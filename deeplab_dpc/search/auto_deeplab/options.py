@@ -20,6 +20,8 @@ g3doc/auto_deeplab.md, "Convergence"):
   Deviation from the paper, for budgets far below its own.
 """
 
+import json
+
 from deeplab_dpc.core import errors, option_table
 from deeplab_dpc.core.option_table import Option
 from deeplab_dpc.data import registry
@@ -180,3 +182,40 @@ def search_options(**options):
     resolved["dataset"] = str(o["dataset"])
     resolved["split"] = str(o["split"])
     return resolved
+
+
+# Options a resumed search may change: where the data lies, how long it runs,
+# how it logs, checkpoints, decodes and stops, and how the same computation is
+# run (recompute, graph optimizer, XLA). The others define the search (its
+# supernet, data, optimisers, seed, precision); a resume with another value of
+# one of them would carry on a different search from the checkpoint.
+RESUMABLE_OPTIONS = frozenset({
+    "dataset_dir", "num_steps", "log_every", "checkpoint_every", "average_logs",
+    "stop_after_stable_logs", "max_parameter_free_ops", "make_figures",
+    "recompute", "graph_optimizer", "jit_compile",
+})  # fmt: skip
+
+
+def check_resume(saved, given, workdir):
+    """Raises SearchOptionsError naming the first option that defines the search
+    and differs between `saved` (the workdir's search_config.json) and `given`.
+
+    Compared as JSON (lists and tuples alike); options absent from `saved`
+    (written by an older version) are not compared.
+    """
+    saved, given = json.loads(json.dumps(saved)), json.loads(json.dumps(given))
+    changed = [
+        name
+        for name in given
+        if name not in RESUMABLE_OPTIONS
+        and name in saved
+        and saved[name] != given[name]
+    ]
+    if changed:
+        name, others = changed[0], changed[1:]
+        also = f" (and {', '.join(others)})" if others else ""
+        raise SearchOptionsError(
+            f"{name}: {workdir} holds a search made with {saved[name]!r}, not "
+            f"{given[name]!r}{also}; resume it with the same options or start "
+            "the new search in another workdir"
+        )

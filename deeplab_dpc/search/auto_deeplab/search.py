@@ -15,7 +15,9 @@ numbers come from). Paper settings and the small-budget ones: `options`.
 Under `workdir` (names in `artefacts`):
   checkpoints/     tf.train.CheckpointManager (model, both optimizers, the
                    gradient accumulators, step); a killed run resumes from
-                   the latest one;
+                   the latest one, refused when an option that defines the
+                   search differs from search_config.json
+                   (`options.check_resume`);
   architecture.json  the decoded architecture (`auto_deeplab_spec` format) of alpha
                    and beta averaged over the last `average_logs` log steps,
                    rewritten atomically at every log step;
@@ -37,9 +39,9 @@ unchanged for `stop_after_stable_logs` log steps, or when the cell holds
 `max_parameter_free_ops` parameter-free operators (DARTS+ early stopping,
 Liang et al. 2019, against the collapse onto skip / pooling); on SIGINT /
 SIGTERM after the step in flight, with a checkpoint at that step and the
-trainer's one line (`interrupts`); on a non-finite loss
-(`NonFiniteLossError`, checked at every log and checkpoint step, before
-anything is saved).
+trainer's one line (`interrupts`); on a non-finite loss, or a non-finite
+variable behind finite losses (`NonFiniteLossError`, checked at every log
+and checkpoint step, before anything is saved).
 
 Deviations, with reasons:
 * Batch norm decay 0.9 in the supernet (`bn_momentum`), not the found
@@ -71,10 +73,17 @@ from deeplab_dpc.data.pipeline import build_dataset
 from deeplab_dpc.formats import auto_deeplab_spec as nas_spec
 from deeplab_dpc.layers.base import dtype_policy
 from deeplab_dpc.reporting import metrics, summaries
-from deeplab_dpc.search.auto_deeplab.options import MIXED_PRECISION, search_options
+from deeplab_dpc.search.auto_deeplab.options import (
+    MIXED_PRECISION,
+    check_resume,
+    search_options,
+)
 from deeplab_dpc.search.auto_deeplab.supernet import AutoDeepLabSupernet
 from deeplab_dpc.training import losses, schedules
-from deeplab_dpc.training.trainer import NonFiniteLossError  # the trainer's stop
+from deeplab_dpc.training.trainer import (  # the trainer's stop and its check
+    NonFiniteLossError,
+    all_finite,
+)
 
 PARAMETER_FREE_OPS = (
     nas_spec.SKIP,
@@ -225,6 +234,9 @@ class AutoDeepLabSearcher:
         """Restores the latest checkpoint and the history up to it; returns the step."""
         artefacts.makedirs(self.workdir)
         if self.manager.latest_checkpoint:
+            config_path = self.path(artefacts.SEARCH_CONFIG)
+            if artefacts.exists(config_path):  # the same search, or a clear refusal
+                check_resume(artefacts.read_json(config_path), self.opts, self.workdir)
             self.checkpoint.restore(self.manager.latest_checkpoint).expect_partial()
             step = int(self.step.numpy())
             history_path = self.path(artefacts.SEARCH_HISTORY)
@@ -361,12 +373,27 @@ class AutoDeepLabSearcher:
             self.sums.assign(tf.zeros_like(self.sums))
         return (w / nw if nw else float("nan")), (a / na if na else float("nan"))
 
-    def _check_finite(self, value, current):
-        if np.isfinite(value):
+    @tf.function
+    def _variables_finite(self):
+        """Whether every floating-point supernet variable (alpha and beta
+        included) is finite; run with the host's loss check, not per step."""
+        return all_finite(self.model.variables)
+
+    def _check_finite(self, losses, current):
+        """Raises NonFiniteLossError if a loss of `losses` is not finite, or,
+        with finite losses, a variable (a batch-norm variance that overflowed,
+        which training-mode batch norm never reads): never saved after it."""
+        bad = next((v for v in losses if not np.isfinite(v)), None)
+        if bad is not None:
+            what = f"loss is {bad} at step {current} or before"
+        elif not bool(self._variables_finite()):
+            loss = losses[0]
+            what = f"model variables are not finite (loss {loss:.6g}) at step {current}"
+        else:
             return
         last = self.manager.latest_checkpoint or "none yet"
         raise NonFiniteLossError(
-            f"loss is {value} at step {current} or before (learning rate "
+            f"{what} (learning rate "
             f"{float(self.schedule(current)):.6g}, architecture learning rate "
             f"{self.opts['arch_learning_rate']:.6g}): lower them, or check the "
             f"labels (class ids must be below {self.info.num_classes} or the "
@@ -509,9 +536,10 @@ class AutoDeepLabSearcher:
             if logged or saving:
                 # the only host read of the losses: at log and checkpoint steps
                 loss, arch_loss = self._read_sums(reset=logged)
-                self._check_finite(loss, current)
-                if current > o["arch_start_step"]:
-                    self._check_finite(arch_loss, current)
+                arch_phase = current > o["arch_start_step"]
+                self._check_finite(
+                    (loss, arch_loss) if arch_phase else (loss,), current
+                )
             if logged:
                 progress.update(
                     current, loss, float(self.schedule(current)), o["log_every"]
