@@ -65,7 +65,6 @@ HEAVY_FIRST = (
     "test_train.py",  # 127 s
     "test_distribute.py",  # 124 s
     "test_export.py",  # 94 s
-    "test_install.py",  # 42 s, mostly waiting for the package index
     "test_remote_paths.py",  # 42 s
     "test_search_cache_proxy.py",
     "test_search_study.py",
