@@ -22,27 +22,24 @@ command_line.define_options((WORKDIR, *options.OPTIONS))
 
 
 def options_from_flags():
-    """The checked search options of the command line (ValueError names the flag)."""
+    """The checked search options of the command line (SearchOptionsError names
+    the option)."""
     values = command_line.option_values((WORKDIR, *options.OPTIONS))
-    fields = command_line.config_values(options.OPTIONS, values)
-    try:
-        return options.search_options(**fields)
-    except options.SearchOptionsError as e:
-        raise ValueError(f"--{e}") from None
+    return options.search_options(**command_line.config_values(options.OPTIONS, values))
 
 
 def main(argv):
     del argv
-    search_options = options_from_flags()  # checked before TensorFlow loads (its
-    # C++ start-up lines would follow the error line otherwise)
-    from absl import logging
+    try:  # a bad flag, or a resume with other options: one line naming the flag
+        search_options = options_from_flags()  # checked before TensorFlow loads
+        # (its C++ start-up lines would follow the error line otherwise)
+        from absl import logging
 
-    from deeplab_dpc.search.auto_deeplab import search
+        from deeplab_dpc.search.auto_deeplab import search
 
-    logging.set_verbosity(logging.INFO)
-    try:
+        logging.set_verbosity(logging.INFO)
         search.AutoDeepLabSearcher(FLAGS.workdir, search_options).run()
-    except options.SearchOptionsError as e:  # a resume with other options
+    except options.SearchOptionsError as e:
         raise ValueError(f"--{e}") from None
 
 
